@@ -1,0 +1,170 @@
+//! [`HeaderStrategy`]: the token in a request header; the URL stays clean.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{header, HeaderName, StatusCode};
+
+use crate::counters::Counters;
+use crate::embedded::FAT_PARAM;
+use crate::{
+    AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
+    StrategyStats, SystemClock, TokenSource,
+};
+
+/// Header mode: `Authorization: Bearer <token>` by default. The header name and scheme are
+/// configurable (the vendor's iOS and Android SDKs send a header named `fat` with the bare token).
+/// A stale `fat` query parameter is stripped so the token never travels twice.
+///
+/// ```
+/// use std::sync::Arc;
+/// use secure_media_core::{HeaderStrategy, MediaAccessStrategy, MediaUrl, SecureHosts, StaticToken};
+///
+/// let strategy = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()));
+/// let view = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png?fat=old").unwrap();
+/// let resolution = strategy.resolve_ready(&view).unwrap().unwrap();
+/// assert_eq!(resolution.headers()[0].1, "Bearer tok");
+/// assert_eq!(resolution.apply_to_str("https://files-us.cometchat.io/a.png?fat=old"), "https://files-us.cometchat.io/a.png");
+/// ```
+pub struct HeaderStrategy {
+    hosts: SecureHosts,
+    tokens: Arc<dyn TokenSource>,
+    name: HeaderName,
+    scheme: Box<str>,
+    clock: Arc<dyn Clock>,
+    counters: Counters,
+}
+
+impl HeaderStrategy {
+    /// `Authorization: Bearer <token>` on `hosts`.
+    pub fn new(hosts: SecureHosts, tokens: Arc<dyn TokenSource>) -> Self {
+        Self {
+            hosts,
+            tokens,
+            name: header::AUTHORIZATION,
+            scheme: "Bearer".into(),
+            clock: Arc::new(SystemClock),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Sends the token in another header, with `scheme` before it (`""` for the bare token).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use secure_media_core::*;
+    /// // The vendor's mobile SDKs: a header named `fat` with the bare token.
+    /// let strategy = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()))
+    ///     .with_header("fat", "")
+    ///     .unwrap();
+    /// let view = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png").unwrap();
+    /// let resolution = strategy.resolve_ready(&view).unwrap().unwrap();
+    /// assert_eq!(resolution.headers()[0].0, "fat");
+    /// assert_eq!(resolution.headers()[0].1, "tok");
+    /// ```
+    pub fn with_header(mut self, name: &str, scheme: &str) -> Result<Self, AccessError> {
+        self.name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| AccessError::InvalidHeader("not a valid header name"))?;
+        if !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) {
+            return Err(AccessError::InvalidHeader("the scheme must be a single token such as Bearer"));
+        }
+        self.scheme = scheme.into();
+        Ok(self)
+    }
+
+    /// Uses another clock for expiry decisions (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn resolution(&self, url: &MediaUrl<'_>, token: Arc<FileAccessToken>) -> Result<Resolution, AccessError> {
+        let value = token.header_value(&self.scheme)?;
+        let base = if url.has_param(FAT_PARAM) { Resolution::remove_param(FAT_PARAM) } else { Resolution::keep() };
+        Ok(base.with_header(self.name.clone(), value).with_token(token))
+    }
+}
+
+#[async_trait]
+impl MediaAccessStrategy for HeaderStrategy {
+    fn secure_hosts(&self) -> &SecureHosts {
+        &self.hosts
+    }
+
+    fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
+        let token = self.tokens.current()?;
+        Some(self.resolution(url, token))
+    }
+
+    async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
+        let token = self.tokens.token().await?;
+        self.resolution(url, token)
+    }
+
+    async fn rejected(&self, url: &MediaUrl<'_>, used: &Resolution, status: StatusCode) -> RetryDecision {
+        self.counters.refuse_token(&*self.tokens, &*self.clock, url, used, status).await
+    }
+
+    fn stats(&self) -> StrategyStats {
+        self.counters.snapshot()
+    }
+}
+
+impl fmt::Debug for HeaderStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeaderStrategy")
+            .field("hosts", &self.hosts)
+            .field("header", &self.name)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StaticToken;
+
+    fn strategy() -> HeaderStrategy {
+        HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()))
+    }
+
+    #[test]
+    fn bearer_header_is_sensitive_and_url_is_clean() {
+        let s = strategy();
+        let view = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png?w=1").unwrap();
+        let r = s.resolve_ready(&view).unwrap().unwrap();
+        assert_eq!(r.headers().len(), 1);
+        assert_eq!(r.headers()[0].0, header::AUTHORIZATION);
+        assert_eq!(r.headers()[0].1, "Bearer tok");
+        assert!(r.headers()[0].1.is_sensitive());
+        assert!(matches!(r.url_change(), crate::UrlChange::Keep));
+    }
+
+    #[test]
+    fn a_stale_fat_is_stripped() {
+        let s = strategy();
+        let text = "https://files-us.cometchat.io/a.png?w=1&fat=old#f";
+        let r = s.resolve_ready(&MediaUrl::parse_plain(text).unwrap()).unwrap().unwrap();
+        assert_eq!(r.apply_to_str(text), "https://files-us.cometchat.io/a.png?w=1#f");
+    }
+
+    #[test]
+    fn header_name_and_scheme_are_validated() {
+        assert!(strategy().with_header("bad header", "Bearer").is_err());
+        assert!(strategy().with_header("x-token", "Bad Scheme").is_err());
+        assert!(strategy().with_header("x-token", "Token").is_ok());
+    }
+
+    #[tokio::test]
+    async fn forbidden_with_a_live_token_is_not_retried() {
+        let s = strategy();
+        let view = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png").unwrap();
+        let used = s.resolve(&view).await.unwrap();
+        assert_eq!(s.rejected(&view, &used, StatusCode::FORBIDDEN).await, RetryDecision::GiveUp);
+        // A static token cannot be renewed: a 401 is handed back too.
+        assert_eq!(s.rejected(&view, &used, StatusCode::UNAUTHORIZED).await, RetryDecision::GiveUp);
+        assert_eq!(s.stats().refusals, 2);
+    }
+}

@@ -1,0 +1,48 @@
+//! # secure-media-core
+//!
+//! The vocabulary of secure-media, with no HTTP client and no runtime: which hosts are secure
+//! ([`SecureHosts`]), the File Access Token ([`FileAccessToken`], [`TokenSource`]), the
+//! extension point ([`MediaAccessStrategy`], [`Resolution`]) and its three implementations
+//! ([`EmbeddedStrategy`], [`HeaderStrategy`], [`presigned::PresignedStrategy`]), and the
+//! SDK-parity handle [`SecureMedia`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use secure_media_core::{EmbeddedStrategy, SecureHosts, StaticToken};
+//!
+//! let hosts = SecureHosts::cometchat("us")?;
+//! let strategy = EmbeddedStrategy::new(hosts, Arc::new(StaticToken::parse("my-fat")?));
+//! assert_eq!(
+//!     strategy.embed("https://files-us.cometchat.io/app/media/a.png?w=64")?,
+//!     "https://files-us.cometchat.io/app/media/a.png?w=64&fat=my-fat",
+//! );
+//! # Ok::<(), secure_media_core::AccessError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![deny(clippy::await_holding_lock)]
+
+mod clock;
+mod counters;
+mod embedded;
+mod error;
+mod header;
+mod host;
+mod media;
+mod media_url;
+mod mode;
+pub mod presigned;
+mod query;
+mod strategy;
+mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use embedded::{EmbeddedStrategy, FAT_PARAM};
+pub use error::AccessError;
+pub use header::HeaderStrategy;
+pub use host::SecureHosts;
+pub use media::{SecureMedia, SecureMediaBuilder};
+pub use media_url::{MediaUrl, Scheme};
+pub use mode::SecureMediaMode;
+pub use strategy::{resolve_str, MediaAccessStrategy, Resolution, RetryDecision, StrategyStats, UrlChange};
+pub use token::{FileAccessToken, LoginCell, StaticToken, TokenListener, TokenSource, CLOCK_SKEW_ALLOWANCE};

@@ -1,0 +1,302 @@
+//! [`MediaUrl`]: a borrowed view of the parts of a URL that access decisions need.
+
+use std::borrow::Cow;
+
+use url::Url;
+
+use crate::query;
+
+/// The schemes media can travel over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `http://` (only for hosts that explicitly allow it, such as a loopback test server).
+    Http,
+    /// `https://`.
+    Https,
+}
+
+impl Scheme {
+    /// `"http"` or `"https"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    /// 80 or 443.
+    pub const fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        if name.eq_ignore_ascii_case("https") {
+            Some(Self::Https)
+        } else if name.eq_ignore_ascii_case("http") {
+            Some(Self::Http)
+        } else {
+            None
+        }
+    }
+}
+
+/// A borrowed, already parsed view of an `http(s)` URL: built from a [`Url`] (reqwest), an
+/// [`http::Uri`] (tower, hyper) or, on a fast path, straight from a string. Strategies decide
+/// from it without reparsing, and adapters apply the [`Resolution`](crate::Resolution) to their
+/// own URL type.
+///
+/// ```
+/// use secure_media_core::MediaUrl;
+///
+/// let url = url::Url::parse("https://files-us.cometchat.io/app/media/a.png?w=10#top").unwrap();
+/// let view = MediaUrl::from_url(&url).unwrap();
+/// assert_eq!(view.host(), "files-us.cometchat.io");
+/// assert_eq!(view.query(), Some("w=10"));
+/// assert_eq!(view.clean_key(), "https://files-us.cometchat.io/app/media/a.png?w=10");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaUrl<'a> {
+    scheme: Scheme,
+    host: &'a str,
+    port: Option<u16>,
+    path: &'a str,
+    query: Option<&'a str>,
+    fragment: Option<&'a str>,
+    /// The whole URL text, when it is already in normal form (lowercase host, no default port).
+    whole: Option<&'a str>,
+}
+
+impl<'a> MediaUrl<'a> {
+    /// A view of a parsed URL; `None` for schemes other than http(s) or a URL without a host.
+    pub fn from_url(url: &'a Url) -> Option<Self> {
+        let scheme = Scheme::from_name(url.scheme())?;
+        Some(Self {
+            scheme,
+            host: url.host_str()?,
+            port: url.port(),
+            path: url.path(),
+            query: url.query(),
+            fragment: url.fragment(),
+            whole: Some(url.as_str()),
+        })
+    }
+
+    /// A view of an `http::Uri` as hyper connects to it; `None` for other schemes, a relative
+    /// URI or one without a host.
+    pub fn from_uri(uri: &'a http::Uri) -> Option<Self> {
+        let scheme = Scheme::from_name(uri.scheme_str()?)?;
+        let port = uri.port_u16().filter(|p| *p != scheme.default_port());
+        Some(Self {
+            scheme,
+            host: uri.host().filter(|h| !h.is_empty())?,
+            port,
+            path: uri.path(),
+            query: uri.query(),
+            fragment: None,
+            whole: None,
+        })
+    }
+
+    /// The fast path for strings: succeeds only for plainly safe input (printable ASCII, a lowercase
+    /// `http://` or `https://` prefix, an authority of letters, digits, dots and hyphens with an
+    /// optional numeric port, so no `@`, `\`, `%`, brackets or whitespace). Anything else answers
+    /// `None` and must take the full WHATWG parse ([`Url::parse`]), so the host checked is always
+    /// the host a client connects to.
+    pub fn parse_plain(input: &'a str) -> Option<Self> {
+        if !input.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return None;
+        }
+        let (scheme, rest) = if let Some(rest) = input.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else if let Some(rest) = input.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else {
+            return None;
+        };
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let (host, port_text) = match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !host.starts_with('.');
+        if !host_ok {
+            return None;
+        }
+        let port = match port_text {
+            None | Some("") => None,
+            Some(digits) if digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                let port: u16 = digits.parse().ok()?;
+                (port != scheme.default_port()).then_some(port)
+            }
+            Some(_) => return None,
+        };
+        let (before_fragment, fragment) = match tail.split_once('#') {
+            Some((before, fragment)) => (before, Some(fragment)),
+            None => (tail, None),
+        };
+        let (path, query) = match before_fragment.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (before_fragment, None),
+        };
+        let normal = port_text.is_none()
+            && !path.is_empty()
+            && !host.ends_with('.')
+            && !host.bytes().any(|b| b.is_ascii_uppercase());
+        Some(Self { scheme, host, port, path, query, fragment, whole: normal.then_some(input) })
+    }
+
+    /// http or https.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The host as written (compare it case-insensitively; it may end in a dot).
+    pub fn host(&self) -> &'a str {
+        self.host
+    }
+
+    /// The explicit port, `None` when it is the scheme's default.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The path (may be empty for a string without one).
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The encoded query, without `?`.
+    pub fn query(&self) -> Option<&'a str> {
+        self.query
+    }
+
+    /// The fragment, without `#`.
+    pub fn fragment(&self) -> Option<&'a str> {
+        self.fragment
+    }
+
+    /// Does the query carry a parameter with this (decoded) name?
+    pub fn has_param(&self, name: &str) -> bool {
+        self.query.is_some_and(|q| query::contains(q, name))
+    }
+
+    /// The media key: the URL without credentials (`fat`, `Expires`, `Signature`, `Key-Pair-Id`,
+    /// `Policy`, `X-Amz-*`, `sig`, `se`) and without a fragment, host in lowercase. It stays the
+    /// same while tokens and signatures rotate, so caches key by it. Borrowed when the URL is
+    /// already clean.
+    pub fn clean_key(&self) -> Cow<'a, str> {
+        let credential_free = self.query.is_none_or(|q| !q.split('&').any(query::is_credential));
+        if let (Some(whole), true) = (self.whole, credential_free) {
+            let end = whole.find('#').unwrap_or(whole.len());
+            let trimmed = whole[..end].strip_suffix('?').unwrap_or(&whole[..end]);
+            return Cow::Borrowed(trimmed);
+        }
+        let mut out = String::with_capacity(self.host.len() + self.path.len() + 16);
+        out.push_str(self.scheme.as_str());
+        out.push_str("://");
+        let host = self.host.strip_suffix('.').unwrap_or(self.host);
+        out.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        if let Some(port) = self.port {
+            out.push(':');
+            out.push_str(&port.to_string());
+        }
+        out.push_str(if self.path.is_empty() { "/" } else { self.path });
+        if let Some(kept) = self.query.and_then(|q| query::retain(q, |pair| !query::is_credential(pair))) {
+            out.push('?');
+            out.push_str(&kept);
+        }
+        Cow::Owned(out)
+    }
+
+    /// The URL as a printable string for errors and logs: scheme, host, port and path only.
+    pub fn redacted(&self) -> String {
+        let mut out = format!("{}://{}", self.scheme.as_str(), self.host);
+        if let Some(port) = self.port {
+            out.push_str(&format!(":{port}"));
+        }
+        out.push_str(self.path);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_strings_take_the_fast_path() {
+        let m = MediaUrl::parse_plain("https://files-us.cometchat.io/a/media/x.png?w=1#f").unwrap();
+        assert_eq!(
+            (m.host(), m.port(), m.path(), m.query(), m.fragment()),
+            ("files-us.cometchat.io", None, "/a/media/x.png", Some("w=1"), Some("f"))
+        );
+        let m = MediaUrl::parse_plain("http://127.0.0.1:8080/x").unwrap();
+        assert_eq!((m.scheme(), m.port()), (Scheme::Http, Some(8080)));
+        assert_eq!(MediaUrl::parse_plain("https://h.io:443/x").unwrap().port(), None);
+    }
+
+    #[test]
+    fn tricky_strings_refuse_the_fast_path() {
+        for input in [
+            "https://files-us.cometchat.io@evil.com/",
+            "https://evil.com\\@files-us.cometchat.io/",
+            "https://files-us.cometchat.io%2eevil.com/",
+            "https://files-us.comet chat.io/",
+            "https://files-us.comet\tchat.io/",
+            " https://files-us.cometchat.io/",
+            "HTTPS://files-us.cometchat.io/",
+            "https:///files-us.cometchat.io/",
+            "https://[::1]/x",
+            "https://h.io:99999/x",
+            "https://h.io:8a/x",
+            "https://bücher.de/x",
+            "ftp://files-us.cometchat.io/",
+        ] {
+            assert!(MediaUrl::parse_plain(input).is_none(), "{input}");
+        }
+    }
+
+    #[test]
+    fn clean_key_drops_credentials_and_fragment() {
+        let url = Url::parse(
+            "https://Files-US.cometchat.io/a.png?w=1&fat=T&Expires=1&Signature=s&Key-Pair-Id=k&X-Amz-Date=d#frag",
+        )
+        .unwrap();
+        assert_eq!(MediaUrl::from_url(&url).unwrap().clean_key(), "https://files-us.cometchat.io/a.png?w=1");
+        let plain = MediaUrl::parse_plain("https://FILES-us.cometchat.io./a.png?fat=x").unwrap();
+        assert_eq!(plain.clean_key(), "https://files-us.cometchat.io/a.png");
+        let clean = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png#x").unwrap();
+        assert!(matches!(clean.clean_key(), Cow::Borrowed("https://files-us.cometchat.io/a.png")));
+    }
+
+    #[test]
+    fn the_three_sources_agree_on_the_key() {
+        let text = "https://files-us.cometchat.io:8443/app/media/a.png?x=1&fat=T";
+        let url = Url::parse(text).unwrap();
+        let uri: http::Uri = text.parse().unwrap();
+        let a = MediaUrl::from_url(&url).unwrap().clean_key();
+        let b = MediaUrl::from_uri(&uri).unwrap().clean_key();
+        let c = MediaUrl::parse_plain(text).unwrap().clean_key();
+        assert_eq!(a, b);
+        assert_eq!(b, c);
+        assert_eq!(a, "https://files-us.cometchat.io:8443/app/media/a.png?x=1");
+    }
+
+    #[test]
+    fn uri_userinfo_is_not_the_host() {
+        let uri: http::Uri = "https://files-us.cometchat.io@evil.com/x".parse().unwrap();
+        assert_eq!(MediaUrl::from_uri(&uri).unwrap().host(), "evil.com");
+    }
+
+    #[test]
+    fn redacted_has_no_query() {
+        let m = MediaUrl::parse_plain("https://h.io/a?fat=SECRET").unwrap();
+        assert_eq!(m.redacted(), "https://h.io/a");
+    }
+}

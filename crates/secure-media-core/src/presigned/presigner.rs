@@ -1,0 +1,194 @@
+//! [`Presigner`]: the presign endpoint, and the signed URLs it hands out.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use url::Url;
+
+use super::expiry_of;
+use crate::{AccessError, FileAccessToken};
+
+/// What a presign endpoint answers for one URL.
+#[derive(Clone)]
+pub struct Presigned {
+    /// The presigned URL.
+    pub url: String,
+    /// The expiry the endpoint states, if it states one (the URL's own is read too).
+    pub expires_at: Option<SystemTime>,
+}
+
+impl fmt::Debug for Presigned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presigned").field("url", &"<redacted>").field("expires_at", &self.expires_at).finish()
+    }
+}
+
+/// Exchanges clean media URLs for presigned ones: the vendor's presign endpoint, or your own.
+///
+/// Batch-capable: [`presign_batch`](Self::presign_batch) defaults to one
+/// [`presign`](Self::presign) after another; endpoints that take many URLs per call override it
+/// and raise [`max_batch`](Self::max_batch).
+#[async_trait]
+pub trait Presigner: Send + Sync + 'static {
+    /// Presigns one clean URL with the user's token.
+    async fn presign(&self, url: &str, token: &FileAccessToken) -> Result<Presigned, AccessError>;
+
+    /// Presigns several clean URLs; one answer per URL, in order.
+    async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
+        let mut out = Vec::with_capacity(urls.len());
+        for url in urls {
+            out.push(self.presign(url, token).await);
+        }
+        out
+    }
+
+    /// The most URLs one [`presign_batch`](Self::presign_batch) call should carry.
+    fn max_batch(&self) -> usize {
+        1
+    }
+}
+
+#[async_trait]
+impl<P: Presigner + ?Sized> Presigner for Arc<P> {
+    async fn presign(&self, url: &str, token: &FileAccessToken) -> Result<Presigned, AccessError> {
+        (**self).presign(url, token).await
+    }
+    async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
+        (**self).presign_batch(urls, token).await
+    }
+    fn max_batch(&self) -> usize {
+        (**self).max_batch()
+    }
+}
+
+/// A URL that carries its own proof of access, with the time it stops working.
+///
+/// `Debug` shows only the clean part (scheme, host, path); the full URL is a credential.
+pub struct SignedUrl {
+    url: Url,
+    fetched_at: SystemTime,
+    expires_at: SystemTime,
+}
+
+impl SignedUrl {
+    /// A signed URL valid from `fetched_at` until `expires_at`.
+    pub fn new(url: Url, fetched_at: SystemTime, expires_at: SystemTime) -> Self {
+        Self { url, fetched_at, expires_at }
+    }
+
+    /// Checks a presigner's answer: an http(s) URL that is not yet expired. Its expiry is the
+    /// earliest of the endpoint's and the URL's own, or `now + default_ttl` when neither says.
+    pub fn from_presigned(
+        answer: Presigned,
+        clean_url: &str,
+        now: SystemTime,
+        default_ttl: Duration,
+    ) -> Result<Self, AccessError> {
+        let failed = |reason: &str| AccessError::Presign { url: clean_url.to_owned(), reason: reason.to_owned() };
+        let url = Url::parse(&answer.url).map_err(|_| failed("the presigned URL is not a valid URL"))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+            return Err(failed("the presigned URL is not an http(s) URL"));
+        }
+        let expires_at = [answer.expires_at, expiry_of(&url)].into_iter().flatten().min().unwrap_or(now + default_ttl);
+        if expires_at <= now {
+            return Err(failed("the presigned URL is already expired"));
+        }
+        Ok(Self { url, fetched_at: now, expires_at })
+    }
+
+    /// The URL to request.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The URL to request, as text.
+    pub fn as_str(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// When it was obtained.
+    pub fn fetched_at(&self) -> SystemTime {
+        self.fetched_at
+    }
+
+    /// When it stops working.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// How long it was valid for when obtained.
+    pub fn lifetime(&self) -> Duration {
+        self.expires_at.duration_since(self.fetched_at).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for SignedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let clean = format!("{}://{}{}", self.url.scheme(), self.url.host_str().unwrap_or(""), self.url.path());
+        f.debug_struct("SignedUrl").field("url", &clean).field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn debug_hides_the_signature() {
+        let answer = Presigned {
+            url: "https://m.io/a.png?Expires=4000000000&Signature=SIG&Key-Pair-Id=K".into(),
+            expires_at: None,
+        };
+        assert!(!format!("{answer:?}").contains("SIG"));
+        let signed =
+            SignedUrl::from_presigned(answer, "https://m.io/a.png", UNIX_EPOCH, Duration::from_secs(60)).unwrap();
+        let shown = format!("{signed:?}");
+        assert!(
+            shown.contains("https://m.io/a.png") && !shown.contains("SIG") && !shown.contains("Key-Pair"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn expiry_is_the_earliest_known_or_the_default() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let earliest = SignedUrl::from_presigned(
+            Presigned {
+                url: "https://m.io/a?Expires=5000".into(),
+                expires_at: Some(UNIX_EPOCH + Duration::from_secs(3000)),
+            },
+            "https://m.io/a",
+            now,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(earliest.expires_at(), UNIX_EPOCH + Duration::from_secs(3000));
+        let default = SignedUrl::from_presigned(
+            Presigned { url: "https://m.io/a?s=1".into(), expires_at: None },
+            "https://m.io/a",
+            now,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(default.lifetime(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unusable_answers_are_errors_that_name_only_the_clean_url() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        for url in ["not a url", "ftp://m.io/a", "https://m.io/a?Expires=9999&Signature=SECRET"] {
+            let err = SignedUrl::from_presigned(
+                Presigned { url: url.into(), expires_at: None },
+                "https://m.io/a",
+                now,
+                Duration::from_secs(60),
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("https://m.io/a") && !text.contains("SECRET"), "{text}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Query-string surgery on already encoded text: find, replace and remove one parameter
+//! without reparsing or re-encoding the rest of the URL.
+
+use std::borrow::Cow;
+
+use url::form_urlencoded;
+
+/// Parameters that carry credentials or signatures: never part of a media key.
+const CREDENTIAL_PARAMS: &[&str] = &["fat", "Expires", "Signature", "Key-Pair-Id", "Policy", "sig", "se"];
+
+/// Does the raw (still encoded) parameter name decode to `name`?
+pub(crate) fn name_is(raw_name: &str, name: &str) -> bool {
+    if raw_name == name {
+        return true;
+    }
+    if !raw_name.contains(['%', '+']) {
+        return false;
+    }
+    let decoded: Cow<'_, str> = form_urlencoded::parse(raw_name.as_bytes()).next().map(|(k, _)| k).unwrap_or_default();
+    decoded == name
+}
+
+/// The raw name of one `name=value` pair.
+fn raw_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(name, _)| name)
+}
+
+/// Is `pair` a credential or signature parameter?
+pub(crate) fn is_credential(pair: &str) -> bool {
+    let name = raw_name(pair);
+    CREDENTIAL_PARAMS.iter().any(|c| name_is(name, c))
+        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
+}
+
+/// Does the query hold a parameter called `name`?
+pub(crate) fn contains(query: &str, name: &str) -> bool {
+    query.split('&').any(|pair| name_is(raw_name(pair), name))
+}
+
+/// Sets `name=encoded_value`: the first existing `name` is replaced in place, later ones are
+/// dropped, and without one the pair goes last. `None` when the query already says exactly that.
+pub(crate) fn set(query: Option<&str>, name: &str, encoded_value: &str) -> Option<String> {
+    let query = query.unwrap_or("");
+    let mut matches = query.split('&').filter(|pair| name_is(raw_name(pair), name));
+    if let (Some(only), None) = (matches.next(), matches.next()) {
+        if only.len() == name.len() + 1 + encoded_value.len()
+            && only.starts_with(name)
+            && only.ends_with(encoded_value)
+            && only.as_bytes()[name.len()] == b'='
+        {
+            return None;
+        }
+    }
+    let mut out = String::with_capacity(query.len() + name.len() + encoded_value.len() + 2);
+    let mut placed = false;
+    let push = |out: &mut String, piece: &str| {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(piece);
+    };
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        if name_is(raw_name(pair), name) {
+            if !placed {
+                push(&mut out, name);
+                out.push('=');
+                out.push_str(encoded_value);
+                placed = true;
+            }
+        } else {
+            push(&mut out, pair);
+        }
+    }
+    if !placed {
+        push(&mut out, name);
+        out.push('=');
+        out.push_str(encoded_value);
+    }
+    Some(out)
+}
+
+/// Removes every `name` parameter. `None` when there was none; `Some(None)` when nothing is left.
+pub(crate) fn remove(query: Option<&str>, name: &str) -> Option<Option<String>> {
+    let query = query?;
+    if !contains(query, name) {
+        return None;
+    }
+    Some(retain(query, |pair| !name_is(raw_name(pair), name)))
+}
+
+/// The pairs that pass `keep`, joined again; `None` when nothing is left.
+pub(crate) fn retain(query: &str, keep: impl Fn(&str) -> bool) -> Option<String> {
+    let mut out = String::with_capacity(query.len());
+    for pair in query.split('&').filter(|pair| !pair.is_empty() && keep(pair)) {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(pair);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_appends_last_and_keeps_the_rest() {
+        assert_eq!(set(None, "fat", "T").as_deref(), Some("fat=T"));
+        assert_eq!(set(Some("x=1&y=2"), "fat", "T").as_deref(), Some("x=1&y=2&fat=T"));
+    }
+
+    #[test]
+    fn set_replaces_in_place_and_never_twice() {
+        assert_eq!(set(Some("a=1&fat=old&b=2&fat=older"), "fat", "T").as_deref(), Some("a=1&fat=T&b=2"));
+        assert_eq!(set(Some("%66at=old&b=2"), "fat", "T").as_deref(), Some("fat=T&b=2"));
+    }
+
+    #[test]
+    fn set_is_idempotent() {
+        assert_eq!(set(Some("a=1&fat=T"), "fat", "T"), None);
+        assert_eq!(set(Some("fat=T&fat=T"), "fat", "T").as_deref(), Some("fat=T"));
+    }
+
+    #[test]
+    fn names_that_merely_contain_fat_are_other_parameters() {
+        assert_eq!(set(Some("format=png&fatima=1"), "fat", "T").as_deref(), Some("format=png&fatima=1&fat=T"));
+        assert!(!contains("format=png", "fat"));
+    }
+
+    #[test]
+    fn remove_strips_only_the_name() {
+        assert_eq!(remove(Some("a=1&fat=x"), "fat"), Some(Some("a=1".into())));
+        assert_eq!(remove(Some("fat=x"), "fat"), Some(None));
+        assert_eq!(remove(Some("format=1"), "fat"), None);
+        assert_eq!(remove(None, "fat"), None);
+    }
+
+    #[test]
+    fn credentials_are_recognised() {
+        for pair in
+            ["fat=1", "Expires=1", "Signature=a", "Key-Pair-Id=k", "X-Amz-Date=1", "x-amz-signature=z", "sig=s", "se=d"]
+        {
+            assert!(is_credential(pair), "{pair}");
+        }
+        for pair in ["w=100", "format=png", "expires_soon=1"] {
+            assert!(!is_credential(pair), "{pair}");
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! [`MediaAccessStrategy`]: the extension point, and [`Resolution`]: what it decides.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{HeaderName, HeaderValue, StatusCode};
+use url::Url;
+
+use crate::presigned::SignedUrl;
+use crate::{query, AccessError, FileAccessToken, MediaUrl, SecureHosts};
+
+/// How the request URL changes. Adapters apply it to their own URL type without reparsing.
+/// `Debug` hides parameter values and signed URLs: they are credentials.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum UrlChange {
+    /// Send the URL as it is.
+    Keep,
+    /// Set one query parameter: the first existing one is replaced in place, duplicates dropped,
+    /// otherwise it goes last. `value` is already form-urlencoded.
+    SetParam {
+        /// The parameter name (plain ASCII).
+        name: &'static str,
+        /// The encoded value, shared (encoded once, not per request).
+        value: Arc<str>,
+    },
+    /// Remove a query parameter (a stale `fat` in header mode).
+    RemoveParam(&'static str),
+    /// Request another URL instead (a presigned or signed URL).
+    Replace(Arc<SignedUrl>),
+}
+
+impl std::fmt::Debug for UrlChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Keep => f.write_str("Keep"),
+            Self::SetParam { name, .. } => {
+                f.debug_struct("SetParam").field("name", name).field("value", &"<redacted>").finish()
+            }
+            Self::RemoveParam(name) => f.debug_tuple("RemoveParam").field(name).finish(),
+            Self::Replace(signed) => f.debug_tuple("Replace").field(signed).finish(),
+        }
+    }
+}
+
+/// The headers a resolution adds: none, one (the common case, no allocation) or several.
+#[derive(Debug, Clone, Default)]
+enum Headers {
+    #[default]
+    None,
+    One([(HeaderName, HeaderValue); 1]),
+    Many(Vec<(HeaderName, HeaderValue)>),
+}
+
+/// What to send for one media request: the URL change and the headers to add.
+///
+/// ```
+/// use secure_media_core::{MediaUrl, Resolution};
+///
+/// let resolution = Resolution::set_param("fat", "abc".into());
+/// let url = "https://files-us.cometchat.io/a.png?w=1#top";
+/// assert_eq!(resolution.apply_to_str(url), "https://files-us.cometchat.io/a.png?w=1&fat=abc#top");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    url: UrlChange,
+    headers: Headers,
+    token: Option<Arc<FileAccessToken>>,
+}
+
+impl Resolution {
+    /// Send the request unchanged.
+    pub fn keep() -> Self {
+        Self { url: UrlChange::Keep, headers: Headers::None, token: None }
+    }
+
+    /// Set a query parameter to an already form-urlencoded value.
+    pub fn set_param(name: &'static str, encoded_value: Arc<str>) -> Self {
+        Self { url: UrlChange::SetParam { name, value: encoded_value }, ..Self::keep() }
+    }
+
+    /// Remove a query parameter.
+    pub fn remove_param(name: &'static str) -> Self {
+        Self { url: UrlChange::RemoveParam(name), ..Self::keep() }
+    }
+
+    /// Request another URL.
+    pub fn replace(url: Arc<SignedUrl>) -> Self {
+        Self { url: UrlChange::Replace(url), ..Self::keep() }
+    }
+
+    /// Also send this header (replacing any header of that name the request had).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers = match std::mem::take(&mut self.headers) {
+            Headers::None => Headers::One([(name, value)]),
+            Headers::One([first]) => Headers::Many(vec![first, (name, value)]),
+            Headers::Many(mut all) => {
+                all.push((name, value));
+                Headers::Many(all)
+            }
+        };
+        self
+    }
+
+    /// Remember which token this resolution used, so a refusal renews exactly that one.
+    pub fn with_token(mut self, token: Arc<FileAccessToken>) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// The URL change.
+    pub fn url_change(&self) -> &UrlChange {
+        &self.url
+    }
+
+    /// The headers to set.
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        match &self.headers {
+            Headers::None => &[],
+            Headers::One(one) => one,
+            Headers::Many(all) => all,
+        }
+    }
+
+    /// The token this resolution used, if any.
+    pub fn token(&self) -> Option<&Arc<FileAccessToken>> {
+        self.token.as_ref()
+    }
+
+    /// Applies the URL change to a parsed [`Url`].
+    pub fn apply_to_url(&self, url: &mut Url) {
+        match &self.url {
+            UrlChange::Keep => {}
+            UrlChange::SetParam { name, value } => {
+                if let Some(q) = query::set(url.query(), name, value) {
+                    url.set_query(Some(&q));
+                }
+            }
+            UrlChange::RemoveParam(name) => {
+                if let Some(q) = query::remove(url.query(), name) {
+                    url.set_query(q.as_deref());
+                }
+            }
+            UrlChange::Replace(signed) => {
+                // The fragment never reaches the server; keep the caller's (a video's #t=10).
+                let fragment = url.fragment().map(str::to_owned);
+                *url = signed.url().clone();
+                url.set_fragment(fragment.as_deref());
+            }
+        }
+    }
+
+    /// Applies the URL change to a URL string that is on a secure host (checked by the caller).
+    pub fn apply_to_str<'u>(&self, url: &'u str) -> Cow<'u, str> {
+        let (before_fragment, fragment) = match url.split_once('#') {
+            Some((before, fragment)) => (before, Some(fragment)),
+            None => (url, None),
+        };
+        let (base, old_query) = match before_fragment.split_once('?') {
+            Some((base, q)) => (base, Some(q)),
+            None => (before_fragment, None),
+        };
+        let new_query = match &self.url {
+            UrlChange::Keep => return Cow::Borrowed(url),
+            UrlChange::Replace(signed) => {
+                let signed = signed.url();
+                let base = signed.as_str().split_once('#').map_or(signed.as_str(), |(base, _)| base);
+                return Cow::Owned(match fragment {
+                    Some(fragment) => format!("{base}#{fragment}"),
+                    None => base.to_owned(),
+                });
+            }
+            UrlChange::SetParam { name, value } => match query::set(old_query, name, value) {
+                Some(q) => Some(q),
+                None => return Cow::Borrowed(url),
+            },
+            UrlChange::RemoveParam(name) => match query::remove(old_query, name) {
+                Some(q) => q,
+                None => return Cow::Borrowed(url),
+            },
+        };
+        let mut out = String::with_capacity(url.len() + new_query.as_ref().map_or(0, String::len) + 2);
+        out.push_str(base);
+        if let Some(q) = new_query {
+            out.push('?');
+            out.push_str(&q);
+        }
+        if let Some(fragment) = fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
+        Cow::Owned(out)
+    }
+
+    /// Applies the URL change to an [`http::Uri`] (tower, hyper).
+    pub fn apply_to_uri(&self, uri: &http::Uri) -> Result<Option<http::Uri>, AccessError> {
+        let new_query = match &self.url {
+            UrlChange::Keep => return Ok(None),
+            UrlChange::Replace(signed) => {
+                return signed
+                    .as_str()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| AccessError::InvalidUrl("the signed URL is not a valid URI"));
+            }
+            UrlChange::SetParam { name, value } => match query::set(uri.query(), name, value) {
+                Some(q) => Some(q),
+                None => return Ok(None),
+            },
+            UrlChange::RemoveParam(name) => match query::remove(uri.query(), name) {
+                Some(q) => q,
+                None => return Ok(None),
+            },
+        };
+        let path_and_query = match new_query {
+            Some(q) => format!("{}?{q}", uri.path()),
+            None => uri.path().to_owned(),
+        };
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query =
+            Some(path_and_query.parse().map_err(|_| AccessError::InvalidUrl("the rewritten path is not a valid URI"))?);
+        http::Uri::from_parts(parts).map(Some).map_err(|_| AccessError::InvalidUrl("the rewritten URI is invalid"))
+    }
+}
+
+/// What a strategy says after the media server refused its resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Something was repaired (a cache entry dropped, a token renewed): retry once with a fresh resolution.
+    RetryOnce,
+    /// Retrying would not help: hand the refusal to the caller.
+    GiveUp,
+}
+
+/// Counters for dashboards and tests. Cheap to take; values only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StrategyStats {
+    /// Presigned URLs answered from the cache.
+    pub cache_hits: u64,
+    /// Lookups that had to presign.
+    pub cache_misses: u64,
+    /// Calls made to the presigner (one per batch).
+    pub presign_calls: u64,
+    /// URLs presigned over all calls.
+    pub urls_presigned: u64,
+    /// Refusals reported through [`MediaAccessStrategy::rejected`].
+    pub refusals: u64,
+    /// Token renewals asked of the token source.
+    pub token_refreshes: u64,
+    /// Refusals answered with [`RetryDecision::RetryOnce`].
+    pub retries: u64,
+}
+
+/// How media requests prove access: implement it to extend secure-media with your own scheme
+/// (a signed CDN URL, a cookie, another vendor's token), and every adapter (tower, reqwest,
+/// image loaders) uses it unchanged.
+///
+/// Adapters call [`applies_to`](Self::applies_to) first (a request it declines passes untouched),
+/// then [`resolve_ready`](Self::resolve_ready), and only when that answers `None`,
+/// [`resolve`](Self::resolve). After a 401 or 403 they call [`rejected`](Self::rejected) and retry
+/// at most once.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use http::{header, HeaderValue, StatusCode};
+/// use secure_media_core::*;
+///
+/// /// Sends a fixed API key to one host.
+/// struct ApiKey { hosts: SecureHosts, key: HeaderValue }
+///
+/// #[async_trait]
+/// impl MediaAccessStrategy for ApiKey {
+///     fn secure_hosts(&self) -> &SecureHosts { &self.hosts }
+///     fn resolve_ready(&self, _url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
+///         Some(Ok(Resolution::keep().with_header(header::HeaderName::from_static("x-api-key"), self.key.clone())))
+///     }
+///     async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
+///         self.resolve_ready(url).unwrap_or(Ok(Resolution::keep()))
+///     }
+///     async fn rejected(&self, _: &MediaUrl<'_>, _: &Resolution, _: StatusCode) -> RetryDecision {
+///         RetryDecision::GiveUp
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait MediaAccessStrategy: Send + Sync + 'static {
+    /// The hosts this strategy serves.
+    fn secure_hosts(&self) -> &SecureHosts;
+
+    /// Does this URL need us at all? Default: it is on one of [`secure_hosts`](Self::secure_hosts).
+    fn applies_to(&self, url: &MediaUrl<'_>) -> bool {
+        self.secure_hosts().matches(url)
+    }
+
+    /// The synchronous hot path: answer without awaiting anything when possible (a warm token, a
+    /// cache hit), or `None` to be asked through [`resolve`](Self::resolve).
+    fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
+        let _ = url;
+        None
+    }
+
+    /// The full resolution, which may wait (fetch a token, presign).
+    async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError>;
+
+    /// The media server refused what `used` produced with `status` (401 or 403): drop caches,
+    /// renew tokens, and say whether one retry makes sense.
+    async fn rejected(&self, url: &MediaUrl<'_>, used: &Resolution, status: StatusCode) -> RetryDecision;
+
+    /// A snapshot of the strategy's counters.
+    fn stats(&self) -> StrategyStats {
+        StrategyStats::default()
+    }
+}
+
+#[async_trait]
+impl<S: MediaAccessStrategy + ?Sized> MediaAccessStrategy for Arc<S> {
+    fn secure_hosts(&self) -> &SecureHosts {
+        (**self).secure_hosts()
+    }
+    fn applies_to(&self, url: &MediaUrl<'_>) -> bool {
+        (**self).applies_to(url)
+    }
+    fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
+        (**self).resolve_ready(url)
+    }
+    async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
+        (**self).resolve(url).await
+    }
+    async fn rejected(&self, url: &MediaUrl<'_>, used: &Resolution, status: StatusCode) -> RetryDecision {
+        (**self).rejected(url, used, status).await
+    }
+    fn stats(&self) -> StrategyStats {
+        (**self).stats()
+    }
+}
+
+/// Resolves a URL string through any strategy: the input comes back unchanged when it is not a
+/// valid URL or not on a secure host (the vendor SDK's passthrough). Headers the strategy adds
+/// are in the returned [`Resolution`].
+pub async fn resolve_str<'u, S: MediaAccessStrategy + ?Sized>(
+    strategy: &S,
+    url: &'u str,
+) -> Result<(Cow<'u, str>, Option<Resolution>), AccessError> {
+    let fast = MediaUrl::parse_plain(url);
+    let full = match fast {
+        Some(_) => None,
+        None => match Url::parse(url) {
+            Ok(full) => Some(full),
+            Err(_) => return Ok((Cow::Borrowed(url), None)),
+        },
+    };
+    let Some(view) = fast.or_else(|| full.as_ref().and_then(MediaUrl::from_url)) else {
+        return Ok((Cow::Borrowed(url), None));
+    };
+    if !strategy.applies_to(&view) {
+        return Ok((Cow::Borrowed(url), None));
+    }
+    let resolution = match strategy.resolve_ready(&view) {
+        Some(ready) => ready?,
+        None => strategy.resolve(&view).await?,
+    };
+    // The slow path normalised the URL: apply to the normalised text so the host stays the one checked.
+    let resolved = match full {
+        None => resolution.apply_to_str(url),
+        Some(mut normal) => {
+            resolution.apply_to_url(&mut normal);
+            Cow::Owned(normal.into())
+        }
+    };
+    Ok((resolved, Some(resolution)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_to_str_keeps_query_and_fragment_order() {
+        let r = Resolution::set_param("fat", "T".into());
+        assert_eq!(r.apply_to_str("https://h.io/a"), "https://h.io/a?fat=T");
+        assert_eq!(r.apply_to_str("https://h.io/a?x=1"), "https://h.io/a?x=1&fat=T");
+        assert_eq!(r.apply_to_str("https://h.io/a?fat=old&x=1#f"), "https://h.io/a?fat=T&x=1#f");
+        assert!(matches!(r.apply_to_str("https://h.io/a?fat=T"), Cow::Borrowed(_)));
+        let strip = Resolution::remove_param("fat");
+        assert_eq!(strip.apply_to_str("https://h.io/a?fat=old#f"), "https://h.io/a#f");
+        assert_eq!(strip.apply_to_str("https://h.io/a?w=1&fat=old"), "https://h.io/a?w=1");
+    }
+
+    #[test]
+    fn apply_to_url_and_uri_match_apply_to_str() {
+        let r = Resolution::set_param("fat", "T%2B".into());
+        for text in ["https://h.io/a", "https://h.io/a?x=1", "https://h.io/a?fat=1&x=2"] {
+            let mut url = Url::parse(text).unwrap();
+            r.apply_to_url(&mut url);
+            let uri: http::Uri = text.parse().unwrap();
+            let uri = r.apply_to_uri(&uri).unwrap().unwrap();
+            assert_eq!(url.as_str(), r.apply_to_str(text));
+            assert_eq!(uri.to_string(), r.apply_to_str(text));
+        }
+    }
+
+    #[test]
+    fn replace_keeps_the_callers_fragment_and_hides_the_signature_in_debug() {
+        let now = std::time::SystemTime::now();
+        let signed = url::Url::parse("https://m.io/a.mp4?Signature=SIG").unwrap();
+        let r = Resolution::replace(Arc::new(SignedUrl::new(signed, now, now)));
+        assert_eq!(r.apply_to_str("https://h.io/a.mp4#t=10"), "https://m.io/a.mp4?Signature=SIG#t=10");
+        let mut url = Url::parse("https://h.io/a.mp4?fat=x#t=10").unwrap();
+        r.apply_to_url(&mut url);
+        assert_eq!(url.as_str(), "https://m.io/a.mp4?Signature=SIG#t=10");
+        assert!(!format!("{r:?}").contains("SIG"));
+        let set = Resolution::set_param("fat", "SECRET".into());
+        assert!(!format!("{set:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn headers_hold_one_without_allocating_and_many_in_order() {
+        let name = HeaderName::from_static("x-a");
+        let r = Resolution::keep().with_header(name.clone(), HeaderValue::from_static("1"));
+        assert!(matches!(r.headers, Headers::One(_)));
+        let r = r.with_header(HeaderName::from_static("x-b"), HeaderValue::from_static("2"));
+        assert_eq!(r.headers().len(), 2);
+        assert_eq!(r.headers()[0].0, name);
+    }
+}
