@@ -124,7 +124,8 @@ impl<'a> MediaUrl<'a> {
         };
         let host_ok = !host.is_empty()
             && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && !host.starts_with('.');
+            && !host.starts_with('.')
+            && plain_host_is_canonical(host);
         if !host_ok {
             return None;
         }
@@ -225,6 +226,27 @@ impl<'a> MediaUrl<'a> {
     }
 }
 
+/// Would the WHATWG host parser keep this (already `[A-Za-z0-9.-]`) host as written, up to case?
+/// Not when it reads it as an IPv4 number (`0`, `0x7f.1`, `127.1`, `010.0.0.1`) unless it is a
+/// canonical dotted quad, nor for punycode labels (`xn--`), which it decodes and validates.
+fn plain_host_is_canonical(host: &str) -> bool {
+    let trimmed = host.strip_suffix('.').unwrap_or(host);
+    let last = trimmed.rsplit('.').next().unwrap_or("");
+    if last.starts_with(|c: char| c.is_ascii_digit()) {
+        let octets: Vec<&str> = trimmed.split('.').collect();
+        return host == trimmed
+            && octets.len() == 4
+            && octets.iter().all(|o| {
+                !o.is_empty()
+                    && o.len() <= 3
+                    && o.bytes().all(|b| b.is_ascii_digit())
+                    && (o.len() == 1 || !o.starts_with('0'))
+                    && o.parse::<u16>().is_ok_and(|n| n <= 255)
+            });
+    }
+    !trimmed.split('.').any(|label| label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +261,7 @@ mod tests {
         let m = MediaUrl::parse_plain("http://127.0.0.1:8080/x").unwrap();
         assert_eq!((m.scheme(), m.port()), (Scheme::Http, Some(8080)));
         assert_eq!(MediaUrl::parse_plain("https://h.io:443/x").unwrap().port(), None);
+        assert_eq!(MediaUrl::parse_plain("http://10.0.255.1/x").unwrap().host(), "10.0.255.1");
     }
 
     #[test]
@@ -256,6 +279,12 @@ mod tests {
             "https://h.io:99999/x",
             "https://h.io:8a/x",
             "https://bücher.de/x",
+            "https://0/x",
+            "https://127.1/x",
+            "https://0x7f.0.0.1/x",
+            "https://010.0.0.1/x",
+            "https://1.2.3.4./x",
+            "https://xn--bcher-kva.de/x",
             "ftp://files-us.cometchat.io/",
         ] {
             assert!(MediaUrl::parse_plain(input).is_none(), "{input}");

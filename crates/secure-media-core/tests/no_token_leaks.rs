@@ -38,6 +38,11 @@ fn host_piece() -> impl Strategy<Value = String> {
         Just("files-us%2ecometchat.io.evil.com".to_string()),
         Just("files-us.comet\tchat.io".to_string()),
         Just("[::1]".to_string()),
+        Just("127.0.0.1".to_string()),
+        Just("0".to_string()),
+        Just("0x7f.1".to_string()),
+        Just("1.2.3.04".to_string()),
+        "[0-9x.]{1,12}",
         Just("xn--fles-us-9za.cometchat.io".to_string()),
         "[a-z0-9.@:%\\\\-]{0,24}",
     ]
