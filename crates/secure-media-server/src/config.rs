@@ -1,0 +1,61 @@
+//! [`ServerConfig`]: what the reference server is started with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to start a [`ReferenceServer`](crate::ReferenceServer). Start from
+/// `ServerConfig::default()` (app `demo`, 127.0.0.1 port 0, random secrets, FAT 1 h, URLs 1 day,
+/// built-in sample media) and set fields.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where to listen. Port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// The app id in media paths (`/{app_id}/media/...`) and in FAT claims.
+    pub app_id: String,
+    /// The key FATs are signed with; random per start when `None`.
+    pub fat_secret: Option<Vec<u8>>,
+    /// The key presigned URLs are signed with; random per start when `None`.
+    pub url_secret: Option<Vec<u8>>,
+    /// The `Key-Pair-Id` presigned URLs carry.
+    pub key_pair_id: String,
+    /// How long a FAT lives.
+    pub fat_ttl: Duration,
+    /// How long a presigned URL lives.
+    pub url_ttl: Duration,
+    /// Serve files from this directory instead of the built-in samples.
+    pub media_dir: Option<PathBuf>,
+    /// Origins the redirect fault may send clients to (`http://127.0.0.1:1234`); empty allows any.
+    pub allowed_redirect_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            app_id: "demo".into(),
+            fat_secret: None,
+            url_secret: None,
+            key_pair_id: "K2REFERENCE".into(),
+            fat_ttl: Duration::from_secs(3600),
+            url_ttl: Duration::from_secs(86_400),
+            media_dir: None,
+            allowed_redirect_origins: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("addr", &self.addr)
+            .field("app_id", &self.app_id)
+            .field("fat_secret", &self.fat_secret.as_ref().map(|_| "<redacted>"))
+            .field("url_secret", &self.url_secret.as_ref().map(|_| "<redacted>"))
+            .field("key_pair_id", &self.key_pair_id)
+            .field("fat_ttl", &self.fat_ttl)
+            .field("url_ttl", &self.url_ttl)
+            .field("media_dir", &self.media_dir)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,247 @@
+//! Fault knobs for tests: delays, injected failures, dropped connections, short lifetimes,
+//! cross-origin redirects and malformed presign answers. Set them through
+//! [`RunningServer::faults`](crate::RunningServer::faults) or `POST /_control`.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// The routes faults apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// `POST /v1/auth/login`
+    Login,
+    /// `GET /{app_id}/media/{*path}`
+    Media,
+    /// `POST /v1/media/presign`
+    Presign,
+}
+
+impl Route {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct RouteFaults {
+    delay: Duration,
+    fail_next: u32,
+    fail_status: Option<StatusCode>,
+    drop_next: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    routes: [RouteFaults; 3],
+    fat_ttl: Option<Duration>,
+    url_ttl: Option<Duration>,
+    redirect_to: Option<String>,
+    redirect_keeps_query: bool,
+    malformed_presign_next: u32,
+}
+
+/// What to do with one request, decided when it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Injected {
+    Fail(StatusCode),
+    Drop,
+}
+
+/// The fault knobs of one running server.
+#[derive(Debug, Default)]
+pub struct Faults {
+    state: Mutex<State>,
+}
+
+impl Faults {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Delays every request of `route` by `by` (zero to stop).
+    pub fn delay(&self, route: Route, by: Duration) {
+        self.with(|s| s.routes[route.index()].delay = by);
+    }
+
+    /// Answers the next `count` requests of `route` with `status`.
+    pub fn fail_next(&self, route: Route, count: u32, status: StatusCode) {
+        self.with(|s| {
+            let r = &mut s.routes[route.index()];
+            r.fail_next = count;
+            r.fail_status = Some(status);
+        });
+    }
+
+    /// Drops the connection of the next `count` requests of `route` mid-response.
+    pub fn drop_next(&self, route: Route, count: u32) {
+        self.with(|s| s.routes[route.index()].drop_next = count);
+    }
+
+    /// FATs issued from now on live `ttl`.
+    pub fn set_fat_ttl(&self, ttl: Duration) {
+        self.with(|s| s.fat_ttl = Some(ttl));
+    }
+
+    /// Presigned URLs issued from now on live `ttl`.
+    pub fn set_url_ttl(&self, ttl: Duration) {
+        self.with(|s| s.url_ttl = Some(ttl));
+    }
+
+    /// Answers media requests with `302 Location: <origin><path>` (and the original query when
+    /// `keep_query`, as some storage redirectors do); `None` stops.
+    pub fn redirect_media_to(&self, origin: Option<String>, keep_query: bool) {
+        self.with(|s| {
+            s.redirect_to = origin.map(|o| o.trim_end_matches('/').to_owned());
+            s.redirect_keeps_query = keep_query;
+        });
+    }
+
+    /// Answers the next `count` presign calls with malformed JSON.
+    pub fn malformed_presign_next(&self, count: u32) {
+        self.with(|s| s.malformed_presign_next = count);
+    }
+
+    /// Clears every fault.
+    pub fn reset(&self) {
+        self.with(|s| *s = State::default());
+    }
+
+    pub(crate) fn delay_of(&self, route: Route) -> Duration {
+        self.with(|s| s.routes[route.index()].delay)
+    }
+
+    pub(crate) fn take_injected(&self, route: Route) -> Option<Injected> {
+        self.with(|s| {
+            let r = &mut s.routes[route.index()];
+            if r.drop_next > 0 {
+                r.drop_next -= 1;
+                return Some(Injected::Drop);
+            }
+            if r.fail_next > 0 {
+                r.fail_next -= 1;
+                return Some(Injected::Fail(r.fail_status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE)));
+            }
+            None
+        })
+    }
+
+    pub(crate) fn fat_ttl(&self) -> Option<Duration> {
+        self.with(|s| s.fat_ttl)
+    }
+
+    pub(crate) fn url_ttl(&self) -> Option<Duration> {
+        self.with(|s| s.url_ttl)
+    }
+
+    pub(crate) fn redirect(&self) -> Option<(String, bool)> {
+        self.with(|s| s.redirect_to.clone().map(|o| (o, s.redirect_keeps_query)))
+    }
+
+    pub(crate) fn take_malformed_presign(&self) -> bool {
+        self.with(|s| {
+            let hit = s.malformed_presign_next > 0;
+            s.malformed_presign_next = s.malformed_presign_next.saturating_sub(1);
+            hit
+        })
+    }
+
+    /// Applies a `POST /_control` body.
+    pub(crate) fn apply(&self, control: &Control) -> Result<(), &'static str> {
+        if control.reset {
+            self.reset();
+        }
+        if let Some(route) = control.route {
+            if let Some(ms) = control.delay_ms {
+                self.delay(route, Duration::from_millis(ms));
+            }
+            if let Some(count) = control.fail_next {
+                let status =
+                    StatusCode::from_u16(control.status.unwrap_or(503)).map_err(|_| "status is not an HTTP status")?;
+                self.fail_next(route, count, status);
+            }
+            if let Some(count) = control.drop_next {
+                self.drop_next(route, count);
+            }
+        } else if control.delay_ms.is_some() || control.fail_next.is_some() || control.drop_next.is_some() {
+            return Err("delay_ms, fail_next and drop_next need a route (login, media or presign)");
+        }
+        if let Some(secs) = control.fat_ttl_secs {
+            self.set_fat_ttl(Duration::from_secs(secs));
+        }
+        if let Some(secs) = control.url_ttl_secs {
+            self.set_url_ttl(Duration::from_secs(secs));
+        }
+        if let Some(target) = &control.redirect_to {
+            let origin = (!target.is_empty()).then(|| target.clone());
+            self.redirect_media_to(origin, control.redirect_keeps_query.unwrap_or(true));
+        }
+        if let Some(count) = control.malformed_presign_next {
+            self.malformed_presign_next(count);
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn routes_clear(&self) -> bool {
+        self.with(|s| s.routes.iter().all(|r| r.fail_next == 0))
+    }
+}
+
+/// The body of `POST /_control`; every field optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Control {
+    /// Clear every fault first.
+    pub reset: bool,
+    /// The route for `delay_ms`, `fail_next` and `drop_next`.
+    pub route: Option<Route>,
+    /// Delay in milliseconds.
+    pub delay_ms: Option<u64>,
+    /// Fail the next N requests...
+    pub fail_next: Option<u32>,
+    /// ...with this status (default 503).
+    pub status: Option<u16>,
+    /// Drop the connection of the next N requests.
+    pub drop_next: Option<u32>,
+    /// FAT lifetime in seconds for FATs issued from now on.
+    pub fat_ttl_secs: Option<u64>,
+    /// Presigned URL lifetime in seconds for URLs issued from now on.
+    pub url_ttl_secs: Option<u64>,
+    /// Redirect media to this origin; `""` stops.
+    pub redirect_to: Option<String>,
+    /// Whether the redirect keeps the original query (default true).
+    pub redirect_keeps_query: Option<bool>,
+    /// Answer the next N presign calls with malformed JSON.
+    pub malformed_presign_next: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_next_counts_down() {
+        let faults = Faults::default();
+        faults.fail_next(Route::Media, 2, StatusCode::BAD_GATEWAY);
+        assert_eq!(faults.take_injected(Route::Media), Some(Injected::Fail(StatusCode::BAD_GATEWAY)));
+        assert_eq!(faults.take_injected(Route::Login), None);
+        assert_eq!(faults.take_injected(Route::Media), Some(Injected::Fail(StatusCode::BAD_GATEWAY)));
+        assert_eq!(faults.take_injected(Route::Media), None);
+        assert!(faults.routes_clear());
+    }
+
+    #[test]
+    fn control_needs_a_route_for_route_faults() {
+        let faults = Faults::default();
+        assert!(faults.apply(&Control { fail_next: Some(1), ..Control::default() }).is_err());
+        assert!(faults
+            .apply(&Control { route: Some(Route::Presign), fail_next: Some(1), status: Some(99), ..Control::default() })
+            .is_err());
+        faults.apply(&Control { route: Some(Route::Presign), drop_next: Some(1), ..Control::default() }).unwrap();
+        assert_eq!(faults.take_injected(Route::Presign), Some(Injected::Drop));
+    }
+}

@@ -1,0 +1,228 @@
+//! # secure-media-server
+//!
+//! A reference secure-media server with the vendor's semantics, for tests, examples and local
+//! development. Start it in-process on 127.0.0.1 port 0, or run `secure-media serve`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), secure_media_server::ServerError> {
+//! use secure_media_server::{ReferenceServer, ServerConfig};
+//!
+//! let server = ReferenceServer::start(ServerConfig::default()).await?;
+//! let login = server.login("alice").expect("a valid uid");
+//! let url = server.media_url("sample-640x480.png");
+//! assert!(url.starts_with("http://127.0.0.1:"));
+//! assert!(!login.fat.is_empty());
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Routes
+//! - `POST /v1/auth/login {"uid"}` -> `{"uid","fat","expires_at"}`: the FAT is an HS256 JWT
+//!   (`sub`, `exp`, `iat`, `app_id`).
+//! - `GET /{app_id}/media/{*path}`: the file (`Content-Type`, `Content-Length`, `ETag`, `Range`)
+//!   when `?fat=`, `Authorization: Bearer` or a presigned signature proves access; 401 for a
+//!   missing or invalid FAT, 403 for an expired or tampered presigned URL, 400 for a path that
+//!   leaves the media directory. A refusal never carries any part of the file.
+//! - `POST /v1/media/presign` (`Authorization: Bearer <fat>`) `{"urls":[...]}` ->
+//!   `{"urls":[{"url","presigned_url","expires_at"} | {"url","error"}]}`, at most
+//!   [`MAX_PRESIGN_BATCH`] URLs a call.
+//! - `POST /_control` ([`Control`]): the [`Faults`] knobs. `GET /_stats`: the [`Stats`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod auth;
+mod config;
+mod faults;
+mod media;
+mod routes;
+mod samples;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::ServerConfig;
+pub use faults::{Control, Faults, Route};
+pub use routes::{LoginAnswer, MAX_PRESIGN_BATCH};
+pub use samples::{samples, Sample, BOMB_SIDE, SAMPLE_NAMES};
+pub use stats::{Refusals, Served, Stats};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The media directory does not exist or cannot be read.
+    #[error("media directory {0}: not a readable directory")]
+    MediaDir(String),
+    /// No randomness for the signing secrets.
+    #[error("the system has no randomness for signing secrets")]
+    Entropy,
+    /// A signing key was rejected.
+    #[error("the signing key is unusable")]
+    Key,
+}
+
+/// What the handlers share.
+pub(crate) struct Shared {
+    config: ServerConfig,
+    addr: SocketAddr,
+    keys: auth::Keys,
+    faults: Faults,
+    counters: stats::Counters,
+    media: media::MediaStore,
+}
+
+/// Starts reference servers.
+#[derive(Debug)]
+pub struct ReferenceServer;
+
+impl ReferenceServer {
+    /// Binds `config.addr` and serves until [`RunningServer::shutdown`] or drop.
+    pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+        let media = match &config.media_dir {
+            None => media::MediaStore::Samples,
+            Some(dir) => {
+                let root =
+                    tokio::fs::canonicalize(dir).await.map_err(|_| ServerError::MediaDir(dir.display().to_string()))?;
+                if !root.is_dir() {
+                    return Err(ServerError::MediaDir(dir.display().to_string()));
+                }
+                media::MediaStore::Dir(root)
+            }
+        };
+        let fat_secret = match &config.fat_secret {
+            Some(secret) => secret.clone(),
+            None => auth::random_secret()?,
+        };
+        let url_secret = match &config.url_secret {
+            Some(secret) => secret.clone(),
+            None => auth::random_secret()?,
+        };
+        let keys = auth::Keys::new(fat_secret, url_secret, config.key_pair_id.clone(), config.app_id.clone())?;
+        let listener =
+            TcpListener::bind(config.addr).await.map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        let shared = Arc::new(Shared {
+            config,
+            addr,
+            keys,
+            faults: Faults::default(),
+            counters: stats::Counters::default(),
+            media,
+        });
+        let app = routes::router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "reference server stopped");
+            }
+        });
+        tracing::info!(%addr, "reference server listening");
+        Ok(RunningServer { shared, stop: Some(stop), task: Some(task) })
+    }
+}
+
+/// A server that is running. Dropping it stops it.
+pub struct RunningServer {
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `http://ADDR`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// The secure host as `host:port`, for a client's secure-host list.
+    pub fn host(&self) -> String {
+        self.shared.addr.to_string()
+    }
+
+    /// The app id.
+    pub fn app_id(&self) -> &str {
+        &self.shared.config.app_id
+    }
+
+    /// The clean URL of a media file: `http://ADDR/{app_id}/media/{name}`.
+    pub fn media_url(&self, name: &str) -> String {
+        format!("{}/{}/media/{name}", self.base_url(), self.shared.config.app_id)
+    }
+
+    /// The login endpoint's URL.
+    pub fn login_url(&self) -> String {
+        format!("{}/v1/auth/login", self.base_url())
+    }
+
+    /// The presign endpoint's URL.
+    pub fn presign_url(&self) -> String {
+        format!("{}/v1/media/presign", self.base_url())
+    }
+
+    /// Issues a FAT as `POST /v1/auth/login` would (counted as a login).
+    pub fn login(&self, uid: &str) -> Result<LoginAnswer, &'static str> {
+        self.shared.issue_fat(uid)
+    }
+
+    /// The fault knobs.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_stats(&self) {
+        self.shared.counters.reset();
+    }
+
+    /// Stops serving and waits for open connections to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer").field("addr", &self.shared.addr).field("config", &self.shared.config).finish()
+    }
+}

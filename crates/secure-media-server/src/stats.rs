@@ -1,0 +1,134 @@
+//! Counters, served at `GET /_stats` and by [`RunningServer::stats`](crate::RunningServer::stats).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// A snapshot of the server's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Successful logins.
+    pub logins: u64,
+    /// Calls to the presign endpoint that were answered with URLs.
+    pub presign_calls: u64,
+    /// URLs presigned over all calls.
+    pub urls_presigned: u64,
+    /// Media answered (200, 206 or 304) by proof kind.
+    pub served: Served,
+    /// Refusals by reason.
+    pub refusals: Refusals,
+    /// Requests of any route that carried a token (`fat` in the query or an `Authorization` header).
+    pub requests_with_token: u64,
+    /// All requests.
+    pub requests: u64,
+    /// Media requests answered with the redirect fault.
+    pub redirects: u64,
+    /// Requests answered by an injected failure (status or dropped connection).
+    pub faults_injected: u64,
+}
+
+/// Media served, by how access was proven.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Served {
+    /// `?fat=` in the query.
+    pub fat_query: u64,
+    /// `Authorization: Bearer`.
+    pub bearer: u64,
+    /// A presigned signature.
+    pub presigned: u64,
+}
+
+/// Refusals by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Refusals {
+    /// No proof at all (401).
+    pub missing: u64,
+    /// A FAT that does not verify (401).
+    pub invalid_fat: u64,
+    /// A FAT past its `exp` (401).
+    pub expired_fat: u64,
+    /// A presigned URL past its `Expires` (403).
+    pub expired_url: u64,
+    /// A presigned URL whose signature does not verify (403).
+    pub bad_signature: u64,
+    /// A path escaping the media directory (400).
+    pub traversal: u64,
+    /// No such file (404).
+    pub not_found: u64,
+}
+
+const FIELDS: usize = 17;
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) logins: AtomicU64,
+    pub(crate) presign_calls: AtomicU64,
+    pub(crate) urls_presigned: AtomicU64,
+    pub(crate) served_fat_query: AtomicU64,
+    pub(crate) served_bearer: AtomicU64,
+    pub(crate) served_presigned: AtomicU64,
+    pub(crate) refused_missing: AtomicU64,
+    pub(crate) refused_invalid_fat: AtomicU64,
+    pub(crate) refused_expired_fat: AtomicU64,
+    pub(crate) refused_expired_url: AtomicU64,
+    pub(crate) refused_bad_signature: AtomicU64,
+    pub(crate) refused_traversal: AtomicU64,
+    pub(crate) not_found: AtomicU64,
+    pub(crate) requests_with_token: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) redirects: AtomicU64,
+    pub(crate) faults_injected: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn all(&self) -> [&AtomicU64; FIELDS] {
+        [
+            &self.logins,
+            &self.presign_calls,
+            &self.urls_presigned,
+            &self.served_fat_query,
+            &self.served_bearer,
+            &self.served_presigned,
+            &self.refused_missing,
+            &self.refused_invalid_fat,
+            &self.refused_expired_fat,
+            &self.refused_expired_url,
+            &self.refused_bad_signature,
+            &self.refused_traversal,
+            &self.not_found,
+            &self.requests_with_token,
+            &self.requests,
+            &self.redirects,
+            &self.faults_injected,
+        ]
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let [logins, presign_calls, urls_presigned, fat_query, bearer, presigned, missing, invalid_fat, expired_fat, expired_url, bad_signature, traversal, not_found, requests_with_token, requests, redirects, faults_injected] =
+            self.all().map(|c| c.load(Ordering::Relaxed));
+        Stats {
+            logins,
+            presign_calls,
+            urls_presigned,
+            served: Served { fat_query, bearer, presigned },
+            refusals: Refusals { missing, invalid_fat, expired_fat, expired_url, bad_signature, traversal, not_found },
+            requests_with_token,
+            requests,
+            redirects,
+            faults_injected,
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        for counter in self.all() {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}

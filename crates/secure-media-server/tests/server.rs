@@ -1,0 +1,320 @@
+//! The reference server's rules, proven with a plain HTTP client on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use reqwest::{header, redirect, Client, StatusCode};
+use secure_media_server::{samples, Control, ReferenceServer, Route, RunningServer, ServerConfig};
+use serde_json::Value;
+
+async fn server() -> RunningServer {
+    ReferenceServer::start(ServerConfig::default()).await.unwrap()
+}
+
+fn client() -> Client {
+    Client::builder().redirect(redirect::Policy::none()).build().unwrap()
+}
+
+fn sample(name: &str) -> &'static [u8] {
+    &samples().iter().find(|s| s.name == name).unwrap().bytes
+}
+
+async fn presign(server: &RunningServer, fat: &str, urls: &[String]) -> Value {
+    let response = client()
+        .post(server.presign_url())
+        .bearer_auth(fat)
+        .json(&serde_json::json!({ "urls": urls }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn login_issues_an_hs256_fat_with_the_claims() {
+    let server = server().await;
+    let answer: Value = client()
+        .post(server.login_url())
+        .json(&serde_json::json!({"uid": "alice"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["uid"], "alice");
+    let fat = answer["fat"].as_str().unwrap();
+    let payload = fat.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["app_id"], "demo");
+    assert_eq!(claims["exp"], answer["expires_at"]);
+    assert!(claims["iat"].as_u64().unwrap() < claims["exp"].as_u64().unwrap());
+    let bad = client().post(server.login_url()).json(&serde_json::json!({"uid": ""})).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.stats().logins, 1);
+}
+
+#[tokio::test]
+async fn media_without_proof_is_401_and_never_the_file() {
+    let server = server().await;
+    let url = server.media_url("sample-640x480.png");
+    for request in [
+        client().get(&url),
+        client().get(format!("{url}?fat=not-a-jwt")),
+        client().get(&url).bearer_auth("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bad"),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body = response.bytes().await.unwrap();
+        assert!(!body.starts_with(b"\x89PNG"), "a refusal carries file bytes");
+    }
+    let stats = server.stats();
+    assert_eq!((stats.refusals.missing, stats.refusals.invalid_fat), (1, 2));
+}
+
+#[tokio::test]
+async fn each_proof_serves_the_file_with_its_headers() {
+    let server = server().await;
+    let fat = server.login("bob").unwrap().fat;
+    let url = server.media_url("sample-640x480.png");
+    let signed = presign(&server, &fat, std::slice::from_ref(&url)).await;
+    let presigned = signed["urls"][0]["presigned_url"].as_str().unwrap().to_owned();
+    assert!(presigned.contains("Expires=") && presigned.contains("Signature=") && presigned.contains("Key-Pair-Id="));
+    for request in
+        [client().get(format!("{url}?fat={fat}")), client().get(&url).bearer_auth(&fat), client().get(&presigned)]
+    {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "image/png");
+        assert!(response.headers().contains_key(header::ETAG));
+        let expected = sample("sample-640x480.png");
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], expected.len().to_string().as_str());
+        assert_eq!(&response.bytes().await.unwrap()[..], expected);
+    }
+    let served = server.stats().served;
+    assert_eq!((served.fat_query, served.bearer, served.presigned), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn expired_and_tampered_presigned_urls_are_403() {
+    let server = server().await;
+    let fat = server.login("carol").unwrap().fat;
+    let url = server.media_url("sample-64x64.gif");
+    let good = presign(&server, &fat, std::slice::from_ref(&url)).await["urls"][0]["presigned_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tampered = [
+        good.replace("sample-64x64.gif", "sample-640x480.png"),
+        good.replace("Key-Pair-Id=K2REFERENCE", "Key-Pair-Id=OTHER"),
+        good.replace("Expires=", "Expires=9"),
+        format!("{}A", good),
+    ];
+    for bad in &tampered {
+        let response = client().get(bad).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{bad}");
+        assert!(!response.bytes().await.unwrap().starts_with(b"GIF"));
+    }
+    server.faults().set_url_ttl(Duration::ZERO);
+    let expired = presign(&server, &fat, &[url]).await["urls"][0]["presigned_url"].as_str().unwrap().to_owned();
+    let response = client().get(&expired).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let refusals = server.stats().refusals;
+    assert_eq!((refusals.bad_signature, refusals.expired_url), (4, 1));
+}
+
+#[tokio::test]
+async fn an_expired_fat_is_401() {
+    let server = server().await;
+    server.faults().set_fat_ttl(Duration::ZERO);
+    let fat = server.login("dave").unwrap().fat;
+    let response = client().get(server.media_url("sample-64x64.gif")).bearer_auth(&fat).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let presign = client()
+        .post(server.presign_url())
+        .bearer_auth(&fat)
+        .json(&serde_json::json!({"urls": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(presign.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.stats().refusals.expired_fat, 2);
+}
+
+#[tokio::test]
+async fn range_requests_get_206_and_416() {
+    let server = server().await;
+    let fat = server.login("erin").unwrap().fat;
+    let url = format!("{}?fat={fat}", server.media_url("sample-clip.mp4"));
+    let clip = sample("sample-clip.mp4");
+    let response = client().get(&url).header(header::RANGE, "bytes=4-11").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(response.headers()[header::CONTENT_RANGE], format!("bytes 4-11/{}", clip.len()).as_str());
+    assert_eq!(&response.bytes().await.unwrap()[..], &clip[4..12]);
+    let tail = client().get(&url).header(header::RANGE, "bytes=-16").send().await.unwrap();
+    assert_eq!(&tail.bytes().await.unwrap()[..], &clip[clip.len() - 16..]);
+    let beyond = client().get(&url).header(header::RANGE, format!("bytes={}-", clip.len())).send().await.unwrap();
+    assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let head = client().head(&url).send().await.unwrap();
+    assert_eq!(head.headers()[header::CONTENT_LENGTH], clip.len().to_string().as_str());
+    let etag = head.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let cached = client().get(&url).header(header::IF_NONE_MATCH, etag).send().await.unwrap();
+    assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_that_leave_the_media_directory_are_refused() {
+    let server = server().await;
+    let fat = server.login("frank").unwrap().fat;
+    for path in
+        ["../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "a/./b.png"]
+    {
+        let target = format!("/demo/media/{path}?fat={fat}");
+        // A raw request, so neither the client nor a URL parser normalises `..` away.
+        let answer = tokio::task::spawn_blocking({
+            let addr = server.addr();
+            move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                write!(stream, "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).unwrap();
+                answer
+            }
+        })
+        .await
+        .unwrap();
+        let status_line = answer.lines().next().unwrap_or_default().to_owned();
+        assert!(status_line.contains("400") || status_line.contains("404"), "{path}: {status_line}");
+        assert!(!answer.contains("root:"), "{path}");
+    }
+    assert!(server.stats().refusals.traversal >= 4);
+}
+
+#[tokio::test]
+async fn one_presign_call_signs_many_urls_and_refuses_foreign_ones() {
+    let server = server().await;
+    let fat = server.login("gina").unwrap().fat;
+    let urls = vec![
+        server.media_url("sample-640x480.png"),
+        server.media_url("sample-64x64.gif"),
+        "https://elsewhere.example/demo/media/x.png".to_owned(),
+        "not a url".to_owned(),
+    ];
+    let answer = presign(&server, &fat, &urls).await;
+    let items = answer["urls"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item["url"], urls[i].as_str());
+        if i < 2 {
+            assert!(item["presigned_url"].as_str().unwrap().starts_with(&urls[i]));
+            assert!(item["expires_at"].as_u64().unwrap() > 0);
+        } else {
+            assert!(item["error"].is_string() && item["presigned_url"].is_null());
+        }
+    }
+    let stats = server.stats();
+    assert_eq!((stats.presign_calls, stats.urls_presigned), (1, 2));
+    let no_fat = client().post(server.presign_url()).json(&serde_json::json!({"urls": urls})).send().await.unwrap();
+    assert_eq!(no_fat.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn fault_knobs_delay_fail_drop_and_garble() {
+    let server = server().await;
+    let fat = server.login("hank").unwrap().fat;
+    let url = format!("{}?fat={fat}", server.media_url("sample-64x64.gif"));
+
+    server.faults().delay(Route::Media, Duration::from_millis(150));
+    let started = Instant::now();
+    assert_eq!(client().get(&url).send().await.unwrap().status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    server.faults().delay(Route::Media, Duration::ZERO);
+
+    server.faults().fail_next(Route::Media, 2, StatusCode::SERVICE_UNAVAILABLE);
+    for _ in 0..2 {
+        assert_eq!(client().get(&url).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(client().get(&url).send().await.unwrap().status(), StatusCode::OK);
+
+    server.faults().drop_next(Route::Media, 1);
+    let dropped = match client().get(&url).send().await {
+        Err(_) => true,
+        Ok(response) => response.bytes().await.is_err(),
+    };
+    assert!(dropped, "the connection was not dropped");
+
+    server.faults().malformed_presign_next(1);
+    let garbled = client()
+        .post(server.presign_url())
+        .bearer_auth(&fat)
+        .json(&serde_json::json!({"urls": [server.media_url("sample-64x64.gif")]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(garbled.json::<Value>().await.is_err());
+    assert_eq!(server.stats().faults_injected, 3);
+}
+
+#[tokio::test]
+async fn the_redirect_fault_sends_clients_to_another_origin() {
+    let server = server().await;
+    let other = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let fat = server.login("ivy").unwrap().fat;
+    server.faults().redirect_media_to(Some(other.base_url()), true);
+    let response = client().get(server.media_url("sample-64x64.gif")).bearer_auth(&fat).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()[header::LOCATION], other.media_url("sample-64x64.gif").as_str());
+    server.faults().redirect_media_to(Some(other.base_url()), false);
+    let with_query = client().get(format!("{}?w=1", server.media_url("a.png"))).send().await.unwrap();
+    assert_eq!(with_query.headers()[header::LOCATION], other.media_url("a.png").as_str());
+    assert_eq!(server.stats().redirects, 2);
+    assert_eq!(other.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn control_endpoint_and_stats_endpoint_speak_json() {
+    let server = server().await;
+    let control = |body: Value| client().post(format!("{}/_control", server.base_url())).json(&body).send();
+    assert_eq!(
+        control(serde_json::json!({"route": "login", "fail_next": 1, "status": 502})).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let login = client().post(server.login_url()).json(&serde_json::json!({"uid": "j"})).send().await.unwrap();
+    assert_eq!(login.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(control(serde_json::json!({"fail_next": 1})).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let typed = Control { fat_ttl_secs: Some(0), ..Control::default() };
+    assert_eq!(control(serde_json::to_value(typed).unwrap()).await.unwrap().status(), StatusCode::NO_CONTENT);
+    let stats: Value =
+        client().get(format!("{}/_stats", server.base_url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["faults_injected"], 1);
+    assert!(stats["served"].is_object() && stats["refusals"].is_object());
+}
+
+#[tokio::test]
+async fn a_media_directory_is_served_and_cannot_be_escaped_by_symlink() {
+    let root = std::env::temp_dir().join(format!("secure-media-dir-{}", std::process::id()));
+    let media = root.join("media");
+    std::fs::create_dir_all(media.join("nested")).unwrap();
+    std::fs::write(media.join("nested/hello.txt"), b"hello").unwrap();
+    std::fs::write(root.join("secret.txt"), b"top secret").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(root.join("secret.txt"), media.join("link.txt")).unwrap();
+    let server = ReferenceServer::start(ServerConfig { media_dir: Some(media.clone()), ..ServerConfig::default() })
+        .await
+        .unwrap();
+    let fat = server.login("kim").unwrap().fat;
+    let ok = client().get(server.media_url("nested/hello.txt")).bearer_auth(&fat).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+    assert_eq!(&ok.bytes().await.unwrap()[..], b"hello");
+    let escaped = client().get(server.media_url("link.txt")).bearer_auth(&fat).send().await.unwrap();
+    assert_eq!(escaped.status(), StatusCode::NOT_FOUND);
+    assert!(ReferenceServer::start(ServerConfig { media_dir: Some(root.join("missing")), ..ServerConfig::default() })
+        .await
+        .is_err());
+    std::fs::remove_dir_all(&root).unwrap();
+}
