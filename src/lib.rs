@@ -34,3 +34,15 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub use secure_media_core::*;
+
+/// tower middleware (feature `tower`).
+#[cfg(feature = "tower")]
+pub use secure_media_tower as tower;
+
+/// reqwest-middleware middleware (feature `reqwest`).
+#[cfg(feature = "reqwest")]
+pub use secure_media_reqwest as reqwest;
+
+/// The reference server (feature `server`).
+#[cfg(feature = "server")]
+pub use secure_media_server as server;

@@ -1,6 +1,7 @@
 //! [`MediaUrl`]: a borrowed view of the parts of a URL that access decisions need.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use url::Url;
 
@@ -247,6 +248,38 @@ fn plain_host_is_canonical(host: &str) -> bool {
     !trimmed.split('.').any(|label| label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
 }
 
+/// The clean media URL of a request ([`MediaUrl::clean_key`]): the adapters put it in the
+/// request's and the response's extensions, so caches inside and outside them key by it and stay
+/// stable while tokens and signatures rotate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MediaKey(Arc<str>);
+
+impl MediaKey {
+    /// The key of a URL view.
+    pub fn of(url: &MediaUrl<'_>) -> Self {
+        Self(url.clean_key().into())
+    }
+
+    /// The key of a URL string, when it is an http(s) URL.
+    pub fn of_str(url: &str) -> Option<Self> {
+        match MediaUrl::parse_plain(url) {
+            Some(view) => Some(Self::of(&view)),
+            None => Url::parse(url).ok().as_ref().and_then(MediaUrl::from_url).map(|v| Self::of(&v)),
+        }
+    }
+
+    /// The clean URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MediaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +354,16 @@ mod tests {
     fn uri_userinfo_is_not_the_host() {
         let uri: http::Uri = "https://files-us.cometchat.io@evil.com/x".parse().unwrap();
         assert_eq!(MediaUrl::from_uri(&uri).unwrap().host(), "evil.com");
+    }
+
+    #[test]
+    fn media_keys_are_clean_and_equal_across_rotations() {
+        let a = MediaKey::of_str("https://h.io/a.png?fat=ONE").unwrap();
+        let b = MediaKey::of_str("https://h.io/a.png?Expires=1&Signature=x&Key-Pair-Id=k").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "https://h.io/a.png");
+        assert_eq!(MediaKey::of_str("HTTPS://H.io/a.png?fat=x").unwrap(), a);
+        assert!(MediaKey::of_str("nope").is_none());
     }
 
     #[test]

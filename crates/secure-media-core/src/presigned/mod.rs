@@ -2,6 +2,7 @@
 //! renewed ahead of expiry, fetched once per key and in batches.
 
 mod cache;
+pub mod endpoint;
 mod expiry;
 mod flights;
 mod presigner;

@@ -1,0 +1,22 @@
+//! # secure-media-reqwest
+//!
+//! Secure media through [reqwest-middleware](https://docs.rs/reqwest-middleware):
+//! [`SecureMediaMiddleware`] adds proof of access on secure hosts only and retries once after a
+//! refusal; [`redirect_policy`] keeps reqwest from carrying a query token across origins;
+//! [`ReqwestPresigner`] talks to the presign endpoint.
+//!
+//! Order in a stack (outermost first): an HTTP cache keyed by URL (it sees the clean URL), then
+//! `reqwest-retry` (network retries of whole exchanges), then `reqwest-tracing` (spans see the
+//! clean URL), then [`SecureMediaMiddleware`] last, closest to the client, so the token is added
+//! after everything that logs or caches has seen the request.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![deny(clippy::await_holding_lock)]
+
+mod middleware;
+mod presigner;
+mod redirect;
+
+pub use middleware::SecureMediaMiddleware;
+pub use presigner::ReqwestPresigner;
+pub use redirect::redirect_policy;
