@@ -1,67 +1,106 @@
-//! The main job: resolve media URLs in the three modes and show what each request would carry.
+//! The main job: start the reference server in-process, log in, and load the same real image in
+//! all three modes through the reqwest middleware and through a tower/hyper client.
 //!
-//! Run it with `cargo run --example quickstart`. (Once the reference server and the middleware
-//! land, this loads real images from a local server in every mode.)
+//! ```sh
+//! cargo run --example quickstart
+//! ```
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use async_trait::async_trait;
-use secure_media::presigned::{Presigned, Presigner};
-use secure_media::{resolve_str, AccessError, FileAccessToken, LoginCell, SecureMedia, SecureMediaMode, StrategyStats};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use secure_media::presigned::Presigner;
+use secure_media::{FileAccessToken, LoginCell, SecureMedia, SecureMediaMode};
+use secure_media_reqwest::{redirect_policy, ReqwestPresigner, SecureMediaMiddleware};
+use secure_media_server::{ReferenceServer, ServerConfig};
+use secure_media_tower::{SecureMediaLayer, TowerPresigner};
+use tower::{ServiceBuilder, ServiceExt};
 
-/// A stand-in presign endpoint that signs in-process (the reference server does this over HTTP).
-struct LocalSigner;
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
-#[async_trait]
-impl Presigner for LocalSigner {
-    async fn presign(&self, url: &str, _token: &FileAccessToken) -> Result<Presigned, AccessError> {
-        let expires = SystemTime::now() + Duration::from_secs(86_400);
-        let unix = expires.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        Ok(Presigned {
-            url: format!("{url}?Expires={unix}&Signature=demo-signature&Key-Pair-Id=demo"),
-            expires_at: None,
-        })
-    }
-}
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let server = ReferenceServer::start(ServerConfig::default()).await?;
+    secure_media_server::samples(); // generate the sample images before timing anything
+    println!("reference server on {}\n", server.base_url());
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), AccessError> {
-    let login = Arc::new(LoginCell::new());
-    login.set(FileAccessToken::new("demo+fat/token=")?);
+    // The app logs in and hands the FAT to secure-media (and again after every re-login).
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(server.login_url())
+        .json(&serde_json::json!({ "uid": "quickstart-user" }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let cell = Arc::new(LoginCell::new());
+    cell.set(FileAccessToken::new(login["fat"].as_str().unwrap_or_default())?);
 
-    let urls = [
-        "https://files-us.cometchat.io/demo/media/photo.jpg",
-        "https://files-us.cometchat.io/demo/media/fatima.jpg?w=320",
-        "https://files-us.cometchat.io/demo/media/clip.mp4?fat=stale#t=10",
-        "https://evil.com/?next=files-us.cometchat.io",
-        "not a url",
-    ];
-
+    let image_url = server.media_url("sample-640x480.png");
+    let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    println!(
+        "{:<10} {:<8} {:>6} {:>8} {:>9} {:>9} {:>10}",
+        "mode", "stack", "status", "bytes", "decoded", "presigns", "time"
+    );
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
-        let media = SecureMedia::builder("demo")
-            .region("us")
-            .mode(mode)
-            .token_source(login.clone())
-            .presigner(Arc::new(LocalSigner))
-            .build()?;
-        println!("\n== mode {} ({}) ==", mode, u8::from(mode));
-        let strategy = media.strategy();
-        for url in urls {
-            let (resolved, resolution) = resolve_str(&*strategy, url).await?;
-            let headers: Vec<String> =
-                resolution.iter().flat_map(|r| r.headers()).map(|(name, _)| format!("{name}: <redacted>")).collect();
-            let secure = if media.requires_secure_access(url) { "secure " } else { "public " };
+        for stack in ["reqwest", "tower"] {
+            let presigner: Arc<dyn Presigner> = match stack {
+                "reqwest" => Arc::new(ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse()?)),
+                _ => Arc::new(TowerPresigner::new(hyper.clone(), server.presign_url().parse()?)),
+            };
+            let media = SecureMedia::builder(server.app_id())
+                .secure_host(&server.host())
+                .allowing_http() // loopback only
+                .mode(mode)
+                .token_source(cell.clone())
+                .presigner(presigner)
+                .build()?;
+            let presigns_before = server.stats().presign_calls;
+            let started = Instant::now();
+            let (status, body) = match stack {
+                "reqwest" => {
+                    let client = reqwest::Client::builder().redirect(redirect_policy()).build()?;
+                    let client = reqwest_middleware::ClientBuilder::new(client)
+                        .with(SecureMediaMiddleware::new(media.strategy()))
+                        .build();
+                    let response = client.get(&image_url).send().await?;
+                    (response.status().as_u16(), response.bytes().await?)
+                }
+                _ => {
+                    let service =
+                        ServiceBuilder::new().layer(SecureMediaLayer::new(media.strategy())).service(hyper.clone());
+                    let request = http::Request::get(&image_url).body(Full::default())?;
+                    let response = service.oneshot(request).await?;
+                    let status = response.status().as_u16();
+                    (status, response.into_body().collect().await?.to_bytes())
+                }
+            };
+            let elapsed = started.elapsed();
+            let decoded =
+                image::load_from_memory(&body).map(|i| format!("{}x{}", i.width(), i.height())).unwrap_or("no".into());
+            let presigns = server.stats().presign_calls - presigns_before;
             println!(
-                "{secure} {url}\n   -> {resolved}{}",
-                if headers.is_empty() { String::new() } else { format!("\n      + {}", headers.join(", ")) }
+                "{:<10} {:<8} {:>6} {:>8} {:>9} {:>9} {:>8.1}ms",
+                mode.to_string(),
+                stack,
+                status,
+                body.len(),
+                decoded,
+                presigns,
+                elapsed.as_secs_f64() * 1e3
             );
         }
-        let StrategyStats { presign_calls, cache_hits, .. } = strategy.stats();
-        println!(
-            "   presign calls: {presign_calls}, cache hits: {cache_hits}, header mode enabled: {}",
-            media.is_header_mode_enabled()
-        );
     }
+    let stats = server.stats();
+    println!(
+        "\nserver: served {} by ?fat=, {} by bearer, {} presigned; {} refusals",
+        stats.served.fat_query,
+        stats.served.bearer,
+        stats.served.presigned,
+        stats.refusals.missing + stats.refusals.invalid_fat + stats.refusals.expired_fat
+    );
+    server.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,93 @@
+//! ReqwestPresigner against the reference server's presign endpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use secure_media_core::presigned::Presigner;
+use secure_media_core::{AccessError, FileAccessToken};
+use secure_media_reqwest::ReqwestPresigner;
+use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
+
+async fn setup() -> (RunningServer, FileAccessToken, ReqwestPresigner) {
+    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let token = FileAccessToken::new(server.login("p").unwrap().fat).unwrap();
+    let presigner = ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse().unwrap())
+        .with_retries(2, Duration::from_millis(10))
+        .with_timeout(Duration::from_millis(500));
+    (server, token, presigner)
+}
+
+fn urls(server: &RunningServer) -> Vec<Arc<str>> {
+    vec![
+        server.media_url("sample-640x480.png").into(),
+        server.media_url("sample-64x64.gif").into(),
+        Arc::from("https://elsewhere.example/demo/media/a.png"),
+    ]
+}
+
+#[tokio::test]
+async fn one_call_presigns_a_batch_with_per_item_errors() {
+    let (server, token, presigner) = setup().await;
+    let urls = urls(&server);
+    let answers = presigner.presign_batch(&urls, &token).await;
+    assert_eq!(answers.len(), 3);
+    for (url, answer) in urls.iter().zip(&answers[..2]) {
+        let presigned = answer.as_ref().unwrap();
+        assert!(presigned.url.starts_with(&**url) && presigned.url.contains("Signature="));
+        assert!(presigned.expires_at.is_some());
+    }
+    assert!(matches!(&answers[2], Err(AccessError::Presign { .. })));
+    assert_eq!(server.stats().presign_calls, 1);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff_and_bounded() {
+    let (server, token, presigner) = setup().await;
+    server.faults().fail_next(Route::Presign, 2, StatusCode::SERVICE_UNAVAILABLE);
+    let answers = presigner.presign_batch(&urls(&server)[..1], &token).await;
+    assert!(answers[0].is_ok());
+    assert_eq!((server.stats().faults_injected, server.stats().presign_calls), (2, 1));
+
+    server.faults().fail_next(Route::Presign, 10, StatusCode::BAD_GATEWAY);
+    let answers = presigner.presign_batch(&urls(&server)[..1], &token).await;
+    let error = answers[0].as_ref().unwrap_err();
+    assert!(error.to_string().contains("502"), "{error}");
+    assert_eq!(server.stats().faults_injected, 2 + 3, "one try and two retries");
+}
+
+#[tokio::test]
+async fn a_malformed_answer_is_a_clear_error_and_not_retried() {
+    let (server, token, presigner) = setup().await;
+    server.faults().malformed_presign_next(3);
+    let answers = presigner.presign_batch(&urls(&server)[..2], &token).await;
+    for answer in &answers {
+        assert!(answer.as_ref().unwrap_err().to_string().contains("malformed JSON"));
+    }
+    server.faults().malformed_presign_next(0);
+    assert!(presigner.presign_batch(&urls(&server)[..1], &token).await[0].is_ok());
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_times_out_and_a_dropped_one_is_retried() {
+    let (server, token, presigner) = setup().await;
+    let presigner = presigner.with_retries(0, Duration::ZERO).with_timeout(Duration::from_millis(100));
+    server.faults().delay(Route::Presign, Duration::from_millis(400));
+    let error = presigner.presign(&urls(&server)[0], &token).await.unwrap_err();
+    assert!(error.to_string().contains("timed out"), "{error}");
+    server.faults().delay(Route::Presign, Duration::ZERO);
+
+    let (server, token, presigner) = setup().await;
+    server.faults().drop_next(Route::Presign, 1);
+    assert!(presigner.presign(&urls(&server)[0], &token).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_refused_token_is_unauthorized_and_never_shown() {
+    let (server, _, presigner) = setup().await;
+    let forged = FileAccessToken::new("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.Zm9yZ2Vk").unwrap();
+    let error = presigner.presign(&urls(&server)[0], &forged).await.unwrap_err();
+    assert!(matches!(error, AccessError::PresignUnauthorized { status } if status == StatusCode::UNAUTHORIZED));
+    assert!(!error.to_string().contains(forged.expose_secret()));
+    assert!(!format!("{presigner:?}").contains("Zm9yZ2Vk"));
+}
