@@ -45,12 +45,15 @@ fn counting() -> Arc<Counting> {
     Arc::new(Counting { hosts: SecureHosts::cometchat("us").unwrap(), ..Counting::default() })
 }
 
+/// What the inner service saw: URI, Authorization, and whether a MediaKey was attached.
+type Seen = Arc<std::sync::Mutex<Vec<(String, Option<HeaderValue>, bool)>>>;
+
 /// Answers 401 to everything; records what it saw; refuses calls it was not readied for.
 #[derive(Clone, Default)]
 struct Recorder {
     ready: bool,
     calls: Arc<AtomicUsize>,
-    seen: Arc<std::sync::Mutex<Vec<(String, Option<HeaderValue>, bool)>>>,
+    seen: Seen,
 }
 
 impl<B> Service<Request<B>> for Recorder {
