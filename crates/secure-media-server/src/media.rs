@@ -53,6 +53,7 @@ pub(crate) fn content_type_of(path: &Path) -> &'static str {
         Some("ogg") => "audio/ogg",
         Some("pdf") => "application/pdf",
         Some("txt") => "text/plain; charset=utf-8",
+        Some("html" | "htm") => "text/html; charset=utf-8",
         _ => "application/octet-stream",
     }
 }

@@ -1,0 +1,95 @@
+//! Turning the shared flags into a [`SecureMedia`] handle, and keeping the token off the screen.
+
+use std::sync::Arc;
+
+use secure_media_core::{AccessError, FileAccessToken, LoginCell, SecureHosts, SecureMedia, StaticToken, TokenSource};
+use secure_media_reqwest::ReqwestPresigner;
+
+use crate::args::{AccessArgs, Mode};
+use crate::Failure;
+
+pub(crate) struct Access {
+    pub(crate) media: SecureMedia,
+    pub(crate) tokens: Arc<dyn TokenSource>,
+    show_token: bool,
+}
+
+pub(crate) async fn login(endpoint: &str, uid: &str) -> Result<FileAccessToken, AccessError> {
+    let failed = |why: &str| AccessError::RefreshFailed(format!("login at {endpoint} failed: {why}"));
+    let response = reqwest::Client::new()
+        .post(endpoint)
+        .json(&serde_json::json!({ "uid": uid }))
+        .send()
+        .await
+        .map_err(|_| failed("unreachable"))?;
+    if !response.status().is_success() {
+        return Err(failed(&format!("answered {}", response.status())));
+    }
+    let answer: serde_json::Value = response.json().await.map_err(|_| failed("not a JSON login answer"))?;
+    let fat = answer.get("fat").and_then(|f| f.as_str()).ok_or_else(|| failed("no \"fat\" in the answer"))?;
+    FileAccessToken::new(fat)
+}
+
+pub(crate) fn hosts(args: &AccessArgs) -> Result<SecureHosts, Failure> {
+    let mut hosts = SecureHosts::new();
+    for host in &args.secure_hosts {
+        hosts.add(host).map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    Ok(if args.allow_http { hosts.allowing_http() } else { hosts })
+}
+
+pub(crate) async fn build(args: &AccessArgs) -> Result<Access, Failure> {
+    let hosts = hosts(args)?;
+    let tokens: Arc<dyn TokenSource> = match (&args.token, &args.login, &args.uid) {
+        (Some(token), _, _) => Arc::new(StaticToken::parse(token.clone()).map_err(|e| Failure::usage(e.to_string()))?),
+        (None, Some(endpoint), Some(uid)) => {
+            let (endpoint, uid) = (endpoint.clone(), uid.clone());
+            let first = login(&endpoint, &uid).await.map_err(|e| Failure::network(e.to_string()))?;
+            let cell = LoginCell::with_relogin(move || {
+                let (endpoint, uid) = (endpoint.clone(), uid.clone());
+                async move { login(&endpoint, &uid).await }
+            });
+            cell.set(first);
+            Arc::new(cell)
+        }
+        _ => return Err(Failure::usage("give --token, or --login with --uid")),
+    };
+    let mut builder =
+        SecureMedia::builder("cli").secure_hosts(hosts).mode(args.mode.into()).token_source(tokens.clone());
+    match (&args.presign_endpoint, args.mode) {
+        (Some(endpoint), _) => {
+            let endpoint = endpoint.parse().map_err(|_| Failure::usage("--presign-endpoint is not a URL"))?;
+            builder = builder.presigner(Arc::new(ReqwestPresigner::new(reqwest::Client::new(), endpoint)));
+        }
+        (None, Mode::Presigned) => return Err(Failure::usage("--presign-endpoint is required in presigned mode")),
+        (None, _) => {}
+    }
+    let media = builder.build().map_err(|e| Failure::usage(e.to_string()))?;
+    Ok(Access { media, tokens, show_token: args.show_token })
+}
+
+impl Access {
+    /// The text with the current token (raw or query-encoded) shown as `<redacted>`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        if self.show_token {
+            return text.to_owned();
+        }
+        match self.tokens.current() {
+            Some(token) => {
+                text.replace(token.expose_secret(), "<redacted>").replace(&**token.query_value(), "<redacted>")
+            }
+            None => text.to_owned(),
+        }
+    }
+}
+
+/// `authorization` -> `Authorization`, `x-api-key` -> `X-Api-Key`.
+pub(crate) fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}

@@ -1,0 +1,164 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run the reference server, see what a mode sends, fetch and diagnose secure media.
+#[derive(Debug, Parser)]
+#[command(name = "secure-media", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the reference secure-media server.
+    Serve(ServeArgs),
+    /// Print, for each URL, what the mode would request (URL, then headers).
+    Resolve(ResolveArgs),
+    /// Download media through the secure-media middleware.
+    Fetch(FetchArgs),
+    /// Diagnose why a media URL fails, and say how to fix it.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub(crate) addr: SocketAddr,
+    /// App id in media paths and FAT claims.
+    #[arg(long, default_value = "demo")]
+    pub(crate) app_id: String,
+    /// Serve files from this directory instead of the built-in samples.
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// FAT lifetime (e.g. 90s, 15m, 1h, 1d).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub(crate) fat_ttl: Duration,
+    /// Presigned URL lifetime (e.g. 15m, 1d).
+    #[arg(long, default_value = "1d", value_parser = parse_duration)]
+    pub(crate) url_ttl: Duration,
+}
+
+/// The access mode on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Mode {
+    /// `?fat=<token>` in the URL.
+    Embedded,
+    /// `Authorization: Bearer <token>`.
+    Header,
+    /// A presigned URL from the presign endpoint.
+    Presigned,
+}
+
+impl From<Mode> for secure_media_core::SecureMediaMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Embedded => Self::Embedded,
+            Mode::Header => Self::HeaderBased,
+            Mode::Presigned => Self::Presigned,
+        }
+    }
+}
+
+/// How to reach secure media: shared by resolve, fetch and doctor.
+#[derive(Debug, Args)]
+pub(crate) struct AccessArgs {
+    /// The access mode.
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub(crate) mode: Mode,
+    /// A secure host, `host` or `host:port` (repeatable).
+    #[arg(long = "secure-host", required = true)]
+    pub(crate) secure_hosts: Vec<String>,
+    /// Allow plain http:// on the secure hosts (local servers only).
+    #[arg(long)]
+    pub(crate) allow_http: bool,
+    /// The File Access Token.
+    #[arg(long, conflicts_with_all = ["login", "uid"], required_unless_present = "login")]
+    pub(crate) token: Option<String>,
+    /// A login endpoint to get a token from (POST {"uid"}).
+    #[arg(long, requires = "uid")]
+    pub(crate) login: Option<String>,
+    /// The user to log in as.
+    #[arg(long, requires = "login")]
+    pub(crate) uid: Option<String>,
+    /// The presign endpoint (required in presigned mode).
+    #[arg(long)]
+    pub(crate) presign_endpoint: Option<String>,
+    /// Print the token instead of <redacted>.
+    #[arg(long)]
+    pub(crate) show_token: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResolveArgs {
+    #[command(flatten)]
+    pub(crate) access: AccessArgs,
+    /// The media URLs.
+    #[arg(required = true)]
+    pub(crate) urls: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FetchArgs {
+    #[command(flatten)]
+    pub(crate) access: AccessArgs,
+    /// Write the media here (default: standard output).
+    #[arg(short, long)]
+    pub(crate) output: Option<PathBuf>,
+    /// Show each step (resolution, refusal, refresh, retry, redirect), secrets redacted.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+    /// The media URL.
+    pub(crate) url: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    #[command(flatten)]
+    pub(crate) access: AccessArgs,
+    /// The media URL.
+    pub(crate) url: String,
+}
+
+/// `90s`, `15m`, `1h`, `1d`, or plain seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 1d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,218 @@
+//! `secure-media doctor`: the vendor's Troubleshooting section as a command.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secure_media_core::presigned::expiry_of;
+use secure_media_core::{FileAccessToken, MediaUrl, SecureMediaMode, FAT_PARAM};
+use url::Url;
+
+use crate::access::{build, hosts, login};
+use crate::args::{AccessArgs, DoctorArgs, Mode};
+use crate::Failure;
+
+fn ago(t: SystemTime, now: SystemTime) -> String {
+    match now.duration_since(t) {
+        Ok(d) => format!("{} ago", human(d)),
+        Err(e) => format!("in {}", human(e.duration())),
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} seconds"),
+        120..=7199 => format!("{} minutes", s / 60),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn ok(&mut self, text: impl AsRef<str>) {
+        println!("ok       {}", text.as_ref());
+    }
+    fn note(&mut self, text: impl AsRef<str>) {
+        println!("note     {}", text.as_ref());
+    }
+    fn problem(&mut self, text: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.problems += 1;
+        println!("problem  {}\n         fix: {}", text.as_ref(), fix.as_ref());
+    }
+}
+
+async fn check_token(args: &AccessArgs, report: &mut Report) -> bool {
+    let now = SystemTime::now();
+    let token = match (&args.token, &args.login, &args.uid) {
+        (Some(token), _, _) => match FileAccessToken::new(token.clone()) {
+            Ok(token) => token,
+            Err(error) => {
+                report.problem(
+                    format!("the FAT is unusable: {error}"),
+                    "log in again and pass the \"fat\" of the login answer",
+                );
+                return false;
+            }
+        },
+        (None, Some(endpoint), Some(uid)) => match login(endpoint, uid).await {
+            Ok(token) => {
+                report.ok(format!("logged in at {endpoint} as {uid}"));
+                token
+            }
+            Err(error) => {
+                report.problem(error.to_string(), "check --login (the login endpoint) and that the server is running");
+                return false;
+            }
+        },
+        _ => return false,
+    };
+    match token.expires_at() {
+        // Strict here (no clock-skew allowance): the doctor says what the server will see.
+        Some(exp) if exp <= now => {
+            report.problem(
+                format!("the FAT expired {} (at unix {})", ago(exp, now), unix(exp)),
+                "log in again: the SDK refreshes the FAT on login",
+            );
+            return false;
+        }
+        Some(exp) => report.ok(format!("the FAT is valid until unix {} ({})", unix(exp), ago(exp, now))),
+        None => report.note("the FAT is opaque (not a JWT): its expiry is unknown"),
+    }
+    if let Some(sub) = token.subject() {
+        report.note(format!("the FAT speaks for {sub:?}"));
+    }
+    true
+}
+
+fn check_url(args: &DoctorArgs, report: &mut Report) -> Option<Url> {
+    let Ok(url) = Url::parse(&args.url) else {
+        report.problem(format!("{:?} is not a valid URL", args.url), "pass an absolute https:// media URL");
+        return None;
+    };
+    let hosts = hosts(&args.access).ok()?;
+    let host = url.host_str().unwrap_or("");
+    let host_port = url.port().map(|p| format!("{host}:{p}")).unwrap_or_else(|| host.to_owned());
+    let view = MediaUrl::from_url(&url)?;
+    let blocked_http =
+        url.scheme() == "http" && !hosts.allows_http() && hosts.clone().allowing_http().matches_url(&url);
+    if blocked_http {
+        report.problem(
+            "the URL is plain http://: tokens only go to https:// secure hosts",
+            "use the https:// URL (or --allow-http for a local server)",
+        );
+    } else if !hosts.matches_url(&url) {
+        report.problem(
+            format!("{host_port} is not a configured secure host: no token is sent to it"),
+            format!("if it is your secure media host, add --secure-host {host_port}"),
+        );
+    } else {
+        report.ok(format!("{host_port} is a secure host"));
+    }
+    let mode: SecureMediaMode = args.access.mode.into();
+    if view.has_param(FAT_PARAM) && mode != SecureMediaMode::Embedded {
+        report.problem(
+            format!("this URL already carries ?fat= but the mode is {mode}"),
+            "pass the clean URL (without fat=): the token would otherwise travel twice",
+        );
+    }
+    if view.has_param("Signature") || view.has_param("Expires") {
+        match expiry_of(&url) {
+            Some(exp) if exp <= SystemTime::now() => report.problem(
+                format!("presigned URL expired at unix {} ({})", unix(exp), ago(exp, SystemTime::now())),
+                "fetch a new one: pass the clean URL and --mode presigned",
+            ),
+            Some(exp) => report.note(format!("this is already a presigned URL, valid until unix {}", unix(exp))),
+            None => report.note("this URL carries a signature without a readable expiry"),
+        }
+    }
+    Some(url)
+}
+
+async fn try_mode(args: &DoctorArgs, mode: Mode) -> Result<u16, String> {
+    let access_args = AccessArgs {
+        mode,
+        secure_hosts: args.access.secure_hosts.clone(),
+        allow_http: args.access.allow_http,
+        token: args.access.token.clone(),
+        login: args.access.login.clone(),
+        uid: args.access.uid.clone(),
+        presign_endpoint: args.access.presign_endpoint.clone(),
+        show_token: false,
+    };
+    let access = build(&access_args).await.map_err(|f| f.message)?;
+    let client = crate::fetch::client(&access).map_err(|f| f.message)?;
+    let response = client.get(&args.url).send().await.map_err(|e| access.redact(&e.to_string()))?;
+    Ok(response.status().as_u16())
+}
+
+pub(crate) async fn run(args: DoctorArgs) -> Result<(), Failure> {
+    let mut report = Report { problems: 0 };
+    let token_ok = check_token(&args.access, &mut report).await;
+    let url = check_url(&args, &mut report);
+    let Some(url) = url else {
+        return Err(Failure::refused(format!("{} problem(s) found", report.problems)));
+    };
+    let chosen = args.access.mode;
+    let mut results = Vec::new();
+    if token_ok {
+        for mode in [Mode::Embedded, Mode::Header, Mode::Presigned] {
+            if matches!(mode, Mode::Presigned) && args.access.presign_endpoint.is_none() {
+                continue;
+            }
+            results.push((mode, try_mode(&args, mode).await));
+        }
+    }
+    let plain = reqwest::Client::new()
+        .get(url.as_str())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.without_url().to_string());
+    println!("\ntried:");
+    for (mode, result) in &results {
+        let mark = if std::mem::discriminant(mode) == std::mem::discriminant(&chosen) { " (chosen)" } else { "" };
+        println!("  {:<10} {}{mark}", SecureMediaMode::from(*mode).to_string(), show(result));
+    }
+    println!("  {:<10} {}", "no proof", show(&plain));
+    let worked = |m: &Mode| {
+        results
+            .iter()
+            .any(|(mode, r)| std::mem::discriminant(mode) == std::mem::discriminant(m) && matches!(r, Ok(200..=299)))
+    };
+    println!();
+    if worked(&chosen) {
+        report.ok(format!("{} mode loads this URL", SecureMediaMode::from(chosen)));
+    } else if let Some((other, _)) = results.iter().find(|(m, _)| worked(m)) {
+        let name = SecureMediaMode::from(*other).to_string();
+        report.problem(
+            format!("{} mode fails but {name} works", SecureMediaMode::from(chosen)),
+            format!("use --mode {name} (the server's configured mode)"),
+        );
+    } else if token_ok {
+        report
+            .problem("no mode loads this URL", "check the URL, the secure host and that the token belongs to this app");
+    }
+    if matches!(plain, Ok(200..=299)) {
+        report.note("the URL loads without any proof: Token Based File Access is not enabled for it");
+    }
+    if report.problems == 0 {
+        println!("no problems found");
+        Ok(())
+    } else {
+        Err(Failure::refused(format!("{} problem(s) found", report.problems)))
+    }
+}
+
+fn show(result: &Result<u16, String>) -> String {
+    match result {
+        Ok(status) => format!("HTTP {status}"),
+        Err(error) => format!("error: {error}"),
+    }
+}
