@@ -15,6 +15,9 @@ pub(crate) struct Claims {
     pub(crate) exp: u64,
     pub(crate) iat: u64,
     pub(crate) app_id: String,
+    /// Unique per login, so every login yields a new token.
+    #[serde(default)]
+    pub(crate) jti: String,
 }
 
 /// Why a FAT was refused.
@@ -70,7 +73,11 @@ impl Keys {
         now: SystemTime,
         ttl: Duration,
     ) -> Result<(String, u64), crate::ServerError> {
-        let claims = Claims { sub: uid.to_owned(), iat: unix(now), exp: unix(now + ttl), app_id: self.app_id.clone() };
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|_| crate::ServerError::Entropy)?;
+        let jti = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let claims =
+            Claims { sub: uid.to_owned(), iat: unix(now), exp: unix(now + ttl), app_id: self.app_id.clone(), jti };
         let token =
             encode(&Header::new(Algorithm::HS256), &claims, &self.fat_encoding).map_err(|_| crate::ServerError::Key)?;
         Ok((token, claims.exp))

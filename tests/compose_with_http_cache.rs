@@ -1,0 +1,57 @@
+//! The compose example's stacks: a cache outside secure-media, keyed by the media key, keeps one
+//! entry per image while tokens rotate; a cache below it keys by the tokenised URL and misses.
+
+#[path = "../examples/compose.rs"]
+#[allow(dead_code)]
+mod compose;
+
+use std::sync::Arc;
+
+use http_cache_reqwest::MokaManager;
+use secure_media::{FileAccessToken, LoginCell, SecureMedia, SecureMediaMode};
+use secure_media_server::{ReferenceServer, RunningServer, ServerConfig};
+
+async fn rounds(server: &RunningServer, build: compose::Stack, mode: SecureMediaMode) -> (u64, u64) {
+    let cell = Arc::new(LoginCell::new());
+    cell.set(FileAccessToken::new(server.login("alice").unwrap().fat).unwrap());
+    let mut builder = SecureMedia::builder(server.app_id())
+        .secure_host(&server.host())
+        .allowing_http()
+        .mode(mode)
+        .token_source(cell.clone());
+    if mode == SecureMediaMode::Presigned {
+        builder = builder.presigner(Arc::new(secure_media_reqwest::ReqwestPresigner::new(
+            reqwest::Client::new(),
+            server.presign_url().parse().unwrap(),
+        )));
+    }
+    let media = builder.build().unwrap();
+    let cache = MokaManager::default();
+    let client = build(media.strategy(), cache.clone()).unwrap();
+    server.reset_stats();
+    let image = server.media_url("sample-640x480.png");
+    for round in 0..3 {
+        let response = client.get(&image).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        // Log out and in again: a new FAT (embedded URLs change); the presigned URLs of the old
+        // session are purged, and new ones carry a new expiry and signature.
+        cell.clear();
+        server.faults().set_url_ttl(std::time::Duration::from_secs(86_400 + round + 1));
+        cell.set(FileAccessToken::new(server.login("alice").unwrap().fat).unwrap());
+    }
+    cache.cache.run_pending_tasks().await;
+    let served = server.stats().served;
+    (cache.cache.entry_count(), served.fat_query + served.bearer + served.presigned)
+}
+
+#[tokio::test]
+async fn the_http_cache_keeps_one_entry_per_image_while_tokens_and_signatures_rotate() {
+    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    for mode in [SecureMediaMode::Embedded, SecureMediaMode::Presigned] {
+        let (entries, served) = rounds(&server, compose::recommended, mode).await;
+        assert_eq!((entries, served), (1, 1), "{mode}: one entry, one download");
+        let (entries, served) = rounds(&server, compose::cache_below, mode).await;
+        assert_eq!((entries, served), (3, 3), "{mode}: below secure-media the key rotates with the token");
+    }
+}
