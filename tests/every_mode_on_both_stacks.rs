@@ -150,6 +150,8 @@ async fn a_thousand_requests_for_fifty_images_stay_within_the_batching_bound() {
         let cell = login_cell(&server, "gina").await;
         let client = Client::new(stack, media(&server, stack, SecureMediaMode::Presigned, cell));
         server.reset_stats();
+        // A presign endpoint with some latency: every request arrives while the first call is out.
+        server.faults().delay(Route::Presign, Duration::from_millis(300));
         let urls: Vec<String> = (0..50).map(|n| format!("{}?v={n}", server.media_url("sample-64x64.gif"))).collect();
         let fetches = (0..1000).map(|i| {
             let (client, url) = (client.clone(), urls[i % 50].clone());

@@ -90,7 +90,7 @@ pub(crate) struct AccessArgs {
     /// The presign endpoint (required in presigned mode).
     #[arg(long)]
     pub(crate) presign_endpoint: Option<String>,
-    /// Print the token instead of <redacted>.
+    /// Print the token instead of `<redacted>`.
     #[arg(long)]
     pub(crate) show_token: bool,
 }
