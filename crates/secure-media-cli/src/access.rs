@@ -76,7 +76,7 @@ impl Access {
         }
         match self.tokens.current() {
             Some(token) => {
-                text.replace(token.expose_secret(), "<redacted>").replace(&**token.query_value(), "<redacted>")
+                text.replace(token.expose_secret(), "<redacted>").replace(token.query_param().encoded(), "<redacted>")
             }
             None => text.to_owned(),
         }

@@ -61,7 +61,7 @@ impl EmbeddedStrategy {
             if !self.hosts.matches(&view) {
                 return Ok(Cow::Borrowed(url));
             }
-            return Ok(self.resolution()?.apply_to_str(url));
+            return Ok(self.resolution()?.apply_to_plain(&view, url));
         }
         let Ok(mut full) = url::Url::parse(url) else {
             return Ok(Cow::Borrowed(url));
@@ -75,7 +75,7 @@ impl EmbeddedStrategy {
 
     fn resolution(&self) -> Result<Resolution, AccessError> {
         let token = self.tokens.current().ok_or(AccessError::NotLoggedIn)?;
-        Ok(Resolution::set_param(FAT_PARAM, token.query_value().clone()).with_token(token))
+        Ok(Resolution::set_param(FAT_PARAM, token.query_param().clone()).with_token(token))
     }
 }
 
@@ -92,7 +92,7 @@ impl MediaAccessStrategy for EmbeddedStrategy {
 
     async fn resolve(&self, _url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
         let token = self.tokens.token().await?;
-        Ok(Resolution::set_param(FAT_PARAM, token.query_value().clone()).with_token(token))
+        Ok(Resolution::set_param(FAT_PARAM, token.query_param().clone()).with_token(token))
     }
 
     async fn rejected(&self, url: &MediaUrl<'_>, used: &Resolution, status: StatusCode) -> RetryDecision {

@@ -10,7 +10,7 @@ use crate::counters::Counters;
 use crate::embedded::FAT_PARAM;
 use crate::{
     AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
-    StrategyStats, SystemClock, TokenSource,
+    StrategyStats, SystemClock, TokenSource, UrlChange,
 };
 
 /// Header mode: `Authorization: Bearer <token>` by default. The header name and scheme are
@@ -81,8 +81,8 @@ impl HeaderStrategy {
 
     fn resolution(&self, url: &MediaUrl<'_>, token: Arc<FileAccessToken>) -> Result<Resolution, AccessError> {
         let value = token.header_value(&self.scheme)?;
-        let base = if url.has_param(FAT_PARAM) { Resolution::remove_param(FAT_PARAM) } else { Resolution::keep() };
-        Ok(base.with_header(self.name.clone(), value).with_token(token))
+        let url_change = if url.has_param(FAT_PARAM) { UrlChange::RemoveParam(FAT_PARAM) } else { UrlChange::Keep };
+        Ok(Resolution::with_one_header(url_change, self.name.clone(), value, token))
     }
 }
 

@@ -34,6 +34,12 @@ impl Scheme {
     }
 
     fn from_name(name: &str) -> Option<Self> {
+        // Parsed URLs carry lowercase schemes: the exact match is the common case.
+        match name {
+            "https" => return Some(Self::Https),
+            "http" => return Some(Self::Http),
+            _ => {}
+        }
         if name.eq_ignore_ascii_case("https") {
             Some(Self::Https)
         } else if name.eq_ignore_ascii_case("http") {
@@ -58,31 +64,27 @@ impl Scheme {
 /// assert_eq!(view.query(), Some("w=10"));
 /// assert_eq!(view.clean_key(), "https://files-us.cometchat.io/app/media/a.png?w=10");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct MediaUrl<'a> {
     scheme: Scheme,
     host: &'a str,
     port: Option<u16>,
-    path: &'a str,
-    query: Option<&'a str>,
-    fragment: Option<&'a str>,
-    /// The whole URL text, when it is already in normal form (lowercase host, no default port).
-    whole: Option<&'a str>,
+    /// Where the rest comes from, read only when asked: a passthrough decision needs none of it.
+    source: Source<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    Url(&'a Url),
+    Uri(&'a http::Uri),
+    Plain { text: &'a str, path: &'a str, query: Option<&'a str>, fragment: Option<&'a str>, normal: bool },
 }
 
 impl<'a> MediaUrl<'a> {
     /// A view of a parsed URL; `None` for schemes other than http(s) or a URL without a host.
     pub fn from_url(url: &'a Url) -> Option<Self> {
         let scheme = Scheme::from_name(url.scheme())?;
-        Some(Self {
-            scheme,
-            host: url.host_str()?,
-            port: url.port(),
-            path: url.path(),
-            query: url.query(),
-            fragment: url.fragment(),
-            whole: Some(url.as_str()),
-        })
+        Some(Self { scheme, host: url.host_str()?, port: url.port(), source: Source::Url(url) })
     }
 
     /// A view of an `http::Uri` as hyper connects to it; `None` for other schemes, a relative
@@ -90,26 +92,16 @@ impl<'a> MediaUrl<'a> {
     pub fn from_uri(uri: &'a http::Uri) -> Option<Self> {
         let scheme = Scheme::from_name(uri.scheme_str()?)?;
         let port = uri.port_u16().filter(|p| *p != scheme.default_port());
-        Some(Self {
-            scheme,
-            host: uri.host().filter(|h| !h.is_empty())?,
-            port,
-            path: uri.path(),
-            query: uri.query(),
-            fragment: None,
-            whole: None,
-        })
+        Some(Self { scheme, host: uri.host().filter(|h| !h.is_empty())?, port, source: Source::Uri(uri) })
     }
 
-    /// The fast path for strings: succeeds only for plainly safe input (printable ASCII, a lowercase
-    /// `http://` or `https://` prefix, an authority of letters, digits, dots and hyphens with an
-    /// optional numeric port, so no `@`, `\`, `%`, brackets or whitespace). Anything else answers
-    /// `None` and must take the full WHATWG parse ([`Url::parse`]), so the host checked is always
-    /// the host a client connects to.
+    /// The fast path for strings: succeeds only for plainly safe input: a lowercase `http://` or
+    /// `https://` prefix and an authority of letters, digits, dots and hyphens with an optional
+    /// numeric port (so no `@`, `\`, `%`, brackets, whitespace or controls), whose host the WHATWG
+    /// parser keeps as written. Anything else answers `None` and must take the full WHATWG parse
+    /// ([`Url::parse`]), so the host checked is always the host a client connects to. What follows
+    /// the authority cannot change the host, so it is split, not validated.
     pub fn parse_plain(input: &'a str) -> Option<Self> {
-        if !input.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-            return None;
-        }
         let (scheme, rest) = if let Some(rest) = input.strip_prefix("https://") {
             (Scheme::Https, rest)
         } else if let Some(rest) = input.strip_prefix("http://") {
@@ -117,17 +109,46 @@ impl<'a> MediaUrl<'a> {
         } else {
             return None;
         };
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let (host, port_text) = match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
+        // One pass over the authority: it ends at the first '/', '?' or '#'.
+        let bytes = rest.as_bytes();
+        let (mut end, mut colon, mut upper, mut label) = (bytes.len(), None, false, 0);
+        for (i, &b) in bytes.iter().enumerate() {
+            match AUTHORITY[b as usize] {
+                HOST_CHAR => {}
+                END => {
+                    end = i;
+                    break;
+                }
+                DOT => label = i + 1,
+                // `xn--` starts a punycode label, which the WHATWG parser decodes: full parse.
+                DASH => {
+                    if colon.is_none()
+                        && i == label + 3
+                        && bytes[i - 1] == b'-'
+                        && bytes[label] | 0x20 == b'x'
+                        && bytes[label + 1] | 0x20 == b'n'
+                    {
+                        return None;
+                    }
+                }
+                UPPER => upper = true,
+                COLON if colon.is_none() => colon = Some(i),
+                _ => return None,
+            }
+        }
+        let (host, port_text) = match colon {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..end])),
+            None => (&rest[..end], None),
         };
-        let host_ok = !host.is_empty()
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && !host.starts_with('.')
-            && plain_host_is_canonical(host);
-        if !host_ok {
+        // A trailing dot or a last label that starts with a digit (an IPv4 number to the WHATWG
+        // parser unless it is a canonical dotted quad) takes the full parse.
+        let last_label = host.as_bytes().get(label).copied();
+        let ends_in_number = last_label.is_some_and(|b| b.is_ascii_digit());
+        if host.is_empty()
+            || last_label.is_none()
+            || host.starts_with('.')
+            || (ends_in_number && !is_canonical_ipv4(host))
+        {
             return None;
         }
         let port = match port_text {
@@ -138,19 +159,9 @@ impl<'a> MediaUrl<'a> {
             }
             Some(_) => return None,
         };
-        let (before_fragment, fragment) = match tail.split_once('#') {
-            Some((before, fragment)) => (before, Some(fragment)),
-            None => (tail, None),
-        };
-        let (path, query) = match before_fragment.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (before_fragment, None),
-        };
-        let normal = port_text.is_none()
-            && !path.is_empty()
-            && !host.ends_with('.')
-            && !host.bytes().any(|b| b.is_ascii_uppercase());
-        Some(Self { scheme, host, port, path, query, fragment, whole: normal.then_some(input) })
+        let (path, query, fragment) = split_tail(&rest[end..]);
+        let normal = port_text.is_none() && !path.is_empty() && !upper;
+        Some(Self { scheme, host, port, source: Source::Plain { text: input, path, query, fragment, normal } })
     }
 
     /// http or https.
@@ -170,22 +181,43 @@ impl<'a> MediaUrl<'a> {
 
     /// The path (may be empty for a string without one).
     pub fn path(&self) -> &'a str {
-        self.path
+        match self.source {
+            Source::Url(url) => url.path(),
+            Source::Uri(uri) => uri.path(),
+            Source::Plain { path, .. } => path,
+        }
     }
 
     /// The encoded query, without `?`.
     pub fn query(&self) -> Option<&'a str> {
-        self.query
+        match self.source {
+            Source::Url(url) => url.query(),
+            Source::Uri(uri) => uri.query(),
+            Source::Plain { query, .. } => query,
+        }
     }
 
     /// The fragment, without `#`.
     pub fn fragment(&self) -> Option<&'a str> {
-        self.fragment
+        match self.source {
+            Source::Url(url) => url.fragment(),
+            Source::Uri(_) => None,
+            Source::Plain { fragment, .. } => fragment,
+        }
+    }
+
+    /// The whole URL text, when it is already in normal form (lowercase host, no default port).
+    fn whole(&self) -> Option<&'a str> {
+        match self.source {
+            Source::Url(url) => Some(url.as_str()),
+            Source::Uri(_) => None,
+            Source::Plain { text, normal, .. } => normal.then_some(text),
+        }
     }
 
     /// Does the query carry a parameter with this (decoded) name?
     pub fn has_param(&self, name: &str) -> bool {
-        self.query.is_some_and(|q| query::contains(q, name))
+        self.query().is_some_and(|q| query::contains(q, name))
     }
 
     /// The media key: the URL without credentials (`fat`, `Expires`, `Signature`, `Key-Pair-Id`,
@@ -193,13 +225,21 @@ impl<'a> MediaUrl<'a> {
     /// same while tokens and signatures rotate, so caches key by it. Borrowed when the URL is
     /// already clean.
     pub fn clean_key(&self) -> Cow<'a, str> {
-        let credential_free = self.query.is_none_or(|q| !q.split('&').any(query::is_credential));
-        if let (Some(whole), true) = (self.whole, credential_free) {
+        // A parsed URL with neither query nor fragment is its own key: no scanning.
+        if let Source::Url(url) = self.source {
+            if url.query().is_none() && url.fragment().is_none() {
+                return Cow::Borrowed(url.as_str());
+            }
+        }
+        let query = self.query();
+        let credential_free = query.is_none_or(|q| !q.split('&').any(query::is_credential));
+        if let (Some(whole), true) = (self.whole(), credential_free) {
             let end = whole.find('#').unwrap_or(whole.len());
             let trimmed = whole[..end].strip_suffix('?').unwrap_or(&whole[..end]);
             return Cow::Borrowed(trimmed);
         }
-        let mut out = String::with_capacity(self.host.len() + self.path.len() + 16);
+        let path = self.path();
+        let mut out = String::with_capacity(self.host.len() + path.len() + 16);
         out.push_str(self.scheme.as_str());
         out.push_str("://");
         let host = self.host.strip_suffix('.').unwrap_or(self.host);
@@ -208,8 +248,8 @@ impl<'a> MediaUrl<'a> {
             out.push(':');
             out.push_str(&port.to_string());
         }
-        out.push_str(if self.path.is_empty() { "/" } else { self.path });
-        if let Some(kept) = self.query.and_then(|q| query::retain(q, |pair| !query::is_credential(pair))) {
+        out.push_str(if path.is_empty() { "/" } else { path });
+        if let Some(kept) = query.and_then(|q| query::retain(q, |pair| !query::is_credential(pair))) {
             out.push('?');
             out.push_str(&kept);
         }
@@ -222,30 +262,78 @@ impl<'a> MediaUrl<'a> {
         if let Some(port) = self.port {
             out.push_str(&format!(":{port}"));
         }
-        out.push_str(self.path);
+        out.push_str(self.path());
         out
     }
 }
 
-/// Would the WHATWG host parser keep this (already `[A-Za-z0-9.-]`) host as written, up to case?
-/// Not when it reads it as an IPv4 number (`0`, `0x7f.1`, `127.1`, `010.0.0.1`) unless it is a
-/// canonical dotted quad, nor for punycode labels (`xn--`), which it decodes and validates.
-fn plain_host_is_canonical(host: &str) -> bool {
-    let trimmed = host.strip_suffix('.').unwrap_or(host);
-    let last = trimmed.rsplit('.').next().unwrap_or("");
-    if last.starts_with(|c: char| c.is_ascii_digit()) {
-        let octets: Vec<&str> = trimmed.split('.').collect();
-        return host == trimmed
-            && octets.len() == 4
-            && octets.iter().all(|o| {
-                !o.is_empty()
-                    && o.len() <= 3
-                    && o.bytes().all(|b| b.is_ascii_digit())
-                    && (o.len() == 1 || !o.starts_with('0'))
-                    && o.parse::<u16>().is_ok_and(|n| n <= 255)
-            });
+const HOST_CHAR: u8 = 0;
+const END: u8 = 1;
+const DOT: u8 = 2;
+const DASH: u8 = 3;
+const UPPER: u8 = 4;
+const COLON: u8 = 5;
+const INVALID: u8 = 6;
+
+/// The class of each byte in a plain authority.
+static AUTHORITY: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'a'..=b'z' | b'0'..=b'9' => HOST_CHAR,
+            b'/' | b'?' | b'#' => END,
+            b'.' => DOT,
+            b'-' => DASH,
+            b'A'..=b'Z' => UPPER,
+            b':' => COLON,
+            _ => INVALID,
+        };
+        b += 1;
     }
-    !trimmed.split('.').any(|label| label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
+    table
+};
+
+/// `?` and `#`: where a path ends.
+static STOPS: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'?' as usize] = true;
+    table[b'#' as usize] = true;
+    table
+};
+
+/// Splits what follows the authority into path, query and fragment in one pass.
+pub(crate) fn split_tail(tail: &str) -> (&str, Option<&str>, Option<&str>) {
+    let bytes = tail.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| STOPS[b as usize]) else {
+        return (tail, None, None);
+    };
+    if bytes[first] == b'#' {
+        return (&tail[..first], None, Some(&tail[first + 1..]));
+    }
+    let after = &tail[first + 1..];
+    match after.as_bytes().iter().position(|&b| b == b'#') {
+        Some(hash) => (&tail[..first], Some(&after[..hash]), Some(&after[hash + 1..])),
+        None => (&tail[..first], Some(after), None),
+    }
+}
+
+/// A host whose last label starts with a digit is an IPv4 number to the WHATWG parser (`0`,
+/// `0x7f.1`, `127.1`, `010.0.0.1`); only a canonical dotted quad stays as written.
+fn is_canonical_ipv4(host: &str) -> bool {
+    let mut octets = 0;
+    for octet in host.split('.') {
+        octets += 1;
+        let ok = !octet.is_empty()
+            && octet.len() <= 3
+            && octet.bytes().all(|b| b.is_ascii_digit())
+            && (octet.len() == 1 || !octet.starts_with('0'))
+            && octet.parse::<u16>().is_ok_and(|n| n <= 255);
+        if !ok {
+            return false;
+        }
+    }
+    octets == 4
 }
 
 /// The clean media URL of a request ([`MediaUrl::clean_key`]): the adapters put it in the
@@ -331,7 +419,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(MediaUrl::from_url(&url).unwrap().clean_key(), "https://files-us.cometchat.io/a.png?w=1");
-        let plain = MediaUrl::parse_plain("https://FILES-us.cometchat.io./a.png?fat=x").unwrap();
+        assert!(
+            MediaUrl::parse_plain("https://files-us.cometchat.io./a.png").is_none(),
+            "trailing dots take the full parse"
+        );
+        let plain = MediaUrl::parse_plain("https://FILES-us.cometchat.io/a.png?fat=x").unwrap();
         assert_eq!(plain.clean_key(), "https://files-us.cometchat.io/a.png");
         let clean = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png#x").unwrap();
         assert!(matches!(clean.clean_key(), Cow::Borrowed("https://files-us.cometchat.io/a.png")));

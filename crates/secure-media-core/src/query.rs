@@ -37,45 +37,53 @@ pub(crate) fn contains(query: &str, name: &str) -> bool {
     query.split('&').any(|pair| name_is(raw_name(pair), name))
 }
 
-/// Sets `name=encoded_value`: the first existing `name` is replaced in place, later ones are
-/// dropped, and without one the pair goes last. `None` when the query already says exactly that.
-pub(crate) fn set(query: Option<&str>, name: &str, encoded_value: &str) -> Option<String> {
-    let query = query.unwrap_or("");
-    let mut matches = query.split('&').filter(|pair| name_is(raw_name(pair), name));
-    if let (Some(only), None) = (matches.next(), matches.next()) {
-        if only.len() == name.len() + 1 + encoded_value.len()
-            && only.starts_with(name)
-            && only.ends_with(encoded_value)
-            && only.as_bytes()[name.len()] == b'='
-        {
-            return None;
+/// Does the query hold `name` exactly once, with exactly this value?
+pub(crate) fn is_exactly(query: Option<&str>, name: &str, encoded_value: &str) -> bool {
+    let mut matches = query.unwrap_or("").split('&').filter(|pair| name_is(raw_name(pair), name));
+    match (matches.next(), matches.next()) {
+        (Some(only), None) => {
+            only.len() == name.len() + 1 + encoded_value.len()
+                && only.starts_with(name)
+                && only.ends_with(encoded_value)
+                && only.as_bytes()[name.len()] == b'='
         }
+        _ => false,
     }
-    let mut out = String::with_capacity(query.len() + name.len() + encoded_value.len() + 2);
+}
+
+/// Writes the query with `name=encoded_value` set into `out`: the first existing `name` is
+/// replaced in place, later ones are dropped, and without one the pair goes last.
+pub(crate) fn write_set(out: &mut String, query: Option<&str>, name: &str, encoded_value: &str) {
+    let start = out.len();
     let mut placed = false;
-    let push = |out: &mut String, piece: &str| {
-        if !out.is_empty() {
+    let push = |out: &mut String, piece: &[&str]| {
+        if out.len() > start {
             out.push('&');
         }
-        out.push_str(piece);
+        piece.iter().for_each(|p| out.push_str(p));
     };
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+    for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
         if name_is(raw_name(pair), name) {
             if !placed {
-                push(&mut out, name);
-                out.push('=');
-                out.push_str(encoded_value);
+                push(out, &[name, "=", encoded_value]);
                 placed = true;
             }
         } else {
-            push(&mut out, pair);
+            push(out, &[pair]);
         }
     }
     if !placed {
-        push(&mut out, name);
-        out.push('=');
-        out.push_str(encoded_value);
+        push(out, &[name, "=", encoded_value]);
     }
+}
+
+/// The query with `name=encoded_value` set ([`write_set`]); `None` when it already says exactly that.
+pub(crate) fn set(query: Option<&str>, name: &str, encoded_value: &str) -> Option<String> {
+    if is_exactly(query, name, encoded_value) {
+        return None;
+    }
+    let mut out = String::with_capacity(query.map_or(0, str::len) + name.len() + encoded_value.len() + 2);
+    write_set(&mut out, query, name, encoded_value);
     Some(out)
 }
 

@@ -10,6 +10,39 @@ use url::Url;
 use crate::presigned::SignedUrl;
 use crate::{query, AccessError, FileAccessToken, MediaUrl, SecureHosts};
 
+/// A query parameter value, raw and form-urlencoded, both computed once and shared.
+/// `Debug` hides it: it is usually a credential.
+#[derive(Clone)]
+pub struct ParamValue {
+    raw: Arc<str>,
+    encoded: Arc<str>,
+}
+
+impl ParamValue {
+    /// Encodes `raw` once (`+` -> `%2B`, `/` -> `%2F`, `=` -> `%3D`, ...).
+    pub fn new(raw: impl Into<Arc<str>>) -> Self {
+        let raw = raw.into();
+        let encoded: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
+        Self { raw, encoded: encoded.into() }
+    }
+
+    /// The value as given.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// The value form-urlencoded, ready for a query string.
+    pub fn encoded(&self) -> &str {
+        &self.encoded
+    }
+}
+
+impl std::fmt::Debug for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// How the request URL changes. Adapters apply it to their own URL type without reparsing.
 /// `Debug` hides parameter values and signed URLs: they are credentials.
 #[derive(Clone)]
@@ -18,12 +51,12 @@ pub enum UrlChange {
     /// Send the URL as it is.
     Keep,
     /// Set one query parameter: the first existing one is replaced in place, duplicates dropped,
-    /// otherwise it goes last. `value` is already form-urlencoded.
+    /// otherwise it goes last.
     SetParam {
         /// The parameter name (plain ASCII).
         name: &'static str,
-        /// The encoded value, shared (encoded once, not per request).
-        value: Arc<str>,
+        /// The value, encoded once and shared.
+        value: ParamValue,
     },
     /// Remove a query parameter (a stale `fat` in header mode).
     RemoveParam(&'static str),
@@ -58,7 +91,7 @@ enum Headers {
 /// ```
 /// use secure_media_core::{MediaUrl, Resolution};
 ///
-/// let resolution = Resolution::set_param("fat", "abc".into());
+/// let resolution = Resolution::set_param("fat", secure_media_core::ParamValue::new("abc"));
 /// let url = "https://files-us.cometchat.io/a.png?w=1#top";
 /// assert_eq!(resolution.apply_to_str(url), "https://files-us.cometchat.io/a.png?w=1&fat=abc#top");
 /// ```
@@ -75,9 +108,9 @@ impl Resolution {
         Self { url: UrlChange::Keep, headers: Headers::None, token: None }
     }
 
-    /// Set a query parameter to an already form-urlencoded value.
-    pub fn set_param(name: &'static str, encoded_value: Arc<str>) -> Self {
-        Self { url: UrlChange::SetParam { name, value: encoded_value }, ..Self::keep() }
+    /// Set a query parameter.
+    pub fn set_param(name: &'static str, value: ParamValue) -> Self {
+        Self { url: UrlChange::SetParam { name, value }, ..Self::keep() }
     }
 
     /// Remove a query parameter.
@@ -88,6 +121,16 @@ impl Resolution {
     /// Request another URL.
     pub fn replace(url: Arc<SignedUrl>) -> Self {
         Self { url: UrlChange::Replace(url), ..Self::keep() }
+    }
+
+    /// The header strategy's shape, built in one step (the hot path of header mode).
+    pub(crate) fn with_one_header(
+        url: UrlChange,
+        name: HeaderName,
+        value: HeaderValue,
+        token: Arc<FileAccessToken>,
+    ) -> Self {
+        Self { url, headers: Headers::One([(name, value)]), token: Some(token) }
     }
 
     /// Also send this header (replacing any header of that name the request had).
@@ -132,11 +175,17 @@ impl Resolution {
     pub fn apply_to_url(&self, url: &mut Url) {
         match &self.url {
             UrlChange::Keep => {}
-            UrlChange::SetParam { name, value } => {
-                if let Some(q) = query::set(url.query(), name, value) {
-                    url.set_query(Some(&q));
+            UrlChange::SetParam { name, value } => match url.query() {
+                Some(q) if query::contains(q, name) => {
+                    if let Some(q) = query::set(Some(q), name, value.encoded()) {
+                        url.set_query(Some(&q));
+                    }
                 }
-            }
+                // Appending serialises unreserved bytes as runs: far cheaper than set_query's reparse.
+                _ => {
+                    url.query_pairs_mut().append_pair(name, value.raw());
+                }
+            },
             UrlChange::RemoveParam(name) => {
                 if let Some(q) = query::remove(url.query(), name) {
                     url.set_query(q.as_deref());
@@ -152,39 +201,60 @@ impl Resolution {
     }
 
     /// Applies the URL change to a URL string that is on a secure host (checked by the caller).
+    /// One allocation for the result, none when nothing changes.
     pub fn apply_to_str<'u>(&self, url: &'u str) -> Cow<'u, str> {
-        let (before_fragment, fragment) = match url.split_once('#') {
-            Some((before, fragment)) => (before, Some(fragment)),
-            None => (url, None),
-        };
-        let (base, old_query) = match before_fragment.split_once('?') {
-            Some((base, q)) => (base, Some(q)),
-            None => (before_fragment, None),
-        };
-        let new_query = match &self.url {
+        let (base, old_query, fragment) = crate::media_url::split_tail(url);
+        self.apply_to_parts(url, base, old_query, fragment)
+    }
+
+    /// [`apply_to_str`](Self::apply_to_str) for the text a [`MediaUrl::parse_plain`] view was
+    /// made from, reusing the view's split.
+    pub(crate) fn apply_to_plain<'u>(&self, view: &MediaUrl<'u>, url: &'u str) -> Cow<'u, str> {
+        let path = view.path();
+        // The path is a subslice of `url`: the base ends where the path ends.
+        let base_len = (path.as_ptr() as usize - url.as_ptr() as usize) + path.len();
+        match url.get(..base_len) {
+            Some(base) => self.apply_to_parts(url, base, view.query(), view.fragment()),
+            None => self.apply_to_str(url),
+        }
+    }
+
+    fn apply_to_parts<'u>(
+        &self,
+        url: &'u str,
+        base: &str,
+        old_query: Option<&str>,
+        fragment: Option<&str>,
+    ) -> Cow<'u, str> {
+        let mut out;
+        match &self.url {
             UrlChange::Keep => return Cow::Borrowed(url),
             UrlChange::Replace(signed) => {
                 let signed = signed.url();
                 let base = signed.as_str().split_once('#').map_or(signed.as_str(), |(base, _)| base);
-                return Cow::Owned(match fragment {
-                    Some(fragment) => format!("{base}#{fragment}"),
-                    None => base.to_owned(),
-                });
+                out = String::with_capacity(base.len() + fragment.map_or(0, |f| f.len() + 1));
+                out.push_str(base);
             }
-            UrlChange::SetParam { name, value } => match query::set(old_query, name, value) {
-                Some(q) => Some(q),
-                None => return Cow::Borrowed(url),
-            },
-            UrlChange::RemoveParam(name) => match query::remove(old_query, name) {
-                Some(q) => q,
-                None => return Cow::Borrowed(url),
-            },
-        };
-        let mut out = String::with_capacity(url.len() + new_query.as_ref().map_or(0, String::len) + 2);
-        out.push_str(base);
-        if let Some(q) = new_query {
-            out.push('?');
-            out.push_str(&q);
+            UrlChange::SetParam { name, value } => {
+                if query::is_exactly(old_query, name, value.encoded()) {
+                    return Cow::Borrowed(url);
+                }
+                out = String::with_capacity(url.len() + name.len() + value.encoded().len() + 2);
+                out.push_str(base);
+                out.push('?');
+                query::write_set(&mut out, old_query, name, value.encoded());
+            }
+            UrlChange::RemoveParam(name) => {
+                let Some(kept) = query::remove(old_query, name) else {
+                    return Cow::Borrowed(url);
+                };
+                out = String::with_capacity(url.len());
+                out.push_str(base);
+                if let Some(kept) = kept {
+                    out.push('?');
+                    out.push_str(&kept);
+                }
+            }
         }
         if let Some(fragment) = fragment {
             out.push('#');
@@ -204,7 +274,7 @@ impl Resolution {
                     .map(Some)
                     .map_err(|_| AccessError::InvalidUrl("the signed URL is not a valid URI"));
             }
-            UrlChange::SetParam { name, value } => match query::set(uri.query(), name, value) {
+            UrlChange::SetParam { name, value } => match query::set(uri.query(), name, value.encoded()) {
                 Some(q) => Some(q),
                 None => return Ok(None),
             },
@@ -378,7 +448,7 @@ mod tests {
 
     #[test]
     fn apply_to_str_keeps_query_and_fragment_order() {
-        let r = Resolution::set_param("fat", "T".into());
+        let r = Resolution::set_param("fat", ParamValue::new("T"));
         assert_eq!(r.apply_to_str("https://h.io/a"), "https://h.io/a?fat=T");
         assert_eq!(r.apply_to_str("https://h.io/a?x=1"), "https://h.io/a?x=1&fat=T");
         assert_eq!(r.apply_to_str("https://h.io/a?fat=old&x=1#f"), "https://h.io/a?fat=T&x=1#f");
@@ -390,7 +460,7 @@ mod tests {
 
     #[test]
     fn apply_to_url_and_uri_match_apply_to_str() {
-        let r = Resolution::set_param("fat", "T%2B".into());
+        let r = Resolution::set_param("fat", ParamValue::new("T+"));
         for text in ["https://h.io/a", "https://h.io/a?x=1", "https://h.io/a?fat=1&x=2"] {
             let mut url = Url::parse(text).unwrap();
             r.apply_to_url(&mut url);
@@ -411,7 +481,7 @@ mod tests {
         r.apply_to_url(&mut url);
         assert_eq!(url.as_str(), "https://m.io/a.mp4?Signature=SIG#t=10");
         assert!(!format!("{r:?}").contains("SIG"));
-        let set = Resolution::set_param("fat", "SECRET".into());
+        let set = Resolution::set_param("fat", ParamValue::new("SECRET"));
         assert!(!format!("{set:?}").contains("SECRET"));
     }
 

@@ -11,9 +11,8 @@ use async_trait::async_trait;
 use base64::Engine;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use http::HeaderValue;
-use url::form_urlencoded;
 
-use crate::AccessError;
+use crate::{AccessError, ParamValue};
 
 /// How far past its `exp` a token still counts as valid, for clocks that disagree a little.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
@@ -35,8 +34,8 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// assert!(FileAccessToken::new("a.b").is_err()); // looks like a JWT, is not one
 /// ```
 pub struct FileAccessToken {
-    secret: Box<str>,
-    query_value: Arc<str>,
+    /// The secret, raw and form-urlencoded (encoded once per token, not per request).
+    secret: ParamValue,
     expires_at: Option<SystemTime>,
     subject: Option<Box<str>>,
     principal: Box<str>,
@@ -65,10 +64,8 @@ impl FileAccessToken {
             // Scope an opaque token by a one-way digest of it, never by the token itself.
             None => format!("fat:{:016x}", fingerprint(&secret)),
         };
-        let query_value: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
         Ok(Self {
-            secret: secret.into_boxed_str(),
-            query_value: query_value.into(),
+            secret: ParamValue::new(secret),
             expires_at,
             subject: subject.map(String::into_boxed_str),
             principal: principal.into_boxed_str(),
@@ -78,12 +75,12 @@ impl FileAccessToken {
 
     /// The secret itself, to put on the wire. Named so that every use stands out in review.
     pub fn expose_secret(&self) -> &str {
-        &self.secret
+        self.secret.raw()
     }
 
-    /// The secret form-urlencoded for a query string, computed once per token.
-    pub fn query_value(&self) -> &Arc<str> {
-        &self.query_value
+    /// The secret as a query parameter value (raw and form-urlencoded, computed once per token).
+    pub fn query_param(&self) -> &ParamValue {
+        &self.secret
     }
 
     /// `exp` of a JWT; `None` for an opaque token or a JWT without `exp`.
@@ -115,7 +112,8 @@ impl FileAccessToken {
                 return Ok(value.clone());
             }
         }
-        let text = if scheme.is_empty() { self.secret.to_string() } else { format!("{scheme} {}", self.secret) };
+        let secret = self.secret.raw();
+        let text = if scheme.is_empty() { secret.to_owned() } else { format!("{scheme} {secret}") };
         let mut value = HeaderValue::from_str(&text)
             .map_err(|_| AccessError::InvalidHeader("the header scheme is not a valid header value"))?;
         value.set_sensitive(true);
@@ -475,8 +473,8 @@ pub(crate) mod tests {
     #[test]
     fn query_value_is_form_encoded_once() {
         let token = FileAccessToken::new("a+b/c=").unwrap();
-        assert_eq!(&**token.query_value(), "a%2Bb%2Fc%3D");
-        assert!(Arc::ptr_eq(token.query_value(), token.query_value()));
+        assert_eq!(token.query_param().encoded(), "a%2Bb%2Fc%3D");
+        assert_eq!(token.query_param().raw(), "a+b/c=");
     }
 
     #[test]

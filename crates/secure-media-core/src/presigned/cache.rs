@@ -2,7 +2,7 @@
 //! [`MemoryPresignCache`] (a sharded LRU).
 
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -22,12 +22,7 @@ pub struct CacheKey<'a> {
 impl<'a> CacheKey<'a> {
     /// The key of `url` (a clean URL) for principal `scope`.
     pub fn new(scope: &'a str, url: &'a str) -> Self {
-        // Fixed keys: the hash is stable across processes, so shared caches can use it too.
-        let mut hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
-        hasher.write(scope.as_bytes());
-        hasher.write_u8(0xff);
-        hasher.write(url.as_bytes());
-        Self { scope, url, hash: hasher.finish() }
+        Self { scope, url, hash: stable_hash(scope, url) }
     }
 
     /// Whose URL this is.
@@ -43,6 +38,49 @@ impl<'a> CacheKey<'a> {
     /// A stable 64-bit hash of scope and URL.
     pub fn hash(&self) -> u64 {
         self.hash
+    }
+}
+
+/// A fast 64-bit hash, the same in every process and release (shared caches key by it):
+/// eight bytes a step, then a full avalanche. Not collision-proof, so every hit is verified
+/// against the full key.
+fn stable_hash(scope: &str, url: &str) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = (scope.len() as u64) << 32 | url.len() as u64;
+    for part in [scope.as_bytes(), url.as_bytes()] {
+        let mut words = part.chunks_exact(8);
+        for word in &mut words {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(word);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(bytes)).wrapping_mul(K);
+        }
+        let mut last = [0u8; 8];
+        last[..words.remainder().len()].copy_from_slice(words.remainder());
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    }
+    // fmix64 from MurmurHash3: every output bit depends on every input bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The LRU's own map is keyed by [`CacheKey::hash`], already a good hash: no second hashing.
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -101,7 +139,7 @@ impl Entry {
     }
 }
 
-type Shard = Mutex<LruCache<u64, Entry>>;
+type Shard = Mutex<LruCache<u64, Entry, BuildHasherDefault<KeyIsHash>>>;
 
 /// An in-memory LRU of presigned URLs, sharded so threads on different keys do not queue on one
 /// lock, and bounded: it never holds more than its capacity. A lookup locks one shard for the
@@ -136,7 +174,10 @@ impl MemoryPresignCache {
         let shards = (0..shard_count)
             .map(|i| {
                 let share = capacity / shard_count + usize::from(i < capacity % shard_count);
-                Mutex::new(LruCache::new(NonZeroUsize::new(share.max(1)).unwrap_or(NonZeroUsize::MIN)))
+                Mutex::new(LruCache::with_hasher(
+                    NonZeroUsize::new(share.max(1)).unwrap_or(NonZeroUsize::MIN),
+                    BuildHasherDefault::default(),
+                ))
             })
             .collect();
         Self { shards, capacity }
@@ -158,12 +199,12 @@ impl MemoryPresignCache {
     }
 
     fn shard(&self, key: &CacheKey<'_>) -> &Shard {
-        // The high bits pick the shard; the LRU's own map hashes the whole value again.
+        // The high bits pick the shard; the LRU's map uses the low bits.
         &self.shards[(key.hash >> 48) as usize % self.shards.len()]
     }
 }
 
-fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, LruCache<u64, Entry>> {
+fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, LruCache<u64, Entry, BuildHasherDefault<KeyIsHash>>> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

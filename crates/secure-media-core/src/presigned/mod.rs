@@ -25,9 +25,8 @@ use crate::{
     StrategyStats, SystemClock, TokenListener, TokenSource,
 };
 
-/// Tuning for [`PresignedStrategy`]. Start from `PresignConfig::default()` and set fields.
+/// Tuning for [`PresignedStrategy`]: `PresignConfig { batch_limit: 20, ..PresignConfig::default() }`.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct PresignConfig {
     /// A URL is not handed out within this much of its expiry (capped at a quarter of its
     /// lifetime, so short-lived URLs stay usable). Default 30 s.
@@ -177,14 +176,16 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     }
 
     fn freshness(&self, signed: &SignedUrl, now: SystemTime) -> Freshness {
-        let lifetime = signed.lifetime();
-        let margin = self.config.safety_margin.min(lifetime / 4);
-        let usable_until = signed.expires_at() - margin;
+        let (renew_from, usable_until) = signed.windows(|| {
+            let lifetime = signed.lifetime();
+            let margin = self.config.safety_margin.min(lifetime / 4);
+            let usable_until = signed.expires_at() - margin;
+            let renew_window = lifetime * u32::from(self.config.refresh_ahead_percent.min(100)) / 100;
+            (usable_until.checked_sub(renew_window).unwrap_or(usable_until), usable_until)
+        });
         if now >= usable_until {
-            return Freshness::Expired;
-        }
-        let renew_window = lifetime * u32::from(self.config.refresh_ahead_percent.min(100)) / 100;
-        if now + renew_window >= usable_until && renew_window > Duration::ZERO {
+            Freshness::Expired
+        } else if now >= renew_from && renew_from < usable_until {
             Freshness::RenewSoon
         } else {
             Freshness::Fresh

@@ -1,7 +1,7 @@
 //! [`Presigner`]: the presign endpoint, and the signed URLs it hands out.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -70,12 +70,14 @@ pub struct SignedUrl {
     url: Url,
     fetched_at: SystemTime,
     expires_at: SystemTime,
+    /// (renew from, stale from), worked out once by the strategy that first checks it.
+    windows: OnceLock<(SystemTime, SystemTime)>,
 }
 
 impl SignedUrl {
     /// A signed URL valid from `fetched_at` until `expires_at`.
     pub fn new(url: Url, fetched_at: SystemTime, expires_at: SystemTime) -> Self {
-        Self { url, fetched_at, expires_at }
+        Self { url, fetched_at, expires_at, windows: OnceLock::new() }
     }
 
     /// Checks a presigner's answer: an http(s) URL that is not yet expired. Its expiry is the
@@ -95,7 +97,7 @@ impl SignedUrl {
         if expires_at <= now {
             return Err(failed("the presigned URL is already expired"));
         }
-        Ok(Self { url, fetched_at: now, expires_at })
+        Ok(Self::new(url, now, expires_at))
     }
 
     /// The URL to request.
@@ -116,6 +118,12 @@ impl SignedUrl {
     /// When it stops working.
     pub fn expires_at(&self) -> SystemTime {
         self.expires_at
+    }
+
+    /// The instants from which it should be renewed and from which it must not be handed out,
+    /// computed once per URL with `compute`.
+    pub(crate) fn windows(&self, compute: impl FnOnce() -> (SystemTime, SystemTime)) -> (SystemTime, SystemTime) {
+        *self.windows.get_or_init(compute)
     }
 
     /// How long it was valid for when obtained.

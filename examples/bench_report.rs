@@ -1,0 +1,339 @@
+//! Turns criterion's output (`target/criterion`) into BENCHMARKS.md's table and the ratio chart
+//! `benches/ratios.svg`, so the published figures are regenerated, never typed by hand.
+//!
+//! ```sh
+//! cargo bench --bench resolution && cargo run --example bench_report
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One comparison: our function, its baseline, and what the ratio means for a user.
+struct Row {
+    group: &'static str,
+    ours: &'static str,
+    baseline: &'static str,
+    /// "faster": baseline / ours is the speed-up; "cost": ours / baseline is the relative cost;
+    /// "overhead": (ours - floor) / (baseline - floor) with `floor` the third entry.
+    kind: Kind,
+    target: &'static str,
+    meaning: &'static str,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Faster,
+    Cost,
+    Overhead(&'static str),
+    Scaling(&'static str, &'static str),
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        group: "embedded_str",
+        ours: "secure-media embed",
+        baseline: "baseline parse+append_pair",
+        kind: Kind::Faster,
+        target: ">= 10x",
+        meaning: "embedding a FAT into a URL string vs parsing and appending it by hand",
+    },
+    Row {
+        group: "embedded_url",
+        ours: "secure-media resolve+apply",
+        baseline: "embedded_str/baseline parse+append_pair",
+        kind: Kind::Faster,
+        target: ">= 2x",
+        meaning: "embedding into an already parsed URL vs the naive parse+append",
+    },
+    Row {
+        group: "embedded_url",
+        ours: "secure-media resolve+apply",
+        baseline: "baseline append_pair",
+        kind: Kind::Faster,
+        target: "(info)",
+        meaning: "vs appending to a parsed URL with no host check and a token encoded per call",
+    },
+    Row {
+        group: "header",
+        ours: "secure-media resolve+insert",
+        baseline: "baseline insert cloned HeaderValue",
+        kind: Kind::Cost,
+        target: "<= 2x",
+        meaning: "header mode vs inserting a prebuilt header",
+    },
+    Row {
+        group: "passthrough",
+        ours: "secure-media applies_to",
+        baseline: "baseline SecureHosts check",
+        kind: Kind::Cost,
+        target: "<= 1.5x",
+        meaning: "what every non-secure request pays, vs the bare host check",
+    },
+    Row {
+        group: "passthrough",
+        ours: "secure-media applies_to",
+        baseline: "baseline host_str compare",
+        kind: Kind::Cost,
+        target: "(info)",
+        meaning: "vs comparing one host string",
+    },
+    Row {
+        group: "presigned_hit",
+        ours: "secure-media resolve_ready",
+        baseline: "baseline quick_cache get",
+        kind: Kind::Cost,
+        target: "<= 1x",
+        meaning: "a presigned cache hit vs a quick_cache lookup by a precomputed key",
+    },
+    Row {
+        group: "presigned_hit",
+        ours: "secure-media resolve_ready",
+        baseline: "baseline moka get",
+        kind: Kind::Cost,
+        target: "(info)",
+        meaning: "vs moka",
+    },
+    Row {
+        group: "presigned_hit",
+        ours: "secure-media resolve_ready",
+        baseline: "baseline HashMap get+clone",
+        kind: Kind::Cost,
+        target: "(info)",
+        meaning: "vs an unbounded HashMap without expiry or scoping",
+    },
+    Row {
+        group: "presigned_hit_2_threads",
+        ours: "secure-media resolve_ready",
+        baseline: "",
+        kind: Kind::Scaling("presigned_hit", "secure-media resolve_ready"),
+        target: ">= 1.5x",
+        meaning: "aggregate hits/s on two threads vs one",
+    },
+    Row {
+        group: "presigned_hit_2_threads",
+        ours: "baseline quick_cache get",
+        baseline: "",
+        kind: Kind::Scaling("presigned_hit", "baseline quick_cache get"),
+        target: "(info)",
+        meaning: "quick_cache's own two-thread scaling",
+    },
+    Row {
+        group: "reqwest_middleware_in_process",
+        ours: "secure-media header",
+        baseline: "baseline no-op middleware",
+        kind: Kind::Overhead("baseline terminal only"),
+        target: "<= 1.5x",
+        meaning: "our middleware's cost vs a no-op middleware's (the framework's floor), no network",
+    },
+    Row {
+        group: "reqwest_middleware_in_process",
+        ours: "secure-media embedded",
+        baseline: "baseline no-op middleware",
+        kind: Kind::Overhead("baseline terminal only"),
+        target: "<= 3x",
+        meaning: "the same in embedded mode",
+    },
+    Row {
+        group: "reqwest_middleware_in_process",
+        ours: "secure-media presigned hit",
+        baseline: "baseline no-op middleware",
+        kind: Kind::Overhead("baseline terminal only"),
+        target: "<= 3x",
+        meaning: "the same on a presigned cache hit",
+    },
+    Row {
+        group: "reqwest_end_to_end",
+        ours: "secure-media header",
+        baseline: "baseline reqwest, token by hand",
+        kind: Kind::Cost,
+        target: "(info)",
+        meaning: "a whole loopback request, header mode, vs the bare client with the header set by hand",
+    },
+    Row {
+        group: "reqwest_end_to_end",
+        ours: "secure-media presigned hit",
+        baseline: "baseline reqwest, token by hand",
+        kind: Kind::Cost,
+        target: "(info)",
+        meaning: "the same on a presigned hit",
+    },
+    Row {
+        group: "tower_in_process",
+        ours: "secure-media layer, header mode",
+        baseline: "baseline service_fn call",
+        kind: Kind::Cost,
+        target: "<= +200 ns",
+        meaning: "what the tower layer adds to an in-process call",
+    },
+];
+
+/// `function` may name another group as `group/function`.
+fn median_ns(root: &Path, group: &str, function: &str) -> Option<f64> {
+    let (group, function) = match function.split_once('/') {
+        Some((other, function)) if !other.contains(' ') => (other, function),
+        _ => (group, function),
+    };
+    let dir = root.join(group).join(function.replace(['/', '\\', ':', '*', '?', '"', '<', '>', '|'], "_"));
+    let text = std::fs::read_to_string(dir.join("new").join("estimates.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn show(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CRITERION_DIR").unwrap_or_else(|_| "target/criterion".into()));
+    let mut table =
+        String::from("| group | ours | baseline | ratio | target | what it means |\n|---|---|---|---|---|---|\n");
+    let mut bars: Vec<(String, f64, bool)> = Vec::new();
+    for row in ROWS {
+        let Some(ours) = median_ns(&root, row.group, row.ours) else {
+            eprintln!("missing: {}/{}", row.group, row.ours);
+            continue;
+        };
+        let (baseline_ns, ratio, label, met) = match row.kind {
+            Kind::Faster => {
+                let base = median_ns(&root, row.group, row.baseline).unwrap_or(f64::NAN);
+                let r = base / ours;
+                (base, r, format!("{r:.1}x faster"), target_met(row.target, r, true))
+            }
+            Kind::Cost => {
+                let base = median_ns(&root, row.group, row.baseline).unwrap_or(f64::NAN);
+                let r = ours / base;
+                let label = if row.target.contains("ns") {
+                    format!("+{}", show(ours - base))
+                } else {
+                    format!("{r:.2}x the cost")
+                };
+                let met =
+                    if row.target.contains("ns") { ours - base <= 200.0 } else { target_met(row.target, r, false) };
+                (base, r, label, met)
+            }
+            Kind::Overhead(floor) => {
+                let base = median_ns(&root, row.group, row.baseline).unwrap_or(f64::NAN);
+                let floor = median_ns(&root, row.group, floor).unwrap_or(f64::NAN);
+                let (ours_over, base_over) = (ours - floor, base - floor);
+                let r = ours_over / base_over.max(1.0);
+                (
+                    base,
+                    r,
+                    format!("{} vs {} over the bare client", show(ours_over), show(base_over)),
+                    target_met(row.target, r, false),
+                )
+            }
+            Kind::Scaling(one_group, one_function) => {
+                let one = median_ns(&root, one_group, one_function).unwrap_or(f64::NAN);
+                // Two lookups per iteration on two threads: throughput ratio = 2 * one / two.
+                let r = 2.0 * one / ours;
+                (one, r, format!("{r:.2}x one thread's hits/s"), target_met(row.target, r, true))
+            }
+        };
+        let baseline_name = match row.kind {
+            Kind::Scaling(..) => "one thread".to_string(),
+            _ => row.baseline.rsplit('/').next().unwrap_or(row.baseline).trim_start_matches("baseline ").to_string(),
+        };
+        let mark = if row.target == "(info)" {
+            ""
+        } else if met {
+            " ✓"
+        } else {
+            " ✗"
+        };
+        writeln!(
+            table,
+            "| {} | {} | {} ({}) | {label} | {}{mark} | {} |",
+            row.group,
+            show(ours),
+            show(baseline_ns),
+            baseline_name,
+            row.target,
+            row.meaning
+        )?;
+        let speedup = match row.kind {
+            Kind::Faster | Kind::Scaling(..) => ratio,
+            _ => 1.0 / ratio,
+        };
+        bars.push((format!("{} vs {}", row.group, baseline_name), speedup, met || row.target == "(info)"));
+    }
+    std::fs::write("benches/ratios.svg", svg(&bars))?;
+    let mut generated = table;
+    for (name, label) in [
+        ("1000 x one URL", "1,000 concurrent cold resolutions of one URL"),
+        ("1000 distinct URLs", "1,000 distinct cold URLs"),
+    ] {
+        if let Some(ns) = median_ns(&root.join("presigned_cold_burst"), "secure-media", name) {
+            writeln!(
+                generated,
+                "| presigned_cold_burst | {} | in-process presigner | {} | | {label} |",
+                show(ns),
+                burst_calls(&root, name)
+            )?;
+        }
+    }
+    // Replace what stands between the markers in BENCHMARKS.md.
+    let path = Path::new("BENCHMARKS.md");
+    let doc = std::fs::read_to_string(path).unwrap_or_default();
+    let (start, end) = ("<!-- table -->", "<!-- /table -->");
+    match (doc.find(start), doc.find(end)) {
+        (Some(a), Some(b)) if a < b => {
+            let updated = format!("{}{start}\n{generated}{}", &doc[..a], &doc[b..]);
+            std::fs::write(path, updated)?;
+        }
+        _ => eprintln!("BENCHMARKS.md has no {start} ... {end} markers; printing only"),
+    }
+    print!("{generated}");
+    Ok(())
+}
+
+fn burst_calls(root: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(root.join("bursts.txt")).unwrap_or_default();
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split(": ").nth(1)).unwrap_or("").to_owned()
+}
+
+fn target_met(target: &str, ratio: f64, higher_is_better: bool) -> bool {
+    let number: f64 =
+        target.trim_start_matches(['>', '<', '=', ' ']).trim_end_matches('x').trim().parse().unwrap_or(f64::NAN);
+    if higher_is_better {
+        ratio >= number
+    } else {
+        ratio <= number
+    }
+}
+
+/// A horizontal bar chart of speed-ups (ours relative to the baseline; 1 = parity), log scale.
+fn svg(bars: &[(String, f64, bool)]) -> String {
+    let (width, row_h, left) = (760.0, 26.0, 330.0);
+    let height = 40.0 + row_h * bars.len() as f64;
+    let scale = |x: f64| left + (x.max(0.05).log10() + 1.5) / 3.0 * (width - left - 20.0);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"10\" y=\"18\" font-weight=\"bold\">secure-media vs baseline (speed-up, log scale; right of the line is faster)</text>\n"
+    );
+    let one = scale(1.0);
+    for (i, (label, speedup, met)) in bars.iter().enumerate() {
+        let y = 30.0 + row_h * i as f64;
+        let (x0, x1) = if *speedup >= 1.0 { (one, scale(*speedup)) } else { (scale(*speedup), one) };
+        let color = if *met { "#2e7d32" } else { "#c62828" };
+        let _ = writeln!(
+            out,
+            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"{x0:.1}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"{:.0}\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.0}\">{speedup:.2}x</text>",
+            y + 15.0,
+            label.replace('&', "&amp;").replace('<', "&lt;"),
+            (x1 - x0).max(1.0),
+            row_h - 8.0,
+            x1.max(x0) + 4.0,
+            y + 15.0
+        );
+    }
+    let _ =
+        write!(out, "<line x1=\"{one:.1}\" y1=\"26\" x2=\"{one:.1}\" y2=\"{height:.0}\" stroke=\"#000\"/>\n</svg>\n");
+    out
+}
