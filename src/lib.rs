@@ -46,3 +46,7 @@ pub use secure_media_reqwest as reqwest;
 /// The reference server (feature `server`).
 #[cfg(feature = "server")]
 pub use secure_media_server as server;
+
+/// The presign cache on Redis (feature `redis`).
+#[cfg(feature = "redis")]
+pub use secure_media_redis as redis;

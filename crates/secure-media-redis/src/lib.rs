@@ -1,0 +1,294 @@
+//! # secure-media-redis
+//!
+//! A [`PresignCache`] on Redis, so a fleet (API pods, a scaled media proxy) asks the presign
+//! endpoint once per URL and principal instead of once per process, and a restart keeps the cache.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use secure_media_core::presigned::PresignedStrategy;
+//! use secure_media_core::{SecureHosts, StaticToken};
+//! use secure_media_redis::RedisPresignCache;
+//! # struct P; #[async_trait::async_trait] impl secure_media_core::presigned::Presigner for P {
+//! #   async fn presign(&self, _: &str, _: &secure_media_core::FileAccessToken) -> Result<secure_media_core::presigned::Presigned, secure_media_core::AccessError> { unimplemented!() } }
+//! # let presigner = P;
+//!
+//! let cache = Arc::new(RedisPresignCache::new("redis://127.0.0.1:6379")?);
+//! let strategy = PresignedStrategy::with_cache(
+//!     SecureHosts::cometchat("us")?,
+//!     Arc::new(StaticToken::parse("fat")?),
+//!     presigner,
+//!     cache,
+//! );
+//! # Ok(()) }
+//! ```
+//!
+//! - **Key**: `{prefix}:{principal scope}:{clean URL}`, or `{prefix}:{scope}:h:{hash}` for URLs
+//!   longer than 256 bytes. **Value**: JSON with the presigned URL, its expiry and the clean URL
+//!   (checked on read). **TTL**: the URL's expiry minus the safety margin (capped at a quarter of
+//!   its lifetime, as the strategy does), so Redis drops entries before they go stale.
+//! - **What Redis holds**: presigned URLs (which are themselves time-limited credentials for one
+//!   file), clean URLs and principal scopes (`sub:<user id>`, or a one-way digest for tokens without
+//!   `sub`). Never a FAT.
+//! - **L1**: an in-memory LRU in front (on by default), so hits stay in nanoseconds and Redis sees
+//!   only L1 misses.
+//! - **Redis down or slow**: every call has a timeout (default 250 ms); a failure is a miss (or a
+//!   skipped write), logged once per outage, never an error to the caller. The strategy presigns
+//!   directly, and the connection manager reconnects when Redis is back.
+//! - **Across processes**: no distributed single-flight; two processes that miss at once both
+//!   presign and both end with a valid URL (the later write wins), and a process that misses later
+//!   finds the stored entry.
+//! - **Purge** (logout, user switch) clears this process's L1; Redis entries expire on their own.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![deny(clippy::await_holding_lock)]
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use secure_media_core::presigned::{CacheKey, MemoryPresignCache, PresignCache, SignedUrl};
+
+/// Why the cache could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisCacheError {
+    /// The Redis URL is not usable.
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(String),
+}
+
+/// Keys longer than this are stored by hash.
+const MAX_PLAIN_KEY: usize = 256;
+
+/// A presign cache on Redis with an optional in-memory L1. See the [crate docs](crate).
+pub struct RedisPresignCache {
+    redis: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    safety_margin: Duration,
+    l1: Option<MemoryPresignCache>,
+    down: AtomicBool,
+}
+
+impl RedisPresignCache {
+    /// A cache on the Redis at `url` (`redis://host:port/db`), with prefix `secure-media`, a 250 ms
+    /// timeout per call, a 30 s safety margin and a 10,000-entry L1. Connects lazily: Redis may be
+    /// down now and come up later. Call it inside a tokio runtime.
+    pub fn new(url: &str) -> Result<Self, RedisCacheError> {
+        let timeout = Duration::from_millis(250);
+        let client = redis::Client::open(url).map_err(|_| RedisCacheError::InvalidUrl(redact_url(url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100));
+        let redis = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| RedisCacheError::InvalidUrl(e.to_string()))?;
+        Ok(Self {
+            redis,
+            prefix: "secure-media".into(),
+            timeout,
+            safety_margin: Duration::from_secs(30),
+            l1: Some(MemoryPresignCache::new(10_000)),
+            down: AtomicBool::new(false),
+        })
+    }
+
+    /// Keys start with `{prefix}:`.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The bound on every Redis call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Entries leave Redis this long before their URL expires (capped at a quarter of its life);
+    /// match the strategy's `PresignConfig::safety_margin`.
+    pub fn with_safety_margin(mut self, margin: Duration) -> Self {
+        self.safety_margin = margin;
+        self
+    }
+
+    /// An L1 of `capacity` entries, or none for `0`.
+    pub fn with_l1(mut self, capacity: usize) -> Self {
+        self.l1 = (capacity > 0).then(|| MemoryPresignCache::new(capacity));
+        self
+    }
+
+    /// The Redis key of a cache key.
+    pub fn redis_key(&self, key: &CacheKey<'_>) -> String {
+        if key.url().len() <= MAX_PLAIN_KEY {
+            format!("{}:{}:{}", self.prefix, key.scope(), key.url())
+        } else {
+            format!("{}:{}:h:{:016x}", self.prefix, key.scope(), key.hash())
+        }
+    }
+
+    /// The L1, if any.
+    pub fn l1(&self) -> Option<&MemoryPresignCache> {
+        self.l1.as_ref()
+    }
+
+    /// Runs one Redis call under the timeout; a failure is logged once per outage and read as `None`.
+    async fn call<T, F>(&self, what: &str, call: F) -> Option<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("redis presign cache is back");
+                }
+                Some(value)
+            }
+            Ok(Err(error)) => {
+                self.went_down(what, &error.to_string());
+                None
+            }
+            Err(_) => {
+                self.went_down(what, "timed out");
+                None
+            }
+        }
+    }
+
+    fn went_down(&self, what: &str, why: &str) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                operation = what,
+                reason = why,
+                "redis presign cache unavailable: presigning directly until it is back"
+            );
+        }
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn redact_url(url: &str) -> String {
+    // A Redis URL may carry a password.
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable>".into(),
+    }
+}
+
+fn encode(key: &CacheKey<'_>, url: &SignedUrl) -> String {
+    serde_json::json!({
+        "key": key.url(),
+        "url": url.as_str(),
+        "fetched_at_ms": millis(url.fetched_at()),
+        "expires_at_ms": millis(url.expires_at()),
+    })
+    .to_string()
+}
+
+fn decode(key: &CacheKey<'_>, text: &str) -> Option<SignedUrl> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    if value.get("key")?.as_str()? != key.url() {
+        return None; // a hashed key shared by two URLs: a miss, never the other URL
+    }
+    let url = url::Url::parse(value.get("url")?.as_str()?).ok()?;
+    let at = |field: &str| value.get(field).and_then(|v| v.as_u64()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    Some(SignedUrl::new(url, at("fetched_at_ms")?, at("expires_at_ms")?))
+}
+
+#[async_trait]
+impl PresignCache for RedisPresignCache {
+    fn get_ready(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
+        self.l1.as_ref()?.get_ready(key)
+    }
+
+    async fn get(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
+        if let Some(hit) = self.get_ready(key) {
+            return Some(hit);
+        }
+        let redis_key = self.redis_key(key);
+        let mut redis = self.redis.clone();
+        let text: Option<String> = self.call("GET", async move { redis.get(redis_key).await }).await.flatten();
+        let url = Arc::new(decode(key, &text?)?);
+        if let Some(l1) = &self.l1 {
+            l1.put(key, url.clone()).await;
+        }
+        Some(url)
+    }
+
+    async fn put(&self, key: &CacheKey<'_>, url: Arc<SignedUrl>) {
+        if let Some(l1) = &self.l1 {
+            l1.put(key, url.clone()).await;
+        }
+        let margin = self.safety_margin.min(url.lifetime() / 4);
+        let Ok(left) = (url.expires_at() - margin).duration_since(SystemTime::now()) else {
+            return; // already within the margin: not worth sharing
+        };
+        let ttl_ms = (left.as_millis() as u64).max(1);
+        let (redis_key, value) = (self.redis_key(key), encode(key, &url));
+        let mut redis = self.redis.clone();
+        let _: Option<()> = self.call("SET", async move { redis.pset_ex(redis_key, value, ttl_ms).await }).await;
+    }
+
+    async fn remove(&self, key: &CacheKey<'_>) {
+        if let Some(l1) = &self.l1 {
+            l1.remove(key).await;
+        }
+        let redis_key = self.redis_key(key);
+        let mut redis = self.redis.clone();
+        let _: Option<()> = self.call("DEL", async move { redis.del(redis_key).await }).await;
+    }
+
+    fn purge_scope(&self, scope: &str) {
+        if let Some(l1) = &self.l1 {
+            l1.purge_scope(scope);
+        }
+    }
+}
+
+impl fmt::Debug for RedisPresignCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPresignCache")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("l1", &self.l1.as_ref().map(MemoryPresignCache::capacity))
+            .field("down", &self.down.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_refuse_another_key() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let signed =
+            SignedUrl::new(url::Url::parse("https://m.io/a?Signature=s").unwrap(), now, now + Duration::from_secs(60));
+        let key = CacheKey::new("sub:a", "https://m.io/a");
+        let text = encode(&key, &signed);
+        let back = decode(&key, &text).unwrap();
+        assert_eq!((back.as_str(), back.expires_at(), back.fetched_at()), (signed.as_str(), signed.expires_at(), now));
+        assert!(decode(&CacheKey::new("sub:a", "https://m.io/b"), &text).is_none());
+        assert!(decode(&key, "not json").is_none());
+    }
+
+    #[test]
+    fn passwords_never_reach_errors() {
+        assert!(!redact_url("redis://user:hunter2@h:6379/0").contains("hunter2"));
+    }
+}

@@ -1,0 +1,240 @@
+//! RedisPresignCache against a real `redis-server`: `REDIS_URL` when set, otherwise one started
+//! here on a free loopback port. No Redis at all is a failure, never a skip.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use secure_media_core::presigned::{PresignConfig, PresignedStrategy};
+use secure_media_core::{resolve_str, FileAccessToken, LoginCell, MediaAccessStrategy, SecureHosts, TokenSource};
+use secure_media_redis::RedisPresignCache;
+use secure_media_reqwest::ReqwestPresigner;
+use secure_media_server::{ReferenceServer, RunningServer, ServerConfig};
+
+/// A `redis-server` this test owns.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = Self { child: None, port };
+        server.restart();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for these tests (apt-get install -y redis-server), or set REDIS_URL");
+        self.child = Some(child);
+        assert!(wait_for_ping(self.port, Duration::from_secs(10)), "redis-server did not start on port {}", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for_ping(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut answer = [0u8; 7];
+            if stream.write_all(b"PING\r\n").is_ok()
+                && stream.read_exact(&mut answer).is_ok()
+                && &answer == b"+PONG\r\n"
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `REDIS_URL`, or a server of our own (kept alive by the returned guard).
+fn redis() -> (Option<RedisServer>, String) {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => (None, url),
+        _ => {
+            let server = RedisServer::start();
+            let url = server.url();
+            (Some(server), url)
+        }
+    }
+}
+
+/// A prefix no other test run uses, so tests can share one Redis.
+fn prefix(test: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("sm-test-{}-{}-{test}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+struct Fleet {
+    server: RunningServer,
+}
+
+impl Fleet {
+    async fn new() -> Self {
+        Self { server: ReferenceServer::start(ServerConfig::default()).await.unwrap() }
+    }
+
+    fn token(&self, uid: &str) -> Arc<dyn TokenSource> {
+        let cell = LoginCell::new();
+        cell.set(FileAccessToken::new(self.server.login(uid).unwrap().fat).unwrap());
+        Arc::new(cell)
+    }
+
+    /// One "process": its own strategy, its own Redis connection and L1.
+    fn process(&self, redis_url: &str, prefix: &str, tokens: Arc<dyn TokenSource>) -> Arc<dyn MediaAccessStrategy> {
+        let cache =
+            RedisPresignCache::new(redis_url).unwrap().with_prefix(prefix).with_timeout(Duration::from_millis(200));
+        let presigner = ReqwestPresigner::new(reqwest::Client::new(), self.server.presign_url().parse().unwrap());
+        let hosts = SecureHosts::new().with_host(&self.server.host()).unwrap().allowing_http();
+        Arc::new(
+            PresignedStrategy::with_cache(hosts, tokens, presigner, Arc::new(cache))
+                .configured(PresignConfig { safety_margin: Duration::from_secs(1), ..PresignConfig::default() }),
+        )
+    }
+
+    async fn resolve(&self, strategy: &Arc<dyn MediaAccessStrategy>, name: &str) -> String {
+        resolve_str(&**strategy, &self.server.media_url(name)).await.unwrap().0.into_owned()
+    }
+
+    async fn fetch_status(&self, url: &str) -> u16 {
+        reqwest::get(url).await.unwrap().status().as_u16()
+    }
+}
+
+async fn keys(redis_url: &str, prefix: &str) -> Vec<String> {
+    let mut conn = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    conn.keys(format!("{prefix}:*")).await.unwrap()
+}
+
+#[tokio::test]
+async fn two_processes_share_one_presign_call() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("share");
+    let token = fleet.token("alice");
+    let a = fleet.process(&url, &prefix, token.clone());
+    let b = fleet.process(&url, &prefix, token);
+    let from_a = fleet.resolve(&a, "sample-64x64.gif").await;
+    let from_b = fleet.resolve(&b, "sample-64x64.gif").await;
+    assert_eq!(from_a, from_b, "b found a's entry");
+    assert_eq!(fleet.server.stats().presign_calls, 1);
+    assert_eq!(fleet.fetch_status(&from_b).await, 200);
+    assert_eq!(keys(&url, &prefix).await.len(), 1);
+}
+
+#[tokio::test]
+async fn misses_at_once_in_two_processes_both_end_with_a_valid_url() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("race");
+    let token = fleet.token("alice");
+    let (a, b) = (fleet.process(&url, &prefix, token.clone()), fleet.process(&url, &prefix, token.clone()));
+    let (from_a, from_b) =
+        tokio::join!(fleet.resolve(&a, "sample-640x480.png"), fleet.resolve(&b, "sample-640x480.png"));
+    assert_eq!((fleet.fetch_status(&from_a).await, fleet.fetch_status(&from_b).await), (200, 200));
+    assert!(fleet.server.stats().presign_calls <= 2);
+    let later = fleet.process(&url, &prefix, token);
+    let calls = fleet.server.stats().presign_calls;
+    let from_later = fleet.resolve(&later, "sample-640x480.png").await;
+    assert!(from_later == from_a || from_later == from_b);
+    assert_eq!(fleet.server.stats().presign_calls, calls, "the later process used the stored entry");
+}
+
+#[tokio::test]
+async fn the_redis_ttl_is_the_expiry_minus_the_margin() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    fleet.server.faults().set_url_ttl(Duration::from_secs(4));
+    let prefix = prefix("ttl");
+    let a = fleet.process(&url, &prefix, fleet.token("alice"));
+    fleet.resolve(&a, "sample-64x64.gif").await;
+    let key = keys(&url, &prefix).await.pop().expect("stored");
+    let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = conn.pttl(&key).await.unwrap();
+    // Lifetime 4 s, margin min(1 s, 4 s / 4) = 1 s: about 3 s left (the URL's Expires is whole seconds).
+    assert!((1_000..=3_000).contains(&ttl), "pttl {ttl}");
+    let stored: String = conn.get(&key).await.unwrap();
+    assert!(!stored.contains("fat") && !stored.contains("eyJ"), "no FAT in Redis: {stored}");
+    tokio::time::sleep(Duration::from_millis(ttl as u64 + 200)).await;
+    assert!(keys(&url, &prefix).await.is_empty(), "Redis dropped the entry before the URL went stale");
+}
+
+#[tokio::test]
+async fn principals_are_isolated() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("isolation");
+    let alice = fleet.process(&url, &prefix, fleet.token("alice"));
+    let bob = fleet.process(&url, &prefix, fleet.token("bob"));
+    fleet.resolve(&alice, "sample-64x64.gif").await;
+    fleet.resolve(&bob, "sample-64x64.gif").await;
+    assert_eq!(fleet.server.stats().presign_calls, 2, "bob did not get alice's entry");
+    let mut stored = keys(&url, &prefix).await;
+    stored.sort();
+    assert_eq!(stored.len(), 2);
+    assert!(stored[0].contains(":sub:alice:") && stored[1].contains(":sub:bob:"), "{stored:?}");
+}
+
+#[tokio::test]
+async fn redis_stopped_then_restarted() {
+    // This test stops and starts Redis, so it always runs its own.
+    let mut redis_server = RedisServer::start();
+    let url = redis_server.url();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("outage");
+    let token = fleet.token("alice");
+    let a = fleet.process(&url, &prefix, token.clone());
+    fleet.resolve(&a, "sample-64x64.gif").await;
+
+    redis_server.stop();
+    let started = Instant::now();
+    let during = fleet.resolve(&a, "sample-640x480.png").await;
+    assert_eq!(fleet.fetch_status(&during).await, 200, "requests still succeed without Redis");
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by the Redis timeout");
+    assert_eq!(fleet.server.stats().presign_calls, 2);
+
+    redis_server.restart();
+    // The connection manager reconnects on the next call; give it a few tries.
+    let b = fleet.process(&url, &prefix, token.clone());
+    let mut stored = false;
+    for attempt in 0..20 {
+        let name = format!("sample-256x256.webp?v={attempt}");
+        fleet.resolve(&a, &name).await;
+        let calls = fleet.server.stats().presign_calls;
+        fleet.resolve(&b, &name).await;
+        if fleet.server.stats().presign_calls == calls {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored, "after the restart the shared cache is used again");
+}
