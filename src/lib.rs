@@ -50,3 +50,7 @@ pub use secure_media_server as server;
 /// The presign cache on Redis (feature `redis`).
 #[cfg(feature = "redis")]
 pub use secure_media_redis as redis;
+
+/// Loading and decoding images (feature `image`).
+#[cfg(feature = "image")]
+pub use secure_media_image as image;

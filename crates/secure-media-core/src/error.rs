@@ -66,6 +66,41 @@ pub enum AccessError {
     /// Too many presign flights are waiting; try again shortly.
     #[error("too many presign requests waiting ({0}); try again shortly")]
     Busy(usize),
+    /// The URL is not on a secure host: hand it to an ordinary loader.
+    #[error("{0} is not on a secure host")]
+    NotSecure(String),
+    /// The answer is not media (an HTML login page with a 200, say).
+    #[error("{url}: {reason}")]
+    NotMedia {
+        /// The clean media URL.
+        url: String,
+        /// What it was instead.
+        reason: String,
+    },
+    /// The body is larger than the configured cap.
+    #[error("{url} is larger than {limit} bytes")]
+    TooLarge {
+        /// The clean media URL.
+        url: String,
+        /// The cap.
+        limit: u64,
+    },
+    /// The server answered with a status that is neither success nor a refusal.
+    #[error("{url} answered {status}")]
+    Status {
+        /// The clean media URL.
+        url: String,
+        /// The status.
+        status: StatusCode,
+    },
+    /// The request did not complete (connection, timeout).
+    #[error("{url}: {reason}")]
+    Network {
+        /// The clean media URL.
+        url: String,
+        /// What failed (never a URL with its query).
+        reason: String,
+    },
     /// The presign call that this request waited for was cancelled by its caller.
     #[error("the presign call for {0} was cancelled before it finished")]
     Cancelled(String),

@@ -13,10 +13,12 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::await_holding_lock)]
 
+mod fetcher;
 mod middleware;
 mod presigner;
 mod redirect;
 
+pub use fetcher::ReqwestFetcher;
 pub use middleware::SecureMediaMiddleware;
 pub use presigner::ReqwestPresigner;
 pub use redirect::redirect_policy;

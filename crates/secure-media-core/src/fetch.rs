@@ -1,0 +1,91 @@
+//! [`MediaFetcher`]: "fetch this secure media" as one object-safe capability, so image loaders
+//! (image, egui, bevy, ...) are thin bridges with the same host rules, retry and caching.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{AccessError, MediaKey};
+
+/// Media bytes and what they are.
+#[derive(Clone)]
+pub struct Media {
+    /// The body.
+    pub bytes: Bytes,
+    /// The `Content-Type` the server sent (checked against the bytes).
+    pub content_type: String,
+    /// The clean URL: the key to cache it by.
+    pub key: MediaKey,
+}
+
+impl std::fmt::Debug for Media {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Media")
+            .field("bytes", &self.bytes.len())
+            .field("content_type", &self.content_type)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// Fetches secure media through a configured strategy and client, with the one-retry rule.
+///
+/// Implementations cap the body, refuse answers that are not media (an HTML login page with a
+/// 200), and answer [`AccessError::NotSecure`] for URLs that are not on a secure host, so a loader
+/// can hand those on to its ordinary loader.
+#[async_trait]
+pub trait MediaFetcher: Send + Sync + 'static {
+    /// Would [`fetch`](Self::fetch) handle this URL (is it on a secure host)?
+    fn handles(&self, url: &str) -> bool;
+
+    /// The media at `url`.
+    async fn fetch(&self, url: &str) -> Result<Media, AccessError>;
+}
+
+/// Is this answer media? Judged by its content type and its first bytes: HTML (a login page) is
+/// not, and an `image/*` answer must carry an image signature (PNG, JPEG, GIF, WebP, BMP, ICO, AVIF).
+///
+/// ```
+/// use secure_media_core::check_media;
+///
+/// assert!(check_media("image/png", b"\x89PNG\r\n\x1a\n...").is_ok());
+/// assert!(check_media("text/html", b"<!doctype html>").is_err());
+/// assert!(check_media("image/png", b"<html>sign in</html>").is_err());
+/// ```
+pub fn check_media(content_type: &str, head: &[u8]) -> Result<(), String> {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "text/html" || head.trim_ascii_start().starts_with(b"<") && !essence.contains("svg") {
+        return Err("the server answered an HTML page (a login page?), not media".into());
+    }
+    let image_signature = head.starts_with(b"\x89PNG\r\n\x1a\n")
+        || head.starts_with(&[0xff, 0xd8, 0xff])
+        || head.starts_with(b"GIF8")
+        || head.starts_with(b"BM")
+        || head.starts_with(&[0, 0, 1, 0])
+        || (head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP")
+        || (head.len() >= 12 && &head[4..8] == b"ftyp" && (&head[8..12] == b"avif" || &head[8..12] == b"avis"));
+    if essence.starts_with("image/") && essence != "image/svg+xml" && !image_signature {
+        return Err(format!("the answer says {essence} but its bytes are not an image"));
+    }
+    let media = ["image/", "video/", "audio/"].iter().any(|p| essence.starts_with(p))
+        || matches!(essence.as_str(), "application/octet-stream" | "application/pdf" | "text/plain" | "");
+    if media {
+        Ok(())
+    } else {
+        Err(format!("the answer is {essence:?}, not media"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_is_told_from_login_pages() {
+        assert!(check_media("image/webp", b"RIFF\0\0\0\0WEBPVP8L").is_ok());
+        assert!(check_media("video/mp4", b"\0\0\0\x18ftyp").is_ok());
+        assert!(check_media("text/html; charset=utf-8", b"<!doctype html>").is_err());
+        assert!(check_media("image/jpeg", b"not a jpeg").is_err());
+        assert!(check_media("application/json", b"{}").is_err());
+        assert!(check_media("application/octet-stream", b"<html>").is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! [`ReqwestFetcher`]: the [`MediaFetcher`] capability over reqwest and the middleware.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use http::{header, StatusCode};
+use reqwest_middleware::ClientWithMiddleware;
+use secure_media_core::{check_media, AccessError, Media, MediaAccessStrategy, MediaFetcher, MediaKey, MediaUrl};
+
+use crate::{redirect_policy, SecureMediaMiddleware};
+
+/// Fetches secure media with reqwest through [`SecureMediaMiddleware`]: secure hosts only, one
+/// retry after a refusal, redirects kept home, bodies capped (default 64 MiB), answers that are not
+/// media refused.
+///
+/// ```no_run
+/// # async fn run(strategy: std::sync::Arc<dyn secure_media_core::MediaAccessStrategy>) -> Result<(), Box<dyn std::error::Error>> {
+/// use secure_media_core::MediaFetcher;
+/// use secure_media_reqwest::ReqwestFetcher;
+///
+/// let fetcher = ReqwestFetcher::new(strategy)?;
+/// let media = fetcher.fetch("https://files-us.cometchat.io/app/media/a.png").await?;
+/// println!("{} bytes of {}", media.bytes.len(), media.content_type);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ReqwestFetcher {
+    client: ClientWithMiddleware,
+    strategy: Arc<dyn MediaAccessStrategy>,
+    max_bytes: u64,
+}
+
+impl ReqwestFetcher {
+    /// A fetcher with its own client (built with [`redirect_policy`]).
+    pub fn new(strategy: Arc<dyn MediaAccessStrategy>) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder().redirect(redirect_policy()).build()?;
+        Ok(Self::with_client(client, strategy))
+    }
+
+    /// A fetcher over your client (build it with [`redirect_policy`]).
+    pub fn with_client(client: reqwest::Client, strategy: Arc<dyn MediaAccessStrategy>) -> Self {
+        let client =
+            reqwest_middleware::ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy.clone())).build();
+        Self { client, strategy, max_bytes: 64 * 1024 * 1024 }
+    }
+
+    /// The largest body accepted.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+}
+
+#[async_trait]
+impl MediaFetcher for ReqwestFetcher {
+    fn handles(&self, url: &str) -> bool {
+        match MediaUrl::parse_plain(url) {
+            Some(view) => self.strategy.applies_to(&view),
+            None => url::Url::parse(url)
+                .ok()
+                .is_some_and(|u| MediaUrl::from_url(&u).is_some_and(|v| self.strategy.applies_to(&v))),
+        }
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Media, AccessError> {
+        let key = MediaKey::of_str(url).ok_or(AccessError::InvalidUrl("not an http(s) URL"))?;
+        let clean = key.to_string();
+        if !self.handles(url) {
+            return Err(AccessError::NotSecure(clean));
+        }
+        let network = |reason: &str| AccessError::Network { url: clean.clone(), reason: reason.to_owned() };
+        let mut response = self.client.get(url).send().await.map_err(|e| match e {
+            reqwest_middleware::Error::Middleware(inner) => match inner.downcast::<AccessError>() {
+                Ok(access) => access,
+                Err(other) => network(&other.to_string()),
+            },
+            reqwest_middleware::Error::Reqwest(e) => network(&e.without_url().to_string()),
+        })?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(AccessError::Refused { url: clean, status });
+        }
+        if !status.is_success() {
+            return Err(AccessError::Status { url: clean, status });
+        }
+        let too_large = || AccessError::TooLarge { url: clean.clone(), limit: self.max_bytes };
+        if response.content_length().is_some_and(|len| len > self.max_bytes) {
+            return Err(too_large());
+        }
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| network(&e.without_url().to_string()))? {
+            if body.is_empty() {
+                check_media(&content_type, &chunk)
+                    .map_err(|reason| AccessError::NotMedia { url: clean.clone(), reason })?;
+            }
+            if body.len() as u64 + chunk.len() as u64 > self.max_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if body.is_empty() {
+            check_media(&content_type, &[]).map_err(|reason| AccessError::NotMedia { url: clean.clone(), reason })?;
+        }
+        Ok(Media { bytes: body.freeze(), content_type, key })
+    }
+}
+
+impl fmt::Debug for ReqwestFetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReqwestFetcher")
+            .field("hosts", self.strategy.secure_hosts())
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
