@@ -54,3 +54,7 @@ pub use secure_media_redis as redis;
 /// Loading and decoding images (feature `image`).
 #[cfg(feature = "image")]
 pub use secure_media_image as image;
+
+/// An egui bytes loader for secure hosts (feature `egui`).
+#[cfg(feature = "egui")]
+pub use secure_media_egui as egui;
