@@ -58,3 +58,7 @@ pub use secure_media_image as image;
 /// An egui bytes loader for secure hosts (feature `egui`).
 #[cfg(feature = "egui")]
 pub use secure_media_egui as egui;
+
+/// A bevy_asset reader for secure hosts (feature `bevy`).
+#[cfg(feature = "bevy")]
+pub use secure_media_bevy as bevy;

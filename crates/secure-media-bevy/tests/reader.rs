@@ -1,0 +1,109 @@
+//! The asset reader against the reference server, driven the way bevy drives it: from a
+//! non-tokio executor, with fetches on the tokio handle the reader was given.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bevy_asset::io::{AssetReader, AssetReaderError, AssetSourceBuilders, AssetSourceId, Reader};
+use secure_media_bevy::{SecureAssetReader, SecureMediaPlugin};
+use secure_media_core::{
+    FileAccessToken, LoginCell, MediaFetcher, SecureMedia, SecureMediaMode, StaticToken, TokenSource,
+};
+use secure_media_reqwest::{ReqwestFetcher, ReqwestPresigner};
+use secure_media_server::{samples, ReferenceServer, RunningServer, ServerConfig};
+
+fn fetcher(server: &RunningServer, mode: SecureMediaMode, tokens: Arc<dyn TokenSource>) -> Arc<dyn MediaFetcher> {
+    let media = SecureMedia::builder(server.app_id())
+        .secure_host(&server.host())
+        .allowing_http()
+        .mode(mode)
+        .token_source(tokens)
+        .presigner(Arc::new(ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse().unwrap())))
+        .build()
+        .unwrap();
+    Arc::new(ReqwestFetcher::new(media.strategy()).unwrap())
+}
+
+fn logged_in(server: &RunningServer) -> Arc<dyn TokenSource> {
+    let cell = LoginCell::new();
+    cell.set(FileAccessToken::new(server.login("bevy").unwrap().fat).unwrap());
+    Arc::new(cell)
+}
+
+/// The asset path of a media file: `host:port/app/media/name`.
+fn asset_path(server: &RunningServer, name: &str) -> String {
+    format!("{}/{}/media/{name}", server.host(), server.app_id())
+}
+
+async fn read_all(reader: &SecureAssetReader, path: &str) -> Result<Vec<u8>, AssetReaderError> {
+    let mut asset = reader.read(Path::new(path)).await?;
+    let mut bytes = Vec::new();
+    asset.read_to_end(&mut bytes).await.map_err(|e| AssetReaderError::Io(Arc::new(e)))?;
+    Ok(bytes)
+}
+
+#[test]
+fn every_mode_reads_from_a_non_tokio_executor() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
+    let expected = &samples().iter().find(|s| s.name == "sample-640x480.png").unwrap().bytes;
+    for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
+        let reader =
+            SecureAssetReader::new(fetcher(&server, mode, logged_in(&server)), runtime.handle().clone()).over_http();
+        // futures' executor stands in for bevy's: no tokio context on this thread.
+        let bytes = futures::executor::block_on(read_all(&reader, &asset_path(&server, "sample-640x480.png"))).unwrap();
+        assert_eq!(&bytes[..], &expected[..], "{mode}");
+    }
+}
+
+#[test]
+fn not_found_refusals_and_meta() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
+    let reader = SecureAssetReader::new(
+        fetcher(&server, SecureMediaMode::HeaderBased, logged_in(&server)),
+        runtime.handle().clone(),
+    )
+    .over_http();
+    let missing = futures::executor::block_on(read_all(&reader, &asset_path(&server, "missing.png")));
+    assert!(matches!(missing, Err(AssetReaderError::NotFound(_))), "{missing:?}");
+    let requests = server.stats().requests;
+    let meta = futures::executor::block_on(async {
+        reader.read_meta(Path::new(&asset_path(&server, "sample-64x64.gif"))).await.map(|_| ())
+    });
+    assert!(matches!(meta, Err(AssetReaderError::NotFound(_))));
+    assert_eq!(server.stats().requests, requests, "read_meta sent no request");
+    assert!(!futures::executor::block_on(reader.is_directory(Path::new("x"))).unwrap());
+
+    let forged: Arc<dyn TokenSource> = Arc::new(StaticToken::parse("forged").unwrap());
+    let refused_reader =
+        SecureAssetReader::new(fetcher(&server, SecureMediaMode::HeaderBased, forged), runtime.handle().clone())
+            .over_http();
+    let refused = futures::executor::block_on(read_all(&refused_reader, &asset_path(&server, "sample-64x64.gif")));
+    assert!(matches!(refused, Err(AssetReaderError::HttpError(401))), "{refused:?}");
+}
+
+#[test]
+fn the_plugin_registers_its_source() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
+    let plugin = SecureMediaPlugin::new(
+        fetcher(&server, SecureMediaMode::Embedded, logged_in(&server)),
+        runtime.handle().clone(),
+    )
+    .with_source_name("chat")
+    .over_http();
+    let mut app = bevy_app::App::new();
+    app.add_plugins(plugin);
+    let mut builders = app.world_mut().resource_mut::<AssetSourceBuilders>();
+    let source = builders.get_mut(AssetSourceId::from("chat")).expect("the source is registered");
+    let reader = (source.reader)();
+    let path = asset_path(&server, "sample-64x64.gif");
+    let bytes = futures::executor::block_on(async {
+        let mut asset = reader.read(Path::new(&path)).await.unwrap();
+        let mut bytes = Vec::new();
+        asset.read_to_end(&mut bytes).await.unwrap();
+        bytes
+    });
+    assert!(bytes.starts_with(b"GIF8"));
+}
