@@ -6,29 +6,9 @@ use std::sync::Arc;
 
 use bevy_asset::io::{AssetReader, AssetReaderError, AssetSourceBuilders, AssetSourceId, Reader};
 use secure_media_bevy::{SecureAssetReader, SecureMediaPlugin};
-use secure_media_core::{
-    FileAccessToken, LoginCell, MediaFetcher, SecureMedia, SecureMediaMode, StaticToken, TokenSource,
-};
-use secure_media_reqwest::{ReqwestFetcher, ReqwestPresigner};
+use secure_media_core::{SecureMediaMode, StaticToken, TokenSource};
 use secure_media_server::{samples, ReferenceServer, RunningServer, ServerConfig};
-
-fn fetcher(server: &RunningServer, mode: SecureMediaMode, tokens: Arc<dyn TokenSource>) -> Arc<dyn MediaFetcher> {
-    let media = SecureMedia::builder(server.app_id())
-        .secure_host(&server.host())
-        .allowing_http()
-        .mode(mode)
-        .token_source(tokens)
-        .presigner(Arc::new(ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse().unwrap())))
-        .build()
-        .unwrap();
-    Arc::new(ReqwestFetcher::new(media.strategy()).unwrap())
-}
-
-fn logged_in(server: &RunningServer) -> Arc<dyn TokenSource> {
-    let cell = LoginCell::new();
-    cell.set(FileAccessToken::new(server.login("bevy").unwrap().fat).unwrap());
-    Arc::new(cell)
-}
+use secure_media_testkit::{fetcher, logged_in};
 
 /// The asset path of a media file: `host:port/app/media/name`.
 fn asset_path(server: &RunningServer, name: &str) -> String {
@@ -49,7 +29,8 @@ fn every_mode_reads_from_a_non_tokio_executor() {
     let expected = &samples().iter().find(|s| s.name == "sample-640x480.png").unwrap().bytes;
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
         let reader =
-            SecureAssetReader::new(fetcher(&server, mode, logged_in(&server)), runtime.handle().clone()).over_http();
+            SecureAssetReader::new(fetcher(&server, mode, logged_in(&server, "bevy")), runtime.handle().clone())
+                .over_http();
         // futures' executor stands in for bevy's: no tokio context on this thread.
         let bytes = futures::executor::block_on(read_all(&reader, &asset_path(&server, "sample-640x480.png"))).unwrap();
         assert_eq!(&bytes[..], &expected[..], "{mode}");
@@ -61,7 +42,7 @@ fn not_found_refusals_and_meta() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
     let reader = SecureAssetReader::new(
-        fetcher(&server, SecureMediaMode::HeaderBased, logged_in(&server)),
+        fetcher(&server, SecureMediaMode::HeaderBased, logged_in(&server, "bevy")),
         runtime.handle().clone(),
     )
     .over_http();
@@ -88,7 +69,7 @@ fn the_plugin_registers_its_source() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
     let plugin = SecureMediaPlugin::new(
-        fetcher(&server, SecureMediaMode::Embedded, logged_in(&server)),
+        fetcher(&server, SecureMediaMode::Embedded, logged_in(&server, "bevy")),
         runtime.handle().clone(),
     )
     .with_source_name("chat")

@@ -4,30 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui::load::{BytesLoader, BytesPoll, LoadError};
-use secure_media_core::{
-    FileAccessToken, LoginCell, MediaFetcher, SecureMedia, SecureMediaMode, StaticToken, TokenSource,
-};
+use secure_media_core::{SecureMediaMode, StaticToken, TokenSource};
 use secure_media_egui::{install, SecureBytesLoader};
-use secure_media_reqwest::{ReqwestFetcher, ReqwestPresigner};
-use secure_media_server::{samples, ReferenceServer, RunningServer, ServerConfig};
-
-fn fetcher(server: &RunningServer, mode: SecureMediaMode, tokens: Arc<dyn TokenSource>) -> Arc<dyn MediaFetcher> {
-    let media = SecureMedia::builder(server.app_id())
-        .secure_host(&server.host())
-        .allowing_http()
-        .mode(mode)
-        .token_source(tokens)
-        .presigner(Arc::new(ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse().unwrap())))
-        .build()
-        .unwrap();
-    Arc::new(ReqwestFetcher::new(media.strategy()).unwrap())
-}
-
-fn logged_in(server: &RunningServer) -> Arc<dyn TokenSource> {
-    let cell = LoginCell::new();
-    cell.set(FileAccessToken::new(server.login("egui").unwrap().fat).unwrap());
-    Arc::new(cell)
-}
+use secure_media_server::{samples, ReferenceServer, ServerConfig};
+use secure_media_testkit::{fetcher, logged_in};
 
 /// Polls like a UI frame loop would, until the answer is no longer pending.
 async fn poll(load: impl Fn() -> egui::load::BytesLoadResult) -> egui::load::BytesLoadResult {
@@ -49,7 +29,10 @@ async fn every_mode_loads_through_a_headless_context() {
         let ctx = egui::Context::default();
         install(
             &ctx,
-            SecureBytesLoader::new(fetcher(&server, mode, logged_in(&server)), tokio::runtime::Handle::current()),
+            SecureBytesLoader::new(
+                fetcher(&server, mode, logged_in(&server, "egui")),
+                tokio::runtime::Handle::current(),
+            ),
         );
         let url = server.media_url("sample-256x256.webp");
         match poll(|| ctx.try_load_bytes(&url)).await {
@@ -67,7 +50,7 @@ async fn every_mode_loads_through_a_headless_context() {
 async fn public_urls_are_passed_on() {
     let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
     let loader = SecureBytesLoader::new(
-        fetcher(&server, SecureMediaMode::Embedded, logged_in(&server)),
+        fetcher(&server, SecureMediaMode::Embedded, logged_in(&server, "egui")),
         tokio::runtime::Handle::current(),
     );
     let ctx = egui::Context::default();
@@ -109,7 +92,7 @@ async fn a_refusal_is_reported_then_retried_after_forget() {
 async fn byte_size_and_forget_all() {
     let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
     let loader = SecureBytesLoader::new(
-        fetcher(&server, SecureMediaMode::Embedded, logged_in(&server)),
+        fetcher(&server, SecureMediaMode::Embedded, logged_in(&server, "egui")),
         tokio::runtime::Handle::current(),
     );
     let ctx = egui::Context::default();

@@ -4,27 +4,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use secure_media_core::{AccessError, FileAccessToken, LoginCell, Media, MediaFetcher, SecureMedia, SecureMediaMode};
+use secure_media_core::{AccessError, Media, MediaFetcher, SecureMediaMode};
 use secure_media_image::{decode, dimensions, DecodeLimits, ImageLoadError, ImageLoader};
-use secure_media_reqwest::{ReqwestFetcher, ReqwestPresigner};
+use secure_media_reqwest::ReqwestFetcher;
 use secure_media_server::{samples, ReferenceServer, RunningServer, ServerConfig, BOMB_SIDE};
 
 fn fetcher(server: &RunningServer, mode: SecureMediaMode) -> Arc<dyn MediaFetcher> {
-    let login = Arc::new(LoginCell::new());
-    login.set(FileAccessToken::new(server.login("viewer").unwrap().fat).unwrap());
-    let media = SecureMedia::builder(server.app_id())
-        .secure_host(&server.host())
-        .allowing_http()
-        .mode(mode)
-        .token_source(login)
-        .presigner(Arc::new(ReqwestPresigner::new(reqwest_client(), server.presign_url().parse().unwrap())))
-        .build()
-        .unwrap();
-    Arc::new(ReqwestFetcher::new(media.strategy()).unwrap())
-}
-
-fn reqwest_client() -> reqwest::Client {
-    reqwest::Client::new()
+    secure_media_testkit::fetcher(server, mode, secure_media_testkit::logged_in(server, "viewer"))
 }
 
 #[tokio::test]
@@ -75,17 +61,9 @@ async fn what_is_not_a_secure_image_is_a_clear_error() {
     assert!(matches!(foreign, ImageLoadError::Fetch(AccessError::NotSecure(_))), "{foreign}");
     let missing = loader.load(&server.media_url("nope.png")).await.unwrap_err();
     assert!(matches!(missing, ImageLoadError::Fetch(AccessError::Status { .. })), "{missing}");
-    let capped = ReqwestFetcher::new(
-        SecureMedia::builder("demo")
-            .secure_host(&server.host())
-            .allowing_http()
-            .token_source(Arc::new(secure_media_core::StaticToken::parse(server.login("x").unwrap().fat).unwrap()))
-            .build()
-            .unwrap()
-            .strategy(),
-    )
-    .unwrap()
-    .with_max_bytes(4);
+    let tokens = secure_media_testkit::logged_in(&server, "x");
+    let strategy = secure_media_testkit::media(&server, SecureMediaMode::Embedded, tokens).strategy();
+    let capped = ReqwestFetcher::new(strategy).unwrap().with_max_bytes(4);
     let too_large = capped.fetch(&server.media_url("notes.txt")).await.unwrap_err();
     assert!(matches!(too_large, AccessError::TooLarge { limit: 4, .. }), "{too_large}");
     std::fs::remove_dir_all(&dir).unwrap();
