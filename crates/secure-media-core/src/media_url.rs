@@ -91,8 +91,22 @@ impl<'a> MediaUrl<'a> {
     /// URI or one without a host.
     pub fn from_uri(uri: &'a http::Uri) -> Option<Self> {
         let scheme = Scheme::from_name(uri.scheme_str()?)?;
-        let port = uri.port_u16().filter(|p| *p != scheme.default_port());
-        Some(Self { scheme, host: uri.host().filter(|h| !h.is_empty())?, port, source: Source::Uri(uri) })
+        // One pass over the authority (`Uri::host` and `Uri::port_u16` would each parse it):
+        // userinfo ends at the last '@'; a port follows the last ':' after any IPv6 brackets.
+        let authority = uri.authority()?.as_str();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, rest)| rest);
+        let (host, port) = match host_port.rfind(':') {
+            Some(colon) if !host_port[colon..].contains(']') => match &host_port[colon + 1..] {
+                "" => (&host_port[..colon], None),
+                digits => (&host_port[..colon], Some(digits.parse::<u16>().ok()?)),
+            },
+            _ => (host_port, None),
+        };
+        if host.is_empty() {
+            return None;
+        }
+        let port = port.filter(|p| *p != scheme.default_port());
+        Some(Self { scheme, host, port, source: Source::Uri(uri) })
     }
 
     /// The fast path for strings: succeeds only for plainly safe input: a lowercase `http://` or
@@ -243,7 +257,9 @@ impl<'a> MediaUrl<'a> {
         out.push_str(self.scheme.as_str());
         out.push_str("://");
         let host = self.host.strip_suffix('.').unwrap_or(self.host);
-        out.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        let host_start = out.len();
+        out.push_str(host);
+        out[host_start..].make_ascii_lowercase();
         if let Some(port) = self.port {
             out.push(':');
             out.push_str(&port.to_string());
@@ -446,6 +462,25 @@ mod tests {
     fn uri_userinfo_is_not_the_host() {
         let uri: http::Uri = "https://files-us.cometchat.io@evil.com/x".parse().unwrap();
         assert_eq!(MediaUrl::from_uri(&uri).unwrap().host(), "evil.com");
+    }
+
+    #[test]
+    fn uri_views_agree_with_the_http_crate() {
+        for text in [
+            "https://h.io/x",
+            "https://h.io:8443/x",
+            "https://h.io:443/x",
+            "http://user:pw@h.io:8080/x",
+            "https://[::1]:9000/x",
+            "https://[::1]/x",
+            "HTTPS://H.IO/x?y#z",
+        ] {
+            let uri: http::Uri = text.parse().unwrap();
+            let view = MediaUrl::from_uri(&uri).unwrap();
+            assert_eq!(Some(view.host()), uri.host(), "{text}");
+            let default = if view.scheme() == Scheme::Https { 443 } else { 80 };
+            assert_eq!(view.port(), uri.port_u16().filter(|p| *p != default), "{text}");
+        }
     }
 
     #[test]

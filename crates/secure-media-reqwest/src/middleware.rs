@@ -79,11 +79,11 @@ impl SecureMediaMiddleware {
             return next.clone().run(request, extensions).await;
         };
         let key = MediaKey::of(&url);
-        let clean = Url::parse(key.as_str()).ok();
         extensions.insert(key.clone());
-        let redact = |error: reqwest_middleware::Error| match &clean {
-            Some(clean) => error.with_url(clean.clone()),
-            None => error.without_url(),
+        // Errors carry the clean URL, never the one with a token or signature (parsed only then).
+        let redact = |error: reqwest_middleware::Error| match Url::parse(key.as_str()) {
+            Ok(clean) => error.with_url(clean),
+            Err(_) => error.without_url(),
         };
         let replay = request.try_clone();
         let resolution = self.resolve(&url).await.map_err(access_error)?;
@@ -101,7 +101,7 @@ impl SecureMediaMiddleware {
                 }
             }
         }
-        if response.url().origin() != original.origin() && self.max_redirects > 0 {
+        if !same_origin(response.url(), &original) && self.max_redirects > 0 {
             tracing::warn!("the client followed a cross-origin redirect itself: build it with secure_media_reqwest::redirect_policy()");
         }
         response.extensions_mut().insert(key);
@@ -118,6 +118,11 @@ fn apply(resolution: &Resolution, request: &mut Request) {
     for (name, value) in resolution.headers() {
         request.headers_mut().insert(name.clone(), value.clone());
     }
+}
+
+/// Scheme, host and port equal (what `Url::origin` compares, without allocating).
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Headers that never follow a redirect to another origin.
@@ -138,7 +143,7 @@ fn next_hop(method: &Method, from: &Url, headers: &HeaderMap, response: &Respons
     let mut target = from.join(location).ok()?;
     let mut hop = Request::new(method.clone(), target.clone());
     *hop.headers_mut() = headers.clone();
-    if target.origin() != from.origin() {
+    if !same_origin(&target, from) {
         strip_credentials(hop.headers_mut());
         // A token the other server echoed into Location must not travel on either.
         Resolution::remove_param(FAT_PARAM).apply_to_url(&mut target);
@@ -163,7 +168,7 @@ impl Middleware for SecureMediaMiddleware {
             let Some(hop) = next_hop(&method, &from, &headers, &response) else {
                 return Ok(response);
             };
-            tracing::debug!(cross_origin = hop.url().origin() != from.origin(), "following a redirect");
+            tracing::debug!(cross_origin = !same_origin(hop.url(), &from), "following a redirect");
             from = hop.url().clone();
             response = self.exchange(hop, extensions, &next).await?;
         }
