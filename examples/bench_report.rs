@@ -261,7 +261,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Kind::Faster | Kind::Scaling(..) => ratio,
             _ => 1.0 / ratio,
         };
-        bars.push((format!("{} vs {}", row.group, baseline_name), speedup, met || row.target == "(info)"));
+        let ours_name = row.ours.trim_start_matches("secure-media ");
+        bars.push((format!("{} {ours_name} vs {baseline_name}", row.group), speedup, met || row.target == "(info)"));
     }
     std::fs::write("benches/ratios.svg", svg(&bars))?;
     let mut generated = table;
@@ -310,7 +311,7 @@ fn target_met(target: &str, ratio: f64, higher_is_better: bool) -> bool {
 
 /// A horizontal bar chart of speed-ups (ours relative to the baseline; 1 = parity), log scale.
 fn svg(bars: &[(String, f64, bool)]) -> String {
-    let (width, row_h, left) = (760.0, 26.0, 330.0);
+    let (width, row_h, left) = (900.0, 26.0, 470.0);
     let height = 40.0 + row_h * bars.len() as f64;
     let scale = |x: f64| left + (x.max(0.05).log10() + 1.5) / 3.0 * (width - left - 20.0);
     let mut out = format!(
