@@ -4,15 +4,12 @@
 //! endpoint once per URL and principal instead of once per process, and a restart keeps the cache.
 //!
 //! ```no_run
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use secure_media_core::presigned::PresignedStrategy;
+//! use secure_media_core::presigned::{Presigner, PresignedStrategy};
 //! use secure_media_core::{SecureHosts, StaticToken};
 //! use secure_media_redis::RedisPresignCache;
-//! # struct P; #[async_trait::async_trait] impl secure_media_core::presigned::Presigner for P {
-//! #   async fn presign(&self, _: &str, _: &secure_media_core::FileAccessToken) -> Result<secure_media_core::presigned::Presigned, secure_media_core::AccessError> { unimplemented!() } }
-//! # let presigner = P;
 //!
+//! # async fn run(presigner: impl Presigner) -> Result<(), Box<dyn std::error::Error>> {
 //! let cache = Arc::new(RedisPresignCache::new("redis://127.0.0.1:6379")?);
 //! let strategy = PresignedStrategy::with_cache(
 //!     SecureHosts::cometchat("us")?,

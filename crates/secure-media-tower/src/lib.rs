@@ -28,10 +28,12 @@
 //! ```
 //!
 //! ## Order in a stack
-//! `FollowRedirect` (with [`KeepTokensHome`]) outside, then `Trace`, then `SecureMediaLayer`,
-//! then `Timeout`, then the client: redirects are followed hop by hop through our layer (so a
-//! secure hop is resolved afresh and any other hop is stripped), traces see the clean URL, and
-//! the timeout covers each attempt.
+//! `FollowRedirect` (with [`KeepTokensHome`]) outside, then `Trace`, then a `tower::retry` layer
+//! for transient failures, then `SecureMediaLayer`, then `Timeout`, then the client: redirects are
+//! followed hop by hop through our layer (so a secure hop is resolved afresh and any other hop is
+//! stripped), traces see the clean URL, a retried request is resolved afresh, and the timeout
+//! covers each attempt. Refusals (401/403) are ours to retry, once: keep them out of the retry
+//! policy.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::await_holding_lock)]

@@ -55,7 +55,25 @@ where
     }
 
     async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
-        match self.call(urls, token).await {
+        let network = |what: &str| endpoint::batch_error(urls, format!("the presign call failed: {what}"));
+        let call = async {
+            let mut request = Request::new(Full::new(Bytes::from(endpoint::request_body(urls))));
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = self.endpoint.clone();
+            request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            request.headers_mut().insert(header::AUTHORIZATION, token.header_value("Bearer")?);
+            let mut service = self.service.clone();
+            let ready = service.ready().await.map_err(|_| network("service not ready"))?;
+            let response = ready.call(request).await.map_err(|_| network("no response"))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), endpoint::MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|_| network("the answer could not be read"))?
+                .to_bytes();
+            endpoint::parse_answer(status, &body, urls)
+        };
+        match call.await {
             Ok(answers) => answers,
             Err(error) => urls.iter().map(|_| Err(error.clone())).collect(),
         }
@@ -63,39 +81,6 @@ where
 
     fn max_batch(&self) -> usize {
         self.max_batch
-    }
-}
-
-impl<S, B> TowerPresigner<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    async fn call(
-        &self,
-        urls: &[Arc<str>],
-        token: &FileAccessToken,
-    ) -> Result<Vec<Result<Presigned, AccessError>>, AccessError> {
-        let network = |what: &str| endpoint::batch_error(urls, format!("the presign call failed: {what}"));
-        let mut request = Request::new(Full::new(Bytes::from(endpoint::request_body(urls))));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.endpoint.clone();
-        request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        request.headers_mut().insert(header::AUTHORIZATION, token.header_value("Bearer")?);
-        let mut service = self.service.clone();
-        let ready = service.ready().await.map_err(|_| network("service not ready"))?;
-        let response = ready.call(request).await.map_err(|_| network("no response"))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), endpoint::MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|_| network("the answer could not be read"))?
-            .to_bytes();
-        endpoint::parse_answer(status, &body, urls)
     }
 }
 

@@ -166,3 +166,56 @@ async fn composes_with_trace_and_timeout_and_keeps_tokens_out_of_errors() {
     };
     assert!(!shown.contains(&fat), "{shown}");
 }
+
+/// Retries a request once after a 5xx: the tower retry policy a user would put outside us.
+#[derive(Clone)]
+struct RetryServerErrorsOnce(bool);
+
+impl<E> tower::retry::Policy<Request<Full<Bytes>>, Response<hyper::body::Incoming>, E> for RetryServerErrorsOnce {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Request<Full<Bytes>>,
+        result: &mut Result<Response<hyper::body::Incoming>, E>,
+    ) -> Option<Self::Future> {
+        let server_error = result.as_ref().is_ok_and(|r| r.status().is_server_error());
+        (server_error && !self.0).then(|| {
+            self.0 = true;
+            std::future::ready(())
+        })
+    }
+
+    fn clone_request(&mut self, request: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+        let mut copy = Request::new(request.body().clone());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.headers_mut() = request.headers().clone();
+        Some(copy)
+    }
+}
+
+#[tokio::test]
+async fn composes_with_a_retry_layer_outside() {
+    secure_media_server::samples();
+    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let fat = server.login("retry-user").unwrap().fat;
+    let strategy = Arc::new(EmbeddedStrategy::new(
+        SecureHosts::new().with_host(&server.host()).unwrap().allowing_http(),
+        Arc::new(StaticToken::parse(fat).unwrap()),
+    ));
+    let hyper =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let service = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(RetryServerErrorsOnce(false)))
+        .layer(SecureMediaLayer::new(strategy))
+        .service(hyper);
+    server.faults().fail_next(Route::Media, 1, StatusCode::SERVICE_UNAVAILABLE);
+    let response = service
+        .oneshot(Request::get(server.media_url("sample-64x64.gif")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the retry went through our layer and was resolved afresh");
+    let stats = server.stats();
+    assert_eq!((stats.faults_injected, stats.served.fat_query), (1, 1));
+}
