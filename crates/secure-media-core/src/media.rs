@@ -3,8 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use url::Url;
-
 use crate::presigned::{PresignConfig, PresignedStrategy, Presigner};
 use crate::{
     resolve_str, AccessError, Clock, EmbeddedStrategy, FileAccessToken, HeaderStrategy, MediaAccessStrategy,
@@ -228,11 +226,6 @@ impl SecureMedia {
     /// strips a stale one, presigned exchanges it. Unchanged for invalid or non-secure URLs.
     pub async fn resolve_url(&self, url: &str) -> Result<String, AccessError> {
         Ok(resolve_str(&*self.strategy, url).await?.0.into_owned())
-    }
-
-    /// Parses a URL for the adapters' string APIs; `None` when it is not an absolute URL.
-    pub fn parse(url: &str) -> Option<Url> {
-        Url::parse(url).ok()
     }
 }
 
