@@ -7,14 +7,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Run the reference server, see what a mode sends, fetch and diagnose secure media.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "secure-media", version, about)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run the reference secure-media server.
     Serve(ServeArgs),
@@ -26,7 +26,7 @@ pub(crate) enum Command {
     Doctor(DoctorArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
@@ -66,8 +66,8 @@ impl From<Mode> for secure_media_core::SecureMediaMode {
     }
 }
 
-/// How to reach secure media: shared by resolve, fetch and doctor.
-#[derive(Debug, Args)]
+/// How to reach secure media: shared by resolve, fetch and doctor. No `Debug`: it holds the token.
+#[derive(Args)]
 pub(crate) struct AccessArgs {
     /// The access mode.
     #[arg(long, value_enum, default_value = "embedded")]
@@ -95,7 +95,7 @@ pub(crate) struct AccessArgs {
     pub(crate) show_token: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct ResolveArgs {
     #[command(flatten)]
     pub(crate) access: AccessArgs,
@@ -104,7 +104,7 @@ pub(crate) struct ResolveArgs {
     pub(crate) urls: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct FetchArgs {
     #[command(flatten)]
     pub(crate) access: AccessArgs,
@@ -118,7 +118,7 @@ pub(crate) struct FetchArgs {
     pub(crate) url: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct DoctorArgs {
     #[command(flatten)]
     pub(crate) access: AccessArgs,

@@ -433,7 +433,11 @@ pub async fn resolve_str<'u, S: MediaAccessStrategy + ?Sized>(
     };
     // The slow path normalised the URL: apply to the normalised text so the host stays the one checked.
     let resolved = match full {
-        None => resolution.apply_to_str(url),
+        // No full parse means the fast path took the string: reuse its split.
+        None => match fast {
+            Some(plain) => resolution.apply_to_plain(&plain, url),
+            None => resolution.apply_to_str(url),
+        },
         Some(mut normal) => {
             resolution.apply_to_url(&mut normal);
             Cow::Owned(normal.into())

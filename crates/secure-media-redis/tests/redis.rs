@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use secure_media_core::presigned::{PresignConfig, PresignedStrategy};
-use secure_media_core::{resolve_str, FileAccessToken, LoginCell, MediaAccessStrategy, SecureHosts, TokenSource};
+use secure_media_core::{resolve_str, MediaAccessStrategy, SecureHosts, TokenSource};
 use secure_media_redis::RedisPresignCache;
 use secure_media_reqwest::ReqwestPresigner;
 use secure_media_server::{ReferenceServer, RunningServer, ServerConfig};
@@ -103,9 +103,7 @@ impl Fleet {
     }
 
     fn token(&self, uid: &str) -> Arc<dyn TokenSource> {
-        let cell = LoginCell::new();
-        cell.set(FileAccessToken::new(self.server.login(uid).unwrap().fat).unwrap());
-        Arc::new(cell)
+        secure_media_testkit::logged_in(&self.server, uid)
     }
 
     /// One "process": its own strategy, its own Redis connection and L1.

@@ -107,8 +107,8 @@ struct LoginRequest {
     uid: String,
 }
 
-/// The login answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The login answer. `Debug` hides the FAT.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LoginAnswer {
     /// The user.
     pub uid: String,
@@ -116,6 +116,16 @@ pub struct LoginAnswer {
     pub fat: String,
     /// Its expiry, unix seconds.
     pub expires_at: u64,
+}
+
+impl std::fmt::Debug for LoginAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginAnswer")
+            .field("uid", &self.uid)
+            .field("fat", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 async fn login(

@@ -56,6 +56,8 @@ async fn login_issues_an_hs256_fat_with_the_claims() {
     let bad = client().post(server.login_url()).json(&serde_json::json!({"uid": ""})).send().await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(server.stats().logins, 1);
+    let direct = server.login("alice").unwrap();
+    assert!(!format!("{direct:?}").contains(&direct.fat), "Debug hides the FAT");
 }
 
 #[tokio::test]
