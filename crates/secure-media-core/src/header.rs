@@ -80,9 +80,9 @@ impl HeaderStrategy {
     }
 
     fn resolution(&self, url: &MediaUrl<'_>, token: Arc<FileAccessToken>) -> Result<Resolution, AccessError> {
-        let value = token.header_value(&self.scheme)?;
+        let headers = token.headers(&self.name, &self.scheme)?;
         let url_change = if url.has_param(FAT_PARAM) { UrlChange::RemoveParam(FAT_PARAM) } else { UrlChange::Keep };
-        Ok(Resolution::with_one_header(url_change, self.name.clone(), value, token))
+        Ok(Resolution::with_shared_headers(url_change, headers, token))
     }
 }
 

@@ -46,5 +46,7 @@ pub use host::SecureHosts;
 pub use media::{SecureMedia, SecureMediaBuilder};
 pub use media_url::{MediaKey, MediaUrl, Scheme};
 pub use mode::SecureMediaMode;
-pub use strategy::{resolve_str, MediaAccessStrategy, ParamValue, Resolution, RetryDecision, StrategyStats, UrlChange};
+pub use strategy::{
+    resolve_str, MediaAccessStrategy, ParamValue, Resolution, RetryDecision, SharedHeaders, StrategyStats, UrlChange,
+};
 pub use token::{FileAccessToken, LoginCell, StaticToken, TokenListener, TokenSource, CLOCK_SKEW_ALLOWANCE};

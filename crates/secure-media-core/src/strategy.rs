@@ -10,30 +10,34 @@ use url::Url;
 use crate::presigned::SignedUrl;
 use crate::{query, AccessError, FileAccessToken, MediaUrl, SecureHosts};
 
-/// A query parameter value, raw and form-urlencoded, both computed once and shared.
-/// `Debug` hides it: it is usually a credential.
+/// A query parameter value, raw and form-urlencoded, both computed once and shared (one `Arc`:
+/// a clone is one reference count). `Debug` hides it: it is usually a credential.
 #[derive(Clone)]
-pub struct ParamValue {
-    raw: Arc<str>,
-    encoded: Arc<str>,
+pub struct ParamValue(Arc<ParamText>);
+
+struct ParamText {
+    raw: Box<str>,
+    /// `None` when encoding changes nothing (a JWT is all unreserved characters).
+    encoded: Option<Box<str>>,
 }
 
 impl ParamValue {
     /// Encodes `raw` once (`+` -> `%2B`, `/` -> `%2F`, `=` -> `%3D`, ...).
     pub fn new(raw: impl Into<Arc<str>>) -> Self {
-        let raw = raw.into();
+        let raw: Arc<str> = raw.into();
         let encoded: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
-        Self { raw, encoded: encoded.into() }
+        let encoded = (encoded != *raw).then(|| encoded.into_boxed_str());
+        Self(Arc::new(ParamText { raw: Box::from(&*raw), encoded }))
     }
 
     /// The value as given.
     pub fn raw(&self) -> &str {
-        &self.raw
+        &self.0.raw
     }
 
     /// The value form-urlencoded, ready for a query string.
     pub fn encoded(&self) -> &str {
-        &self.encoded
+        self.0.encoded.as_deref().unwrap_or(&self.0.raw)
     }
 }
 
@@ -77,14 +81,9 @@ impl std::fmt::Debug for UrlChange {
     }
 }
 
-/// The headers a resolution adds: none, one (the common case, no allocation) or several.
-#[derive(Debug, Clone, Default)]
-enum Headers {
-    #[default]
-    None,
-    One([(HeaderName, HeaderValue); 1]),
-    Many(Vec<(HeaderName, HeaderValue)>),
-}
+/// A shared list of headers: built once (per token, for the header strategy) and cloned with
+/// one reference count.
+pub type SharedHeaders = Arc<[(HeaderName, HeaderValue)]>;
 
 /// What to send for one media request: the URL change and the headers to add.
 ///
@@ -98,14 +97,14 @@ enum Headers {
 #[derive(Debug, Clone)]
 pub struct Resolution {
     url: UrlChange,
-    headers: Headers,
+    headers: Option<SharedHeaders>,
     token: Option<Arc<FileAccessToken>>,
 }
 
 impl Resolution {
     /// Send the request unchanged.
     pub fn keep() -> Self {
-        Self { url: UrlChange::Keep, headers: Headers::None, token: None }
+        Self { url: UrlChange::Keep, headers: None, token: None }
     }
 
     /// Set a query parameter.
@@ -124,24 +123,24 @@ impl Resolution {
     }
 
     /// The header strategy's shape, built in one step (the hot path of header mode).
-    pub(crate) fn with_one_header(
-        url: UrlChange,
-        name: HeaderName,
-        value: HeaderValue,
-        token: Arc<FileAccessToken>,
-    ) -> Self {
-        Self { url, headers: Headers::One([(name, value)]), token: Some(token) }
+    pub(crate) fn with_shared_headers(url: UrlChange, headers: SharedHeaders, token: Arc<FileAccessToken>) -> Self {
+        Self { url, headers: Some(headers), token: Some(token) }
     }
 
     /// Also send this header (replacing any header of that name the request had).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers = match std::mem::take(&mut self.headers) {
-            Headers::None => Headers::One([(name, value)]),
-            Headers::One([first]) => Headers::Many(vec![first, (name, value)]),
-            Headers::Many(mut all) => {
-                all.push((name, value));
-                Headers::Many(all)
-            }
+        let mut all = self.headers().to_vec();
+        all.push((name, value));
+        self.headers = Some(all.into());
+        self
+    }
+
+    /// Also send these headers: build the list once and share it across resolutions (no
+    /// allocation per request, unlike [`with_header`](Self::with_header)).
+    pub fn with_headers(mut self, headers: SharedHeaders) -> Self {
+        self.headers = match self.headers.take() {
+            None => Some(headers),
+            Some(mine) => Some(mine.iter().chain(headers.iter()).cloned().collect()),
         };
         self
     }
@@ -159,11 +158,7 @@ impl Resolution {
 
     /// The headers to set.
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
-        match &self.headers {
-            Headers::None => &[],
-            Headers::One(one) => one,
-            Headers::Many(all) => all,
-        }
+        self.headers.as_deref().unwrap_or_default()
     }
 
     /// The token this resolution used, if any.
@@ -490,12 +485,15 @@ mod tests {
     }
 
     #[test]
-    fn headers_hold_one_without_allocating_and_many_in_order() {
+    fn headers_keep_their_order_and_shared_lists_are_not_copied() {
         let name = HeaderName::from_static("x-a");
         let r = Resolution::keep().with_header(name.clone(), HeaderValue::from_static("1"));
-        assert!(matches!(r.headers, Headers::One(_)));
         let r = r.with_header(HeaderName::from_static("x-b"), HeaderValue::from_static("2"));
         assert_eq!(r.headers().len(), 2);
         assert_eq!(r.headers()[0].0, name);
+        let shared: SharedHeaders = Arc::new([(name, HeaderValue::from_static("3"))]);
+        let r = Resolution::keep().with_headers(shared.clone());
+        assert!(std::ptr::eq(r.headers(), &*shared));
+        assert!(std::mem::size_of::<Resolution>() <= 64, "a resolution is moved on every request");
     }
 }

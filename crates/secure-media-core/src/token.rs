@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::Engine;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
-use crate::{AccessError, ParamValue};
+use crate::{AccessError, ParamValue, SharedHeaders};
 
 /// How far past its `exp` a token still counts as valid, for clocks that disagree a little.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
@@ -39,7 +39,8 @@ pub struct FileAccessToken {
     expires_at: Option<SystemTime>,
     subject: Option<Box<str>>,
     principal: Box<str>,
-    header: OnceLock<(Box<str>, HeaderValue)>,
+    /// The header strategy's (name, scheme) and the header list it sends, built once.
+    headers: OnceLock<(HeaderName, Box<str>, SharedHeaders)>,
 }
 
 impl FileAccessToken {
@@ -69,7 +70,7 @@ impl FileAccessToken {
             expires_at,
             subject: subject.map(String::into_boxed_str),
             principal: principal.into_boxed_str(),
-            header: OnceLock::new(),
+            headers: OnceLock::new(),
         })
     }
 
@@ -107,9 +108,16 @@ impl FileAccessToken {
     /// `<scheme> <token>` (or the bare token for an empty scheme) as a sensitive header value,
     /// built once per token for the first scheme asked and then cloned.
     pub fn header_value(&self, scheme: &str) -> Result<HeaderValue, AccessError> {
-        if let Some((cached_scheme, value)) = self.header.get() {
-            if **cached_scheme == *scheme {
-                return Ok(value.clone());
+        let headers = self.headers(&http::header::AUTHORIZATION, scheme)?;
+        Ok(headers[0].1.clone())
+    }
+
+    /// `name: <scheme> <token>` as a shared one-header list, built once per token for the first
+    /// (name, scheme) asked and then cloned with one reference count.
+    pub(crate) fn headers(&self, name: &HeaderName, scheme: &str) -> Result<SharedHeaders, AccessError> {
+        if let Some((cached_name, cached_scheme, headers)) = self.headers.get() {
+            if cached_name == name && **cached_scheme == *scheme {
+                return Ok(headers.clone());
             }
         }
         let secret = self.secret.raw();
@@ -117,8 +125,9 @@ impl FileAccessToken {
         let mut value = HeaderValue::from_str(&text)
             .map_err(|_| AccessError::InvalidHeader("the header scheme is not a valid header value"))?;
         value.set_sensitive(true);
-        let _ = self.header.set((scheme.into(), value.clone()));
-        Ok(value)
+        let headers: SharedHeaders = Arc::new([(name.clone(), value)]);
+        let _ = self.headers.set((name.clone(), scheme.into(), headers.clone()));
+        Ok(headers)
     }
 }
 

@@ -2,12 +2,11 @@
 //! [`MemoryPresignCache`] (a sharded LRU).
 
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
-use lru::LruCache;
+use hashbrown::HashTable;
 
 use super::SignedUrl;
 
@@ -42,21 +41,23 @@ impl<'a> CacheKey<'a> {
 }
 
 /// A fast 64-bit hash, the same in every process and release (shared caches key by it):
-/// eight bytes a step, then a full avalanche. Not collision-proof, so every hit is verified
-/// against the full key.
+/// sixteen bytes a step through a folded 128-bit multiply, then a full avalanche. Not
+/// collision-proof, so every hit is verified against the full key.
 fn stable_hash(scope: &str, url: &str) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = (scope.len() as u64) << 32 | url.len() as u64;
+    // Every byte of K is >= 0x80, so no ASCII word cancels it to a zero factor.
+    const K: u64 = 0xa0b1_c2d3_e4f5_8697;
+    let fold = |a: u64, b: u64| {
+        let product = u128::from(a) * u128::from(b);
+        (product as u64) ^ ((product >> 64) as u64)
+    };
+    let mut h: u64 = ((scope.len() as u64) << 32 | url.len() as u64) ^ K.rotate_left(17);
     for part in [scope.as_bytes(), url.as_bytes()] {
-        let mut words = part.chunks_exact(8);
-        for word in &mut words {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(word);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(bytes)).wrapping_mul(K);
+        let mut pairs = part.chunks_exact(16);
+        for pair in &mut pairs {
+            let (a, b) = pair.split_at(8);
+            h = fold(le64(a) ^ h, le64(b) ^ K);
         }
-        let mut last = [0u8; 8];
-        last[..words.remainder().len()].copy_from_slice(words.remainder());
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+        h = fold(tail64(pairs.remainder()) ^ h, K);
     }
     // fmix64 from MurmurHash3: every output bit depends on every input bit.
     h ^= h >> 33;
@@ -66,22 +67,23 @@ fn stable_hash(scope: &str, url: &str) -> u64 {
     h ^ (h >> 33)
 }
 
-/// The LRU's own map is keyed by [`CacheKey::hash`], already a good hash: no second hashing.
-#[derive(Default)]
-struct KeyIsHash(u64);
+/// The first eight bytes, little-endian (`bytes` holds at least eight).
+fn le64(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes.get(..8).unwrap_or(&[0; 8]));
+    u64::from_le_bytes(word)
+}
 
-impl Hasher for KeyIsHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+/// Up to fifteen bytes folded into one word: the first and last eight overlap when there are
+/// eight or more, and the length keeps "ab" and "ab\0" apart.
+fn tail64(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    let mixed = if n >= 8 {
+        le64(rest) ^ le64(&rest[n - 8..]).rotate_left(23)
+    } else {
+        rest.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b))
+    };
+    mixed ^ (n as u64) << 59
 }
 
 /// Stores presigned URLs by [`CacheKey`]. The strategy decides freshness; a cache only stores.
@@ -127,23 +129,164 @@ impl<C: PresignCache + ?Sized> PresignCache for Arc<C> {
     }
 }
 
-struct Entry {
-    scope: Box<str>,
-    url: Box<str>,
-    value: Arc<SignedUrl>,
+/// Keys up to this many bytes (scope and URL) are stored inline.
+const INLINE_KEY: usize = 102;
+
+/// Scope and URL, side by side: inline when short, else in one allocation.
+enum KeyBytes {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
 }
 
-impl Entry {
+/// The key a [`SignedUrl`] was stored under, kept inside it so a hit verifies the key in the
+/// memory it touches anyway (the `Arc` it clones).
+pub(crate) struct StoredKey {
+    hash: u64,
+    scope_len: usize,
+    key: KeyBytes,
+}
+
+impl StoredKey {
+    fn of(key: &CacheKey<'_>) -> Self {
+        let (scope, url) = (key.scope.as_bytes(), key.url.as_bytes());
+        let total = scope.len() + url.len();
+        let bytes = match u8::try_from(total) {
+            Ok(len) if total <= INLINE_KEY => {
+                let mut bytes = [0u8; INLINE_KEY];
+                bytes[..scope.len()].copy_from_slice(scope);
+                bytes[scope.len()..total].copy_from_slice(url);
+                KeyBytes::Inline { len, bytes }
+            }
+            _ => KeyBytes::Heap([scope, url].concat().into_boxed_slice()),
+        };
+        Self { hash: key.hash, scope_len: scope.len(), key: bytes }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.key {
+            KeyBytes::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            KeyBytes::Heap(bytes) => bytes,
+        }
+    }
+
+    fn scope(&self) -> &[u8] {
+        self.bytes().get(..self.scope_len).unwrap_or_default()
+    }
+
     fn is(&self, key: &CacheKey<'_>) -> bool {
-        *self.url == *key.url && *self.scope == *key.scope
+        let stored = self.bytes();
+        self.hash == key.hash
+            && self.scope_len == key.scope.len()
+            && stored.len() == key.scope.len() + key.url.len()
+            && stored.starts_with(key.scope.as_bytes())
+            && stored.ends_with(key.url.as_bytes())
     }
 }
 
-type Shard = Mutex<LruCache<u64, Entry, BuildHasherDefault<KeyIsHash>>>;
+/// One cached URL: the slab stays small (the key lives in the [`SignedUrl`]).
+struct Slot {
+    hash: u64,
+    value: Arc<SignedUrl>,
+    /// Set by hits (under the read lock), cleared by the clock hand: the second chance.
+    visited: AtomicBool,
+}
 
-/// An in-memory LRU of presigned URLs, sharded so threads on different keys do not queue on one
-/// lock, and bounded: it never holds more than its capacity. A lookup locks one shard for the
-/// lookup only and clones an `Arc`.
+impl Slot {
+    /// The slot for `value` under `key`; a URL already stored under another key is copied, so
+    /// each stored URL names exactly one key.
+    fn new(key: &CacheKey<'_>, value: Arc<SignedUrl>) -> Self {
+        let stored = value.stored_as.get_or_init(|| StoredKey::of(key));
+        let value = if stored.is(key) {
+            value
+        } else {
+            let copy = SignedUrl::new(value.url().clone(), value.fetched_at(), value.expires_at());
+            let _ = copy.stored_as.set(StoredKey::of(key));
+            Arc::new(copy)
+        };
+        Self { hash: key.hash, value, visited: AtomicBool::new(false) }
+    }
+
+    fn key(&self) -> Option<&StoredKey> {
+        self.value.stored_as.get()
+    }
+
+    fn is(&self, key: &CacheKey<'_>) -> bool {
+        self.key().is_some_and(|k| k.is(key))
+    }
+}
+
+/// A shard: slots in a dense slab swept by a CLOCK hand, found through a table of slab indices
+/// keyed by the entry hash (at most one slot per hash: a colliding put replaces).
+struct Shard {
+    table: HashTable<u32>,
+    slots: Vec<Slot>,
+    hand: usize,
+    capacity: usize,
+}
+
+impl Shard {
+    fn new(capacity: usize) -> Self {
+        Self { table: HashTable::new(), slots: Vec::new(), hand: 0, capacity: capacity.max(1) }
+    }
+
+    fn find(&self, hash: u64) -> Option<usize> {
+        let slots = &self.slots;
+        self.table.find(hash, |&i| slots[i as usize].hash == hash).map(|&i| i as usize)
+    }
+
+    fn put(&mut self, slot: Slot) {
+        if let Some(i) = self.find(slot.hash) {
+            self.slots[i] = slot;
+            return;
+        }
+        let index = if self.slots.len() < self.capacity {
+            self.slots.push(slot);
+            self.slots.len() - 1
+        } else {
+            // Second chance: skip (and clear) visited slots; at most one full turn.
+            while self.slots[self.hand].visited.swap(false, Ordering::Relaxed) {
+                self.hand = (self.hand + 1) % self.slots.len();
+            }
+            let victim = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            self.unlink(victim);
+            self.slots[victim] = slot;
+            victim
+        };
+        let slots = &self.slots;
+        // Slab indices fit in u32: a shard holds at most its capacity, far below 2^32 entries.
+        self.table.insert_unique(slots[index].hash, index as u32, |&i| slots[i as usize].hash);
+    }
+
+    /// Removes slot `index`'s table entry (the slot itself stays until overwritten or moved).
+    fn unlink(&mut self, index: usize) {
+        let hash = self.slots[index].hash;
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i as usize == index) {
+            entry.remove();
+        }
+    }
+
+    /// Removes slot `index`, moving the last slot into its place.
+    fn remove(&mut self, index: usize) {
+        self.unlink(index);
+        let last = self.slots.len() - 1;
+        if index != last {
+            let moved = self.slots[last].hash;
+            if let Some(i) = self.table.find_mut(moved, |&i| i as usize == last) {
+                *i = index as u32;
+            }
+        }
+        self.slots.swap_remove(index);
+        if self.hand >= self.slots.len() {
+            self.hand = 0;
+        }
+    }
+}
+
+/// An in-memory cache of presigned URLs, sharded so threads on different keys do not queue on
+/// one lock, and bounded: it never holds more than its capacity. Eviction is CLOCK (second
+/// chance), an approximation of LRU in which a hit only sets a flag: hits take a shared read
+/// lock, touch no list and clone an `Arc`.
 ///
 /// ```
 /// # futures::executor::block_on(async {
@@ -161,7 +304,7 @@ type Shard = Mutex<LruCache<u64, Entry, BuildHasherDefault<KeyIsHash>>>;
 /// # });
 /// ```
 pub struct MemoryPresignCache {
-    shards: Box<[Shard]>,
+    shards: Box<[RwLock<Shard>]>,
     capacity: usize,
 }
 
@@ -172,13 +315,7 @@ impl MemoryPresignCache {
         // 16 shards once each can hold a useful number of entries; one for tiny caches.
         let shard_count = if capacity >= 16 * 4 { 16 } else { 1 };
         let shards = (0..shard_count)
-            .map(|i| {
-                let share = capacity / shard_count + usize::from(i < capacity % shard_count);
-                Mutex::new(LruCache::with_hasher(
-                    NonZeroUsize::new(share.max(1)).unwrap_or(NonZeroUsize::MIN),
-                    BuildHasherDefault::default(),
-                ))
-            })
+            .map(|i| RwLock::new(Shard::new(capacity / shard_count + usize::from(i < capacity % shard_count))))
             .collect();
         Self { shards, capacity }
     }
@@ -190,7 +327,7 @@ impl MemoryPresignCache {
 
     /// How many URLs it holds now.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| read(s).slots.len()).sum()
     }
 
     /// Holds nothing?
@@ -198,42 +335,56 @@ impl MemoryPresignCache {
         self.len() == 0
     }
 
-    fn shard(&self, key: &CacheKey<'_>) -> &Shard {
-        // The high bits pick the shard; the LRU's map uses the low bits.
+    fn shard(&self, key: &CacheKey<'_>) -> &RwLock<Shard> {
+        // The high bits pick the shard; the table uses the low bits.
         &self.shards[(key.hash >> 48) as usize % self.shards.len()]
     }
 }
 
-fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, LruCache<u64, Entry, BuildHasherDefault<KeyIsHash>>> {
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
+fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    shard.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    shard.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[async_trait]
 impl PresignCache for MemoryPresignCache {
     fn get_ready(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
-        let mut shard = lock(self.shard(key));
+        let shard = read(self.shard(key));
+        let slot = &shard.slots[shard.find(key.hash)?];
         // A 64-bit collision between two keys reads as a miss, never as the other key's URL.
-        shard.get(&key.hash).filter(|e| e.is(key)).map(|e| e.value.clone())
+        if !slot.is(key) {
+            return None;
+        }
+        // Only the first hit since the hand passed writes: later hits leave the line shared.
+        if !slot.visited.load(Ordering::Relaxed) {
+            slot.visited.store(true, Ordering::Relaxed);
+        }
+        Some(slot.value.clone())
     }
 
     async fn put(&self, key: &CacheKey<'_>, url: Arc<SignedUrl>) {
-        let entry = Entry { scope: key.scope.into(), url: key.url.into(), value: url };
-        lock(self.shard(key)).put(key.hash, entry);
+        let slot = Slot::new(key, url);
+        write(self.shard(key)).put(slot);
     }
 
     async fn remove(&self, key: &CacheKey<'_>) {
-        let mut shard = lock(self.shard(key));
-        if shard.peek(&key.hash).is_some_and(|e| e.is(key)) {
-            shard.pop(&key.hash);
+        let mut shard = write(self.shard(key));
+        if let Some(index) = shard.find(key.hash).filter(|&i| shard.slots[i].is(key)) {
+            shard.remove(index);
         }
     }
 
     fn purge_scope(&self, scope: &str) {
         for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            let doomed: Vec<u64> = shard.iter().filter(|(_, e)| &*e.scope == scope).map(|(k, _)| *k).collect();
-            for k in doomed {
-                shard.pop(&k);
+            let mut shard = write(shard);
+            // Backwards: a removal moves the last slot, one already looked at, into the hole.
+            for index in (0..shard.slots.len()).rev() {
+                if shard.slots[index].key().is_some_and(|k| k.scope() == scope.as_bytes()) {
+                    shard.remove(index);
+                }
             }
         }
     }
@@ -276,7 +427,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn least_recently_used_goes_first() {
+    async fn a_slot_hit_since_the_hand_passed_gets_a_second_chance() {
         let cache = MemoryPresignCache::new(2);
         let (a, b, c) = (CacheKey::new("s", "a"), CacheKey::new("s", "b"), CacheKey::new("s", "c"));
         cache.put(&a, signed(1)).await;
@@ -299,5 +450,63 @@ mod tests {
         assert!(cache.get_ready(&bob).is_some());
         cache.remove(&bob).await;
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hash_collision_is_a_miss_and_a_colliding_put_replaces() {
+        let cache = MemoryPresignCache::new(10);
+        let a = CacheKey { scope: "s", url: "https://h.io/a", hash: 7 };
+        let b = CacheKey { scope: "s", url: "https://h.io/b", hash: 7 };
+        cache.put(&a, signed(1)).await;
+        assert!(cache.get_ready(&b).is_none());
+        cache.put(&b, signed(2)).await;
+        assert!(cache.get_ready(&a).is_none());
+        assert_eq!(cache.get_ready(&b).unwrap().as_str(), signed(2).as_str());
+        assert_eq!(cache.len(), 1);
+    }
+
+    /// Random puts, hits, removals and purges against a plain map: the cache may forget, but it
+    /// never answers a URL that was not the last one put for that key, nor exceeds its capacity.
+    #[tokio::test]
+    async fn random_operations_never_answer_a_wrong_url() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n) as usize
+        };
+        for capacity in [1, 5, 64, 200] {
+            let cache = MemoryPresignCache::new(capacity);
+            let mut model = std::collections::HashMap::new();
+            let urls: Vec<String> = (0..300).map(|i| format!("https://h.io/{i}")).collect();
+            let scopes = ["sub:a", "sub:b"];
+            for step in 0..5_000 {
+                let key = CacheKey::new(scopes[next(2) as usize], &urls[next(300)]);
+                match next(10) {
+                    0..=3 => {
+                        cache.put(&key, signed(step)).await;
+                        model.insert((key.scope, key.url), signed(step).as_str().to_owned());
+                    }
+                    4..=7 => {
+                        if let Some(hit) = cache.get_ready(&key) {
+                            assert_eq!(Some(hit.as_str()), model.get(&(key.scope, key.url)).map(String::as_str));
+                        }
+                    }
+                    8 => {
+                        cache.remove(&key).await;
+                        model.remove(&(key.scope, key.url));
+                        assert!(cache.get_ready(&key).is_none());
+                    }
+                    _ if step % 50 == 0 => {
+                        cache.purge_scope(key.scope);
+                        model.retain(|(scope, _), _| *scope != key.scope);
+                        assert!(urls.iter().all(|u| cache.get_ready(&CacheKey::new(key.scope, u)).is_none()));
+                    }
+                    _ => {}
+                }
+                assert!(cache.len() <= capacity);
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use url::Url;
 
+use super::cache::StoredKey;
 use super::expiry_of;
 use crate::{AccessError, FileAccessToken};
 
@@ -66,18 +67,23 @@ impl<P: Presigner + ?Sized> Presigner for Arc<P> {
 /// A URL that carries its own proof of access, with the time it stops working.
 ///
 /// `Debug` shows only the clean part (scheme, host, path); the full URL is a credential.
+// In an `Arc`, what a cache hit reads (the windows, the key it was stored under) follows the
+// reference counts the hit bumps: one run of memory, not three places.
+#[repr(C)]
 pub struct SignedUrl {
+    /// (renew from, stale from), worked out once by the strategy that first checks it.
+    windows: OnceLock<(SystemTime, SystemTime)>,
+    /// The cache key it was first stored under (the in-memory cache verifies hits against it).
+    pub(crate) stored_as: OnceLock<StoredKey>,
     url: Url,
     fetched_at: SystemTime,
     expires_at: SystemTime,
-    /// (renew from, stale from), worked out once by the strategy that first checks it.
-    windows: OnceLock<(SystemTime, SystemTime)>,
 }
 
 impl SignedUrl {
     /// A signed URL valid from `fetched_at` until `expires_at`.
     pub fn new(url: Url, fetched_at: SystemTime, expires_at: SystemTime) -> Self {
-        Self { url, fetched_at, expires_at, windows: OnceLock::new() }
+        Self { windows: OnceLock::new(), stored_as: OnceLock::new(), url, fetched_at, expires_at }
     }
 
     /// Checks a presigner's answer: an http(s) URL that is not yet expired. Its expiry is the

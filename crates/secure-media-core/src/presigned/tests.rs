@@ -275,7 +275,7 @@ async fn a_refused_token_at_the_endpoint_is_renewed_once() {
 }
 
 #[tokio::test]
-async fn the_lru_bound_holds_under_many_urls() {
+async fn the_cache_bound_holds_under_many_urls() {
     let clock = start();
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
     let config = PresignConfig { cache_capacity: 100, ..PresignConfig::default() };
