@@ -61,6 +61,12 @@ impl EmbeddedStrategy {
             if !self.hosts.matches(&view) {
                 return Ok(Cow::Borrowed(url));
             }
+            let token = self.tokens.current().ok_or(AccessError::NotLoggedIn)?;
+            // The hot path: straight from the view's split to the output, no Resolution.
+            if let Some(base) = crate::strategy::plain_base(&view, url) {
+                let encoded = token.query_param().encoded();
+                return Ok(crate::strategy::set_param_in(url, base, view.query(), view.fragment(), FAT_PARAM, encoded));
+            }
             return Ok(self.resolution()?.apply_to_plain(&view, url));
         }
         let Ok(mut full) = url::Url::parse(url) else {

@@ -117,7 +117,8 @@ impl SecureHosts {
         let host = url.host();
         let host = host.strip_suffix('.').unwrap_or(host);
         let port = url.port();
-        self.entries.iter().any(|e| e.port == port && e.host.len() == host.len() && e.host.eq_ignore_ascii_case(host))
+        // Entries are lowercase; most hosts arrive lowercase too, so try the plain compare first.
+        self.entries.iter().any(|e| e.port == port && (*e.host == *host || e.host.eq_ignore_ascii_case(host)))
     }
 
     /// [`matches`](Self::matches) for a parsed [`Url`].

@@ -205,10 +205,7 @@ impl Resolution {
     /// [`apply_to_str`](Self::apply_to_str) for the text a [`MediaUrl::parse_plain`] view was
     /// made from, reusing the view's split.
     pub(crate) fn apply_to_plain<'u>(&self, view: &MediaUrl<'u>, url: &'u str) -> Cow<'u, str> {
-        let path = view.path();
-        // The path is a subslice of `url`: the base ends where the path ends.
-        let base_len = (path.as_ptr() as usize - url.as_ptr() as usize) + path.len();
-        match url.get(..base_len) {
+        match plain_base(view, url) {
             Some(base) => self.apply_to_parts(url, base, view.query(), view.fragment()),
             None => self.apply_to_str(url),
         }
@@ -224,20 +221,14 @@ impl Resolution {
         let mut out;
         match &self.url {
             UrlChange::Keep => return Cow::Borrowed(url),
+            UrlChange::SetParam { name, value } => {
+                return set_param_in(url, base, old_query, fragment, name, value.encoded());
+            }
             UrlChange::Replace(signed) => {
                 let signed = signed.url();
                 let base = signed.as_str().split_once('#').map_or(signed.as_str(), |(base, _)| base);
                 out = String::with_capacity(base.len() + fragment.map_or(0, |f| f.len() + 1));
                 out.push_str(base);
-            }
-            UrlChange::SetParam { name, value } => {
-                if query::is_exactly(old_query, name, value.encoded()) {
-                    return Cow::Borrowed(url);
-                }
-                out = String::with_capacity(url.len() + name.len() + value.encoded().len() + 2);
-                out.push_str(base);
-                out.push('?');
-                query::write_set(&mut out, old_query, name, value.encoded());
             }
             UrlChange::RemoveParam(name) => {
                 let Some(kept) = query::remove(old_query, name) else {
@@ -287,6 +278,44 @@ impl Resolution {
             Some(path_and_query.parse().map_err(|_| AccessError::InvalidUrl("the rewritten path is not a valid URI"))?);
         http::Uri::from_parts(parts).map(Some).map_err(|_| AccessError::InvalidUrl("the rewritten URI is invalid"))
     }
+}
+
+/// The part of a [`MediaUrl::parse_plain`] view's text before its query: the path is a subslice
+/// of `url`, so the base ends where the path ends.
+pub(crate) fn plain_base<'u>(view: &MediaUrl<'u>, url: &'u str) -> Option<&'u str> {
+    let path = view.path();
+    let base_len = (path.as_ptr() as usize).checked_sub(url.as_ptr() as usize)? + path.len();
+    url.get(..base_len)
+}
+
+/// `url` (split into base, query and fragment) with `name=encoded` set: one allocation, none
+/// when the query already says exactly that.
+pub(crate) fn set_param_in<'u>(
+    url: &'u str,
+    base: &str,
+    old_query: Option<&str>,
+    fragment: Option<&str>,
+    name: &str,
+    encoded: &str,
+) -> Cow<'u, str> {
+    let mut out = String::with_capacity(url.len() + name.len() + encoded.len() + 2);
+    out.push_str(base);
+    out.push('?');
+    match old_query {
+        // The common case, a clean media URL: nothing to scan.
+        None => {
+            out.push_str(name);
+            out.push('=');
+            out.push_str(encoded);
+        }
+        Some(_) if query::is_exactly(old_query, name, encoded) => return Cow::Borrowed(url),
+        Some(_) => query::write_set(&mut out, old_query, name, encoded),
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    Cow::Owned(out)
 }
 
 /// What a strategy says after the media server refused its resolution.

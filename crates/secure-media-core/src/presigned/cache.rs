@@ -169,7 +169,7 @@ impl StoredKey {
         }
     }
 
-    fn scope(&self) -> &[u8] {
+    pub(crate) fn scope(&self) -> &[u8] {
         self.bytes().get(..self.scope_len).unwrap_or_default()
     }
 

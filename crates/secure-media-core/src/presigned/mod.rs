@@ -22,7 +22,7 @@ use self::flights::{FlightKey, Flights, Outcome};
 use crate::counters::{bump, Counters};
 use crate::{
     AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
-    StrategyStats, SystemClock, TokenListener, TokenSource,
+    StrategyStats, SystemClock, TokenListener, TokenSource, UrlChange,
 };
 
 /// Tuning for [`PresignedStrategy`]: `PresignConfig { batch_limit: 20, ..PresignConfig::default() }`.
@@ -262,7 +262,8 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
             return None;
         }
         self.counters.hit(key.hash());
-        Some(Ok(Resolution::replace(hit).with_token(token)))
+        // No token in a hit's resolution: a refusal finds the scope in the URL's stored key.
+        Some(Ok(Resolution::replace(hit)))
     }
 
     async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
@@ -289,14 +290,23 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
 
     async fn rejected(&self, url: &MediaUrl<'_>, used: &Resolution, status: StatusCode) -> RetryDecision {
         bump(&self.counters.refusals, 1);
-        let Some(token) = used.token() else {
-            return RetryDecision::GiveUp;
-        };
         if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
             return RetryDecision::GiveUp;
         }
+        // Whose URL was refused: the token used, else the scope the URL was cached under.
+        let current = self.tokens.current();
+        let stored = match used.url_change() {
+            UrlChange::Replace(signed) => signed.stored_scope(),
+            _ => None,
+        };
+        let scope = match (used.token(), stored, &current) {
+            (Some(token), _, _) => self.scope(token),
+            (None, Some(stored), _) => stored,
+            (None, None, Some(token)) => self.scope(token),
+            (None, None, None) => return RetryDecision::GiveUp,
+        };
         let clean = url.clean_key();
-        self.cache.remove(&CacheKey::new(self.scope(token), &clean)).await;
+        self.cache.remove(&CacheKey::new(scope, &clean)).await;
         bump(&self.counters.retries, 1);
         tracing::info!(url = %url.redacted(), %status, "presigned URL refused: dropped, presigning again");
         RetryDecision::RetryOnce

@@ -132,6 +132,11 @@ impl SignedUrl {
         *self.windows.get_or_init(compute)
     }
 
+    /// The principal scope of the cache key it was first stored under in memory, if it was.
+    pub fn stored_scope(&self) -> Option<&str> {
+        self.stored_as.get().and_then(|key| std::str::from_utf8(key.scope()).ok())
+    }
+
     /// How long it was valid for when obtained.
     pub fn lifetime(&self) -> Duration {
         self.expires_at.duration_since(self.fetched_at).unwrap_or_default()
