@@ -482,7 +482,7 @@ mod tests {
             let urls: Vec<String> = (0..300).map(|i| format!("https://h.io/{i}")).collect();
             let scopes = ["sub:a", "sub:b"];
             for step in 0..5_000 {
-                let key = CacheKey::new(scopes[next(2) as usize], &urls[next(300)]);
+                let key = CacheKey::new(scopes[next(2)], &urls[next(300)]);
                 match next(10) {
                     0..=3 => {
                         cache.put(&key, signed(step)).await;
