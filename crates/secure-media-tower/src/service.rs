@@ -38,18 +38,28 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// ```
 pub struct SecureMediaLayer {
     strategy: Arc<dyn MediaAccessStrategy>,
+    media_key: bool,
 }
 
 impl SecureMediaLayer {
     /// A layer that resolves secure media requests through `strategy`.
     pub fn new(strategy: Arc<dyn MediaAccessStrategy>) -> Self {
-        Self { strategy }
+        Self { strategy, media_key: true }
+    }
+
+    /// Leaves the [`MediaKey`] out of the request's and the response's extensions: for stacks
+    /// without a cache that keys by it. The key costs three allocations per extension map it
+    /// starts (`http::Extensions` boxes its map and each value), a third of the layer's cost
+    /// on an in-process call (see BENCHMARKS.md).
+    pub fn without_media_key(mut self) -> Self {
+        self.media_key = false;
+        self
     }
 }
 
 impl Clone for SecureMediaLayer {
     fn clone(&self) -> Self {
-        Self { strategy: self.strategy.clone() }
+        Self { strategy: self.strategy.clone(), media_key: self.media_key }
     }
 }
 
@@ -57,7 +67,7 @@ impl<Inner> Layer<Inner> for SecureMediaLayer {
     type Service = SecureMediaService<Inner>;
 
     fn layer(&self, inner: Inner) -> Self::Service {
-        SecureMediaService { inner, strategy: self.strategy.clone() }
+        SecureMediaService { inner, strategy: self.strategy.clone(), media_key: self.media_key }
     }
 }
 
@@ -78,6 +88,7 @@ impl<Inner> Layer<Inner> for SecureMediaLayer {
 pub struct SecureMediaService<Inner> {
     inner: Inner,
     strategy: Arc<dyn MediaAccessStrategy>,
+    media_key: bool,
 }
 
 impl<Inner> SecureMediaService<Inner> {
@@ -104,7 +115,7 @@ impl<Inner> SecureMediaService<Inner> {
 
 impl<Inner: Clone> Clone for SecureMediaService<Inner> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), strategy: self.strategy.clone() }
+        Self { inner: self.inner.clone(), strategy: self.strategy.clone(), media_key: self.media_key }
     }
 }
 
@@ -163,7 +174,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<Inner::Future, ResB>;
+    type Future = ResponseFuture<Inner, ReqB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -172,84 +183,194 @@ where
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         let secure = MediaUrl::from_uri(request.uri()).filter(|url| self.strategy.applies_to(url));
         let Some(url) = secure else {
-            return ResponseFuture::passthrough(self.inner.call(request));
+            return ResponseFuture::new(Kind::Passthrough { inner: self.inner.call(request) });
         };
-        let key = MediaKey::of(&url);
-        let ready_resolution = self.strategy.resolve_ready(&url);
-        request.extensions_mut().insert(key.clone());
+        let key = self.media_key.then(|| MediaKey::of(&url));
+        let ready = self.strategy.resolve_ready(&url);
+        // Cloned before our key and proof go in: a replay starts from the caller's request.
         let replay = (request.body().size_hint().exact() == Some(0)).then(|| Replay::of(&request));
-        let original = request.uri().clone();
-        // Use the service poll_ready readied; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
-        let strategy = self.strategy.clone();
-        ResponseFuture::secure(Box::pin(async move {
-            let url = MediaUrl::from_uri(&original).ok_or(AccessError::InvalidUrl("not an http(s) URI"))?;
-            let resolution = match ready_resolution {
-                Some(ready) => ready?,
-                None => strategy.resolve(&url).await?,
-            };
-            apply(&resolution, &mut request)?;
-            let mut response = ready.call(request).await.map_err(Into::into)?;
-            let status = response.status();
-            if is_refusal(status) {
-                if let Some(replay) = replay {
-                    if strategy.rejected(&url, &resolution, status).await == RetryDecision::RetryOnce {
-                        let fresh = match strategy.resolve_ready(&url) {
-                            Some(ready) => ready?,
-                            None => strategy.resolve(&url).await?,
-                        };
-                        let mut retry = replay.into_request::<ReqB>();
-                        apply(&fresh, &mut retry)?;
-                        let service = ready.ready().await.map_err(Into::into)?;
-                        response = service.call(retry).await.map_err(Into::into)?;
-                    }
+        if let Some(key) = &key {
+            request.extensions_mut().insert(key.clone());
+        }
+        match ready {
+            // The hot path (a warm token, a cache hit): no task, no box; the inner future is
+            // polled in place and a refusal switches to the boxed retry below.
+            Some(Ok(resolution)) => {
+                if let Err(error) = apply(&resolution, &mut request) {
+                    return ResponseFuture::new(Kind::Failed { error: Some(error.into()) });
                 }
+                let retry = replay.map(|replay| Retry {
+                    replay,
+                    service: self.inner.clone(),
+                    strategy: self.strategy.clone(),
+                    used: resolution,
+                });
+                let inner = self.inner.call(request);
+                ResponseFuture::new(Kind::First { inner, retry, key })
             }
-            response.extensions_mut().insert(key);
-            Ok(response)
-        }))
+            Some(Err(error)) => ResponseFuture::new(Kind::Failed { error: Some(error.into()) }),
+            None => {
+                // Use the service poll_ready readied; leave a fresh clone in its place.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                let strategy = self.strategy.clone();
+                let uri = request.uri().clone();
+                ResponseFuture::new(Kind::Boxed {
+                    future: Box::pin(async move {
+                        let url = MediaUrl::from_uri(&uri).ok_or(AccessError::InvalidUrl("not an http(s) URI"))?;
+                        let resolution = strategy.resolve(&url).await?;
+                        apply(&resolution, &mut request)?;
+                        let mut service = ready;
+                        let response = service.call(request).await.map_err(Into::into)?;
+                        let retry = replay.map(|replay| Retry { replay, service, strategy, used: resolution });
+                        finish(response, retry, key).await
+                    }),
+                })
+            }
+        }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The response future of [`SecureMediaService`]: the inner future itself for requests that
-    /// pass through, a boxed one for secure requests (which may resolve and retry).
-    pub struct ResponseFuture<F, ResB> {
-        #[pin]
-        kind: Kind<F, ResB>,
+/// What a second attempt needs: the caller's request, a service to send it through, and the
+/// resolution the server refused.
+struct Retry<S> {
+    replay: Replay,
+    service: S,
+    strategy: Arc<dyn MediaAccessStrategy>,
+    used: Resolution,
+}
+
+impl<S> Retry<S> {
+    /// After a refusal: ask the strategy, and when it repaired something, send once more.
+    async fn after<ReqB, ResB>(
+        self,
+        status: StatusCode,
+        key: Option<&MediaKey>,
+    ) -> Result<Option<Response<ResB>>, BoxError>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        S::Error: Into<BoxError>,
+        ReqB: Default,
+    {
+        let Self { replay, mut service, strategy, used } = self;
+        let url = MediaUrl::from_uri(&replay.uri).ok_or(AccessError::InvalidUrl("not an http(s) URI"))?;
+        if strategy.rejected(&url, &used, status).await != RetryDecision::RetryOnce {
+            return Ok(None);
+        }
+        let fresh = match strategy.resolve_ready(&url) {
+            Some(ready) => ready?,
+            None => strategy.resolve(&url).await?,
+        };
+        let mut request = replay.into_request::<ReqB>();
+        if let Some(key) = key {
+            request.extensions_mut().insert(key.clone());
+        }
+        apply(&fresh, &mut request)?;
+        let ready = service.ready().await.map_err(Into::into)?;
+        Ok(Some(ready.call(request).await.map_err(Into::into)?))
     }
 }
+
+/// The end of a secure exchange: one retry after a refusal, and the key on the response.
+async fn finish<S, ReqB, ResB>(
+    mut response: Response<ResB>,
+    retry: Option<Retry<S>>,
+    key: Option<MediaKey>,
+) -> Result<Response<ResB>, BoxError>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ReqB: Default,
+{
+    if is_refusal(response.status()) {
+        if let Some(retry) = retry {
+            if let Some(second) = retry.after(response.status(), key.as_ref()).await? {
+                response = second;
+            }
+        }
+    }
+    if let Some(key) = key {
+        response.extensions_mut().insert(key);
+    }
+    Ok(response)
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`SecureMediaService`] returns: the inner future polled in place for requests
+    /// that pass through or resolve without waiting; boxed only to wait for a resolution or to
+    /// retry after a refusal.
+    pub struct ResponseFuture<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        #[pin]
+        kind: Kind<S, ReqB>,
+    }
+}
+
+type ResponseOf<S, ReqB> = <S as Service<Request<ReqB>>>::Response;
 
 pin_project_lite::pin_project! {
     #[project = KindProj]
-    enum Kind<F, ResB> {
-        Passthrough { #[pin] inner: F },
-        Secure { future: BoxFuture<Result<Response<ResB>, BoxError>> },
+    enum Kind<S, ReqB>
+    where
+        S: Service<Request<ReqB>>,
+    {
+        Passthrough { #[pin] inner: S::Future },
+        First { #[pin] inner: S::Future, retry: Option<Retry<S>>, key: Option<MediaKey> },
+        Boxed { future: BoxFuture<Result<ResponseOf<S, ReqB>, BoxError>> },
+        Failed { error: Option<BoxError> },
     }
 }
 
-impl<F, ResB> ResponseFuture<F, ResB> {
-    fn passthrough(inner: F) -> Self {
-        Self { kind: Kind::Passthrough { inner } }
-    }
-
-    fn secure(future: BoxFuture<Result<Response<ResB>, BoxError>>) -> Self {
-        Self { kind: Kind::Secure { future } }
+impl<S: Service<Request<ReqB>>, ReqB> ResponseFuture<S, ReqB> {
+    fn new(kind: Kind<S, ReqB>) -> Self {
+        Self { kind }
     }
 }
 
-impl<F, E, ResB> Future for ResponseFuture<F, ResB>
+impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
 where
-    F: Future<Output = Result<Response<ResB>, E>>,
-    E: Into<BoxError>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqB: Default + Send + 'static,
+    ResB: Send + 'static,
 {
     type Output = Result<Response<ResB>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let mut kind = self.project().kind;
+        match kind.as_mut().project() {
             KindProj::Passthrough { inner } => inner.poll(cx).map_err(Into::into),
-            KindProj::Secure { future } => future.as_mut().poll(cx),
+            KindProj::Failed { error } => {
+                Poll::Ready(Err(error.take().unwrap_or_else(|| "polled after completion".into())))
+            }
+            KindProj::Boxed { future } => future.as_mut().poll(cx),
+            KindProj::First { inner, retry, key } => {
+                let mut response = match inner.poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                    Poll::Ready(Ok(response)) => response,
+                };
+                let key = key.take();
+                match retry.take().filter(|_| is_refusal(response.status())) {
+                    Some(retry) => {
+                        let mut future: BoxFuture<Self::Output> = Box::pin(finish(response, Some(retry), key));
+                        let poll = future.as_mut().poll(cx);
+                        if poll.is_pending() {
+                            kind.set(Kind::Boxed { future });
+                        }
+                        poll
+                    }
+                    None => {
+                        if let Some(key) = key {
+                            response.extensions_mut().insert(key);
+                        }
+                        Poll::Ready(Ok(response))
+                    }
+                }
+            }
         }
     }
 }
@@ -269,11 +390,13 @@ impl<Inner: fmt::Debug> fmt::Debug for SecureMediaService<Inner> {
     }
 }
 
-impl<F, ResB> fmt::Debug for ResponseFuture<F, ResB> {
+impl<S: Service<Request<ReqB>>, ReqB> fmt::Debug for ResponseFuture<S, ReqB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            Kind::Passthrough { .. } => f.write_str("ResponseFuture::Passthrough"),
-            Kind::Secure { .. } => f.write_str("ResponseFuture::Secure"),
-        }
+        f.write_str(match self.kind {
+            Kind::Passthrough { .. } => "ResponseFuture::Passthrough",
+            Kind::First { .. } => "ResponseFuture::Secure",
+            Kind::Boxed { .. } => "ResponseFuture::Waiting",
+            Kind::Failed { .. } => "ResponseFuture::Failed",
+        })
     }
 }

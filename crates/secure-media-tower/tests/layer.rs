@@ -219,3 +219,16 @@ async fn composes_with_a_retry_layer_outside() {
     let stats = server.stats();
     assert_eq!((stats.faults_injected, stats.served.fat_query), (1, 1));
 }
+
+#[tokio::test]
+async fn without_media_key_leaves_both_extensions_alone_and_still_retries() {
+    let strategy = counting();
+    let inner = Recorder::default();
+    let layer = SecureMediaLayer::new(strategy.clone()).without_media_key();
+    let service = ServiceBuilder::new().layer(layer).service(inner.clone());
+    let request = Request::get("https://files-us.cometchat.io/a.png").body(String::new()).unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    assert!(response.extensions().get::<MediaKey>().is_none());
+    assert!(inner.seen.lock().unwrap().iter().all(|(_, auth, key)| auth.is_some() && !key));
+}
