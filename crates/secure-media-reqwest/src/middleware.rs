@@ -35,17 +35,28 @@ use secure_media_core::{AccessError, MediaAccessStrategy, MediaKey, MediaUrl, Re
 /// itself: a hop to a secure host is resolved afresh, any other hop loses the `fat` parameter and
 /// the credential headers.
 ///
-/// Replay: the request is cloned (`try_clone`) before the first send; a streaming body cannot be
-/// cloned, and such a request gets the refusal back as is.
+/// Replay: the request is copied before the first send (method, URL, headers, version, timeout,
+/// a body held in memory); a streaming body cannot be copied, and such a request gets the
+/// refusal back as is.
 pub struct SecureMediaMiddleware {
     strategy: Arc<dyn MediaAccessStrategy>,
     max_redirects: usize,
+    media_key: bool,
 }
 
 impl SecureMediaMiddleware {
     /// Resolves secure media requests through `strategy`; follows up to 10 cross-origin redirects.
     pub fn new(strategy: Arc<dyn MediaAccessStrategy>) -> Self {
-        Self { strategy, max_redirects: 10 }
+        Self { strategy, max_redirects: 10, media_key: true }
+    }
+
+    /// Leaves the [`MediaKey`] out of the chain's and the response's extensions: for stacks
+    /// without a cache that keys by it. The key costs three allocations per extension map it
+    /// starts (`http::Extensions` boxes its map and each value), about half of this
+    /// middleware's cost on an in-process call (see BENCHMARKS.md).
+    pub fn without_media_key(mut self) -> Self {
+        self.media_key = false;
+        self
     }
 
     /// Leaves redirects that reach the middleware to the caller instead of following them.
@@ -74,26 +85,40 @@ impl SecureMediaMiddleware {
         extensions: &mut Extensions,
         next: &Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let original = request.url().clone();
-        let Some(url) = MediaUrl::from_url(&original).filter(|url| self.strategy.applies_to(url)) else {
+        let secure = MediaUrl::from_url(request.url()).is_some_and(|url| self.strategy.applies_to(&url));
+        if !secure {
             return next.clone().run(request, extensions).await;
+        }
+        // The caller's request, cloned before any proof goes in: the one replay, and the URL
+        // every later step reads (the request itself moves into the chain).
+        let replay = replay_of(&request);
+        let (resolution, key) = {
+            let url = MediaUrl::from_url(request.url()).ok_or(AccessError::InvalidUrl("not an http(s) URL"));
+            let url = url.map_err(access_error)?;
+            let key = self.media_key.then(|| MediaKey::of(&url));
+            (self.resolve(&url).await.map_err(access_error)?, key)
         };
-        let key = MediaKey::of(&url);
-        extensions.insert(key.clone());
-        // Errors carry the clean URL, never the one with a token or signature (parsed only then).
-        let redact = |error: reqwest_middleware::Error| match Url::parse(key.as_str()) {
-            Ok(clean) => error.with_url(clean),
-            Err(_) => error.without_url(),
+        let owned;
+        let original: &Url = match &replay {
+            Some(replay) => replay.url(),
+            None => {
+                owned = request.url().clone();
+                &owned
+            }
         };
-        let replay = request.try_clone();
-        let resolution = self.resolve(&url).await.map_err(access_error)?;
+        if let Some(key) = &key {
+            extensions.insert(key.clone());
+        }
         apply(&resolution, &mut request);
+        let redact = |error: reqwest_middleware::Error| redact(error, original);
         let mut response = next.clone().run(request, extensions).await.map_err(redact)?;
         let status = response.status();
-        // A refusal counts only if a secure host said it (not a host reqwest redirected to).
-        let from_secure_host = MediaUrl::from_url(response.url()).is_some_and(|u| self.strategy.applies_to(&u));
-        if (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN) && from_secure_host {
-            if let Some(mut retry) = replay {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            // A refusal counts only if a secure host said it (not a host reqwest redirected to).
+            let url = MediaUrl::from_url(original).filter(|u| self.strategy.applies_to(u));
+            let from_secure_host = MediaUrl::from_url(response.url()).is_some_and(|u| self.strategy.applies_to(&u));
+            let retry = replay.as_ref().and_then(replay_of);
+            if let (Some(url), Some(mut retry), true) = (url, retry, from_secure_host) {
                 if self.strategy.rejected(&url, &resolution, status).await == RetryDecision::RetryOnce {
                     let fresh = self.resolve(&url).await.map_err(access_error)?;
                     apply(&fresh, &mut retry);
@@ -101,12 +126,42 @@ impl SecureMediaMiddleware {
                 }
             }
         }
-        if !same_origin(response.url(), &original) && self.max_redirects > 0 {
+        if !same_origin(response.url(), original) && self.max_redirects > 0 {
             tracing::warn!("the client followed a cross-origin redirect itself: build it with secure_media_reqwest::redirect_policy()");
         }
-        response.extensions_mut().insert(key);
+        if let Some(key) = key {
+            response.extensions_mut().insert(key);
+        }
         Ok(response)
     }
+}
+
+/// Errors carry the clean URL, never the one with a token or signature.
+fn redact(error: reqwest_middleware::Error, original: &Url) -> reqwest_middleware::Error {
+    let clean = MediaUrl::from_url(original).map(|url| url.clean_key()).and_then(|key| Url::parse(&key).ok());
+    match clean {
+        Some(clean) => error.with_url(clean),
+        None => error.without_url(),
+    }
+}
+
+/// The caller's request once more, for the one retry: method, URL, headers, version, timeout and
+/// a body held in memory. `Request::try_clone` does the same but also starts an extension map
+/// (three allocations) to copy an unset timeout; reqwest keeps nothing else there for a request
+/// built by its `Client`. A streaming body cannot be replayed: `None`.
+fn replay_of(request: &Request) -> Option<Request> {
+    let body = match request.body() {
+        None => None,
+        Some(body) => Some(reqwest::Body::from(bytes::Bytes::copy_from_slice(body.as_bytes()?))),
+    };
+    let mut replay = Request::new(request.method().clone(), request.url().clone());
+    *replay.headers_mut() = request.headers().clone();
+    *replay.version_mut() = request.version();
+    if let Some(timeout) = request.timeout() {
+        *replay.timeout_mut() = Some(*timeout);
+    }
+    *replay.body_mut() = body;
+    Some(replay)
 }
 
 fn access_error(error: AccessError) -> reqwest_middleware::Error {
@@ -135,19 +190,24 @@ fn strip_credentials(headers: &mut HeaderMap) {
 
 /// The next hop of a redirect answer to a GET or HEAD, built from the caller's own request
 /// (before any resolution touched it).
-fn next_hop(method: &Method, from: &Url, headers: &HeaderMap, response: &Response) -> Option<Request> {
+fn next_hop(method: &Method, headers: &HeaderMap, response: &Response) -> Option<Request> {
     if !response.status().is_redirection() || !(method == Method::GET || method == Method::HEAD) {
         return None;
     }
     let location = response.headers().get(header::LOCATION)?.to_str().ok()?;
+    // Relative to the URL that answered (after any same-origin hops reqwest took itself).
+    let from = response.url();
     let mut target = from.join(location).ok()?;
-    let mut hop = Request::new(method.clone(), target.clone());
-    *hop.headers_mut() = headers.clone();
-    if !same_origin(&target, from) {
-        strip_credentials(hop.headers_mut());
+    let cross_origin = !same_origin(&target, from);
+    tracing::debug!(cross_origin, "following a redirect");
+    if cross_origin {
         // A token the other server echoed into Location must not travel on either.
         Resolution::remove_param(FAT_PARAM).apply_to_url(&mut target);
-        *hop.url_mut() = target;
+    }
+    let mut hop = Request::new(method.clone(), target);
+    *hop.headers_mut() = headers.clone();
+    if cross_origin {
+        strip_credentials(hop.headers_mut());
     }
     Some(hop)
 }
@@ -160,16 +220,17 @@ impl Middleware for SecureMediaMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
+        if self.max_redirects == 0 {
+            return self.exchange(request, extensions, &next).await;
+        }
+        // What a hop is built from: the caller's method and headers (free to clone when empty).
         let method = request.method().clone();
         let headers = request.headers().clone();
-        let mut from = request.url().clone();
         let mut response = self.exchange(request, extensions, &next).await?;
         for _ in 0..self.max_redirects {
-            let Some(hop) = next_hop(&method, &from, &headers, &response) else {
+            let Some(hop) = next_hop(&method, &headers, &response) else {
                 return Ok(response);
             };
-            tracing::debug!(cross_origin = !same_origin(hop.url(), &from), "following a redirect");
-            from = hop.url().clone();
             response = self.exchange(hop, extensions, &next).await?;
         }
         Ok(response)
