@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{header, HeaderMap, HeaderValue};
-use secure_media::presigned::{PresignConfig, Presigned, PresignedStrategy, Presigner};
+use secure_media::presigned::{
+    CacheKey, MemoryPresignCache, PresignCache, PresignConfig, Presigned, PresignedStrategy, Presigner, SignedUrl,
+};
 use secure_media::{
     resolve_str, AccessError, EmbeddedStrategy, FileAccessToken, HeaderStrategy, MediaAccessStrategy, MediaUrl,
     SecureHosts, StaticToken, TokenSource,
@@ -36,6 +38,9 @@ fn jwt() -> String {
 }
 
 const HOST: &str = "files-us.cometchat.io";
+
+/// The principal scope of [`jwt`]'s token (`sub:<sub>`).
+const SCOPE: &str = "sub:user-1234";
 
 fn media_url(n: usize) -> String {
     format!("https://{HOST}/demo/media/photo-{n:05}.jpg")
@@ -198,6 +203,17 @@ fn presigned_hits(c: &mut Criterion) {
         moka.insert(t.clone(), s.clone());
         quick.insert(t.clone(), s.clone());
     }
+    // Our cache alone, handed a key as quick_cache is (scope, clean URL; hashed per call as
+    // quick_cache hashes its String key): the like-for-like cache comparison.
+    let memory = MemoryPresignCache::new(RESIDENT * 2);
+    let now = std::time::SystemTime::now();
+    rt.block_on(async {
+        for (t, s) in texts.iter().zip(&signed) {
+            let url = Url::parse(s).unwrap();
+            let entry = Arc::new(SignedUrl::new(url, now, now + Duration::from_secs(86_400)));
+            memory.put(&CacheKey::new(SCOPE, t), entry).await;
+        }
+    });
     let order = random_indices(1 << 16, 0x9e37_79b9);
     let ours = |i: usize| {
         let view = MediaUrl::from_url(&urls[i]).unwrap();
@@ -211,6 +227,12 @@ fn presigned_hits(c: &mut Criterion) {
         b.iter(|| {
             n = (n + 1) & 0xffff;
             ours(order[n])
+        })
+    });
+    group.bench_function("secure-media MemoryPresignCache get", |b| {
+        b.iter(|| {
+            n = (n + 1) & 0xffff;
+            black_box(memory.get_ready(&CacheKey::new(SCOPE, &texts[order[n]])))
         })
     });
     group.bench_function("baseline HashMap get+clone", |b| {
@@ -388,6 +410,10 @@ fn end_to_end(c: &mut Criterion) {
         ("baseline terminal only", in_process(None)),
         ("baseline no-op middleware", in_process(Some(Arc::new(NoOp)))),
         ("secure-media header", in_process(Some(ours(&header)))),
+        (
+            "secure-media header, without MediaKey",
+            in_process(Some(Arc::new(secure_media_reqwest::SecureMediaMiddleware::new(header.clone()).without_media_key()))),
+        ),
         ("secure-media embedded", in_process(Some(ours(&embedded)))),
         ("secure-media presigned hit", in_process(Some(ours(&presigned)))),
     ];
@@ -404,7 +430,9 @@ fn end_to_end(c: &mut Criterion) {
     let inner = tower::service_fn(|req: http::Request<String>| async move {
         Ok::<_, std::convert::Infallible>(http::Response::new(req.headers().len()))
     });
-    let layered = tower::ServiceBuilder::new().layer(secure_media_tower::SecureMediaLayer::new(header)).service(inner);
+    let layer = secure_media_tower::SecureMediaLayer::new(header);
+    let layered = tower::ServiceBuilder::new().layer(layer.clone()).service(inner);
+    let keyless = tower::ServiceBuilder::new().layer(layer.without_media_key()).service(inner);
     let request = || http::Request::get(url.as_str()).body(String::new()).unwrap();
     let mut group = c.benchmark_group("tower_in_process");
     group.throughput(Throughput::Elements(1));
@@ -418,6 +446,12 @@ fn end_to_end(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let mut layered = layered.clone();
             black_box(layered.ready().await.unwrap().call(request()).await.unwrap())
+        })
+    });
+    group.bench_function("secure-media layer, header mode, without MediaKey", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut keyless = keyless.clone();
+            black_box(keyless.ready().await.unwrap().call(request()).await.unwrap())
         })
     });
     group.finish();

@@ -61,7 +61,7 @@ impl EmbeddedStrategy {
             if !self.hosts.matches(&view) {
                 return Ok(Cow::Borrowed(url));
             }
-            let token = self.tokens.current().ok_or(AccessError::NotLoggedIn)?;
+            let token = self.tokens.peek().ok_or(AccessError::NotLoggedIn)?;
             // The hot path: straight from the view's split to the output, no Resolution.
             if let Some(base) = crate::strategy::plain_base(&view, url) {
                 let encoded = token.query_param().encoded();

@@ -49,4 +49,4 @@ pub use mode::SecureMediaMode;
 pub use strategy::{
     resolve_str, MediaAccessStrategy, ParamValue, Resolution, RetryDecision, SharedHeaders, StrategyStats, UrlChange,
 };
-pub use token::{FileAccessToken, LoginCell, StaticToken, TokenListener, TokenSource, CLOCK_SKEW_ALLOWANCE};
+pub use token::{FileAccessToken, LoginCell, StaticToken, TokenListener, TokenRef, TokenSource, CLOCK_SKEW_ALLOWANCE};

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -196,6 +196,36 @@ pub trait TokenListener: Send + Sync {
     fn token_changed(&self, old: Option<&FileAccessToken>, new: Option<&FileAccessToken>);
 }
 
+/// A token lent by [`TokenSource::peek`]: read it, do not keep it (a lock may be held).
+pub struct TokenRef<'a>(Lent<'a>);
+
+enum Lent<'a> {
+    Borrowed(&'a FileAccessToken),
+    Locked(RwLockReadGuard<'a, Option<Arc<FileAccessToken>>>),
+    Owned(Arc<FileAccessToken>),
+}
+
+impl std::ops::Deref for TokenRef<'_> {
+    type Target = FileAccessToken;
+
+    fn deref(&self) -> &FileAccessToken {
+        match &self.0 {
+            Lent::Borrowed(token) => token,
+            // Proven invariant: `LoginCell::peek` builds this only from a guard over `Some`, and
+            // the read guard it holds keeps every writer out until it is dropped.
+            #[allow(clippy::expect_used)]
+            Lent::Locked(guard) => guard.as_deref().expect("peek lends a guard only over a token"),
+            Lent::Owned(token) => token,
+        }
+    }
+}
+
+impl fmt::Debug for TokenRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// Where the current file access token comes from.
 ///
 /// `current` is the synchronous hot path; `refresh` is called after the media server refused
@@ -205,6 +235,13 @@ pub trait TokenListener: Send + Sync {
 pub trait TokenSource: Send + Sync + 'static {
     /// The current token, if there is one.
     fn current(&self) -> Option<Arc<FileAccessToken>>;
+
+    /// The current token, lent rather than cloned: cache hits need only its scope, and an `Arc`
+    /// clone is a locked add on a line every thread shares. Default: through
+    /// [`current`](Self::current).
+    fn peek(&self) -> Option<TokenRef<'_>> {
+        self.current().map(|token| TokenRef(Lent::Owned(token)))
+    }
 
     /// The current token, waiting for one to be fetched if the source can do that.
     async fn token(&self) -> Result<Arc<FileAccessToken>, AccessError> {
@@ -224,6 +261,9 @@ pub trait TokenSource: Send + Sync + 'static {
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn current(&self) -> Option<Arc<FileAccessToken>> {
         (**self).current()
+    }
+    fn peek(&self) -> Option<TokenRef<'_>> {
+        (**self).peek()
     }
     async fn token(&self) -> Result<Arc<FileAccessToken>, AccessError> {
         (**self).token().await
@@ -256,6 +296,10 @@ impl StaticToken {
 impl TokenSource for StaticToken {
     fn current(&self) -> Option<Arc<FileAccessToken>> {
         Some(self.0.clone())
+    }
+
+    fn peek(&self) -> Option<TokenRef<'_>> {
+        Some(TokenRef(Lent::Borrowed(&self.0)))
     }
 
     async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
@@ -355,6 +399,11 @@ impl LoginCell {
 impl TokenSource for LoginCell {
     fn current(&self) -> Option<Arc<FileAccessToken>> {
         self.token.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn peek(&self) -> Option<TokenRef<'_>> {
+        let guard = self.token.read().unwrap_or_else(PoisonError::into_inner);
+        guard.is_some().then(|| TokenRef(Lent::Locked(guard)))
     }
 
     async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
@@ -535,6 +584,31 @@ pub(crate) mod tests {
         cell.set(FileAccessToken::new("two").unwrap());
         assert_eq!(cell.refresh(&stale).await.unwrap().expose_secret(), "two");
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn peek_lends_the_current_token_from_every_source() {
+        let cell = LoginCell::new();
+        assert!(cell.peek().is_none());
+        cell.set(FileAccessToken::new("one").unwrap());
+        assert_eq!(cell.peek().unwrap().expose_secret(), "one");
+        let fixed = StaticToken::parse("two").unwrap();
+        assert_eq!(fixed.peek().unwrap().expose_secret(), "two");
+        let shared: Arc<dyn TokenSource> = Arc::new(fixed);
+        assert_eq!(shared.peek().unwrap().expose_secret(), "two");
+        assert_eq!(format!("{:?}", shared.peek().unwrap()), format!("{:?}", shared.current().unwrap()));
+        // A source that only answers `current` is lent a clone.
+        struct Plain(Arc<FileAccessToken>);
+        #[async_trait]
+        impl TokenSource for Plain {
+            fn current(&self) -> Option<Arc<FileAccessToken>> {
+                Some(self.0.clone())
+            }
+            async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
+                Ok(stale.clone())
+            }
+        }
+        assert_eq!(Plain(Arc::new(FileAccessToken::new("three").unwrap())).peek().unwrap().expose_secret(), "three");
     }
 
     #[tokio::test]

@@ -254,14 +254,17 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
     }
 
     fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
-        let token = self.tokens.current()?;
         let clean = url.clean_key();
+        // The token is lent, not cloned: see `TokenSource::peek`.
+        let token = self.tokens.peek()?;
         let key = CacheKey::new(self.scope(&token), &clean);
-        let hit = self.cache.get_ready(&key)?;
+        let hit = self.cache.get_ready(&key).map(|signed| (signed, key.hash()));
+        drop(token);
+        let (hit, hash) = hit?;
         if self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
             return None;
         }
-        self.counters.hit(key.hash());
+        self.counters.hit(hash);
         // No token in a hit's resolution: a refusal finds the scope in the URL's stored key.
         Some(Ok(Resolution::replace(hit)))
     }
