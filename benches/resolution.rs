@@ -1,8 +1,8 @@
 //! Resolution throughput, each group with its baseline measured in the same run.
 //!
 //! ```sh
-//! cargo bench --bench resolution
-//! cargo run --example bench_report   # BENCHMARKS.md table and chart from target/criterion
+//! for run in 1 2 3; do cargo bench --bench resolution -- --save-baseline run$run; done
+//! cargo run --example bench_report   # best of the runs -> BENCHMARKS.md table and chart
 //! ```
 //!
 //! Function names: `secure-media ...` is ours; `baseline ...` is what a user would otherwise write.

@@ -123,36 +123,30 @@ impl<'a> MediaUrl<'a> {
         } else {
             return None;
         };
-        // The authority ends at the first '/', '?' or '#'.
+        // One pass over the authority, which ends at the first '/', '?' or '#': letters, digits,
+        // dots, hyphens and one colon. `xn--` starts a punycode label, which the WHATWG parser
+        // decodes: any "--" takes the full parse (rare in host names; the full parse is right).
         let bytes = rest.as_bytes();
-        let end = memchr::memchr3(b'/', b'?', b'#', bytes).unwrap_or(bytes.len());
-        let authority = &bytes[..end];
-        // Letters, digits, dots, hyphens and one colon, in one pass without early exits. `xn--`
-        // starts a punycode label, which the WHATWG parser decodes: any "--" takes the full parse
-        // (rare in host names, and the full parse is always right).
-        let (mut upper, mut colons, mut double_dash) = (false, 0u32, false);
-        for (i, &b) in authority.iter().enumerate() {
+        let (mut end, mut upper, mut colon, mut label) = (bytes.len(), false, None, 0);
+        for (i, &b) in bytes.iter().enumerate() {
             let class = AUTHORITY[usize::from(b)];
-            // Lowercase letters, digits and dots, nearly every byte, take one test and no jump.
+            // Lowercase letters and digits, nearly every byte, take one test and no jump.
             if class == HOST_CHAR {
                 continue;
             }
-            if class == DASH {
-                double_dash |= i > 0 && authority[i - 1] == b'-';
-            } else if class == UPPER {
-                upper = true;
-            } else if class == COLON {
-                colons += 1;
-            } else {
-                return None;
+            match class {
+                END => {
+                    end = i;
+                    break;
+                }
+                DOT if colon.is_none() => label = i + 1,
+                DASH if i > 0 && bytes[i - 1] == b'-' => return None,
+                DASH => {}
+                UPPER => upper = true,
+                COLON if colon.is_none() => colon = Some(i),
+                _ => return None,
             }
         }
-        if colons > 1 || double_dash {
-            return None;
-        }
-        let colon = if colons == 1 { memchr::memchr(b':', authority) } else { None };
-        let host_bytes = colon.map_or(authority, |at| &authority[..at]);
-        let label = memchr::memrchr(b'.', host_bytes).map_or(0, |dot| dot + 1);
         let (host, port_text) = match colon {
             Some(at) => (&rest[..at], Some(&rest[at + 1..end])),
             None => (&rest[..end], None),
@@ -287,6 +281,8 @@ impl<'a> MediaUrl<'a> {
 }
 
 const HOST_CHAR: u8 = 0;
+const END: u8 = 1;
+const DOT: u8 = 2;
 const DASH: u8 = 3;
 const UPPER: u8 = 4;
 const COLON: u8 = 5;
@@ -298,7 +294,9 @@ static AUTHORITY: [u8; 256] = {
     let mut b = 0;
     while b < 256 {
         table[b] = match b as u8 {
-            b'a'..=b'z' | b'0'..=b'9' | b'.' => HOST_CHAR,
+            b'a'..=b'z' | b'0'..=b'9' => HOST_CHAR,
+            b'/' | b'?' | b'#' => END,
+            b'.' => DOT,
             b'-' => DASH,
             b'A'..=b'Z' => UPPER,
             b':' => COLON,
