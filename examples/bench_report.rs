@@ -84,7 +84,7 @@ const ROWS: &[Row] = &[
         baseline: "baseline quick_cache get",
         kind: Kind::Cost,
         target: "<= 1x",
-        meaning: "our cache vs quick_cache, each handed a key to hash (scope + clean URL; a String)",
+        meaning: "our cache vs quick_cache, each handed the request URL's text (ours with the scope) to hash",
     },
     Row {
         group: "presigned_hit",
@@ -92,7 +92,7 @@ const ROWS: &[Row] = &[
         baseline: "baseline quick_cache get",
         kind: Kind::Cost,
         target: "<= 1x",
-        meaning: "the whole hit from a parsed URL (view, clean key, scope, lookup, expiry) vs quick_cache's lookup",
+        meaning: "the whole hit from the parsed request URL (view, clean key, scope, lookup, expiry, Resolution) vs quick_cache keyed by the URL's text",
     },
     Row {
         group: "presigned_hit",

@@ -1,6 +1,6 @@
 //! The counters behind [`StrategyStats`], and the refusal rule the token strategies share.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -13,6 +13,15 @@ use crate::{Clock, MediaUrl, Resolution, RetryDecision, StrategyStats, TokenSour
 struct Padded(AtomicU64);
 
 const HIT_STRIPES: usize = 16;
+
+/// This thread's hit stripe: threads numbered in the order they first count.
+fn thread_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % HIT_STRIPES;
+    }
+    STRIPE.with(|stripe| *stripe)
+}
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -30,11 +39,12 @@ pub(crate) fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl Counters {
-    /// Counts a hit on the stripe picked by the key's hash: a plain load and store, not a locked
-    /// add (the hot path's costliest instruction), so two threads hitting one stripe at the same
-    /// instant may count one hit: a dashboard figure, not an invariant.
-    pub(crate) fn hit(&self, key_hash: u64) {
-        let stripe = &self.hits[(key_hash as usize) % HIT_STRIPES].0;
+    /// Counts a hit on this thread's stripe: threads count on lines of their own (a stripe per
+    /// key would bounce between threads that hit the same keys), with a plain load and store, not
+    /// a locked add. Two threads that share a stripe may lose a count when they race: a dashboard
+    /// figure, not an invariant.
+    pub(crate) fn hit(&self) {
+        let stripe = &self.hits[thread_stripe()].0;
         stripe.store(stripe.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 

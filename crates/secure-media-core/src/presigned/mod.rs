@@ -203,14 +203,14 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         if let Some(hit) = cached {
             match self.freshness(&hit, self.clock.now()) {
                 Freshness::Fresh => {
-                    self.counters.hit(key.hash());
+                    self.counters.hit();
                     return Ok(hit);
                 }
                 Freshness::RenewSoon => {
                     let ticket = self.flights.enter(scope, clean, token)?;
                     if !ticket.opened {
                         // Someone else is renewing it: keep using the current one.
-                        self.counters.hit(key.hash());
+                        self.counters.hit();
                         return Ok(hit);
                     }
                     tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
@@ -258,13 +258,13 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         // The token is lent, not cloned: see `TokenSource::peek`.
         let token = self.tokens.peek()?;
         let key = CacheKey::new(self.scope(&token), &clean);
-        let hit = self.cache.get_ready(&key).map(|signed| (signed, key.hash()));
+        let hit = self.cache.get_ready(&key);
         drop(token);
-        let (hit, hash) = hit?;
+        let hit = hit?;
         if self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
             return None;
         }
-        self.counters.hit(hash);
+        self.counters.hit();
         // No token in a hit's resolution: a refusal finds the scope in the URL's stored key.
         Some(Ok(Resolution::replace(hit)))
     }
