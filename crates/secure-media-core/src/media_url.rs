@@ -94,9 +94,20 @@ impl<'a> MediaUrl<'a> {
         // One pass over the authority (`Uri::host` and `Uri::port_u16` would each parse it):
         // userinfo ends at the last '@'; a port follows the last ':' after any IPv6 brackets.
         let authority = uri.authority()?.as_str();
-        let host_port = memchr::memrchr(b'@', authority.as_bytes()).map_or(authority, |at| &authority[at + 1..]);
-        let (host, port) = match memchr::memrchr(b':', host_port.as_bytes()) {
-            Some(colon) if memchr::memchr(b']', &host_port.as_bytes()[colon..]).is_none() => match &host_port[colon + 1..] {
+        // Most authorities are a bare host: one scan says so.
+        let (start, colon) = if memchr::memchr3(b'@', b':', b']', authority.as_bytes()).is_none() {
+            (0, None)
+        } else {
+            let bytes = authority.as_bytes();
+            let start = memchr::memrchr(b'@', bytes).map_or(0, |at| at + 1);
+            // A ':' inside IPv6 brackets is not the port's.
+            let colon = memchr::memrchr(b':', &bytes[start..])
+                .filter(|&colon| memchr::memchr(b']', &bytes[start + colon..]).is_none());
+            (start, colon)
+        };
+        let host_port = &authority[start..];
+        let (host, port) = match colon {
+            Some(colon) => match &host_port[colon + 1..] {
                 "" => (&host_port[..colon], None),
                 digits => (&host_port[..colon], Some(digits.parse::<u16>().ok()?)),
             },
