@@ -413,7 +413,9 @@ fn end_to_end(c: &mut Criterion) {
         ("secure-media header", in_process(Some(ours(&header)))),
         (
             "secure-media header, without MediaKey",
-            in_process(Some(Arc::new(secure_media_reqwest::SecureMediaMiddleware::new(header.clone()).without_media_key()))),
+            in_process(Some(Arc::new(
+                secure_media_reqwest::SecureMediaMiddleware::new(header.clone()).without_media_key(),
+            ))),
         ),
         ("secure-media embedded", in_process(Some(ours(&embedded)))),
         ("secure-media presigned hit", in_process(Some(ours(&presigned)))),

@@ -6,6 +6,7 @@
 //! cargo run --example bench_report
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -192,26 +193,54 @@ const ROWS: &[Row] = &[
     },
 ];
 
-/// The best (lowest) median of every saved run (`--save-baseline runN`, and criterion's `new`):
-/// this VM slows down for seconds at a time, so one function's run can land in a slow spell that
-/// its baseline missed; the best of several runs is each one's quiet-machine figure.
-/// `function` may name another group as `group/function`.
-fn median_ns(root: &Path, group: &str, function: &str) -> Option<f64> {
+/// Each saved run's median (`--save-baseline runN`; criterion's `new` when no run was saved), by
+/// run name. `function` may name another group as `group/function`.
+fn runs(root: &Path, group: &str, function: &str) -> BTreeMap<String, f64> {
     let (group, function) = match function.split_once('/') {
         Some((other, function)) if !other.contains(' ') => (other, function),
         _ => (group, function),
     };
     let dir = root.join(group).join(function.replace(['/', '\\', ':', '*', '?', '"', '<', '>', '|'], "_"));
-    std::fs::read_dir(&dir)
-        .ok()?
+    let read = |name: &str| -> Option<f64> {
+        let text = std::fs::read_to_string(dir.join(name).join("estimates.json")).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["median"]["point_estimate"].as_f64()
+    };
+    let mut saved: BTreeMap<String, f64> = std::fs::read_dir(&dir)
+        .into_iter()
         .flatten()
-        .filter(|run| run.file_name().to_str().is_some_and(|name| name == "new" || name.starts_with("run")))
-        .filter_map(|run| {
-            let text = std::fs::read_to_string(run.path().join("estimates.json")).ok()?;
-            let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-            json["median"]["point_estimate"].as_f64()
-        })
-        .reduce(f64::min)
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+        .filter(|name| name.starts_with("run"))
+        .filter_map(|name| read(&name).map(|ns| (name, ns)))
+        .collect();
+    if saved.is_empty() {
+        saved.extend(read("new").map(|ns| ("new".to_owned(), ns)));
+    }
+    saved
+}
+
+/// The median (upper middle for an even count); NaN for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `f(a, b)` for every run both measured: ratios are taken within a run, where both sides met
+/// the same machine (this VM slows down for seconds at a time), then summarised across runs.
+fn paired(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    a.iter().filter_map(|(run, x)| b.get(run).map(|y| f(*x, *y))).collect()
+}
+
+/// "median (lowest-highest)" of per-run values.
+fn spread(values: &[f64], unit: &str) -> String {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.len() > 1 {
+        format!(" (runs {lo:.2}{unit}-{hi:.2}{unit})")
+    } else {
+        String::new()
+    }
 }
 
 fn show(ns: f64) -> String {
@@ -230,45 +259,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         String::from("| group | ours | baseline | ratio | target | what it means |\n|---|---|---|---|---|---|\n");
     let mut bars: Vec<(String, f64, bool)> = Vec::new();
     for row in ROWS {
-        let Some(ours) = median_ns(&root, row.group, row.ours) else {
+        let ours_runs = runs(&root, row.group, row.ours);
+        if ours_runs.is_empty() {
             eprintln!("missing: {}/{}", row.group, row.ours);
             continue;
+        }
+        let ours = median(ours_runs.values().copied().collect());
+        let base_runs = match row.kind {
+            Kind::Scaling(one_group, one_function) => runs(&root, one_group, one_function),
+            _ => runs(&root, row.group, row.baseline),
         };
-        let (baseline_ns, ratio, label, met) = match row.kind {
+        let baseline_ns = median(base_runs.values().copied().collect());
+        let (ratio, label, met) = match row.kind {
             Kind::Faster => {
-                let base = median_ns(&root, row.group, row.baseline).unwrap_or(f64::NAN);
-                let r = base / ours;
-                (base, r, format!("{r:.1}x faster"), target_met(row.target, r, true))
+                let per_run = paired(&base_runs, &ours_runs, |b, o| b / o);
+                let r = median(per_run.clone());
+                (r, format!("{r:.1}x faster{}", spread(&per_run, "x")), target_met(row.target, r, true))
+            }
+            Kind::Cost if row.target.contains("ns") => {
+                let per_run = paired(&ours_runs, &base_runs, |o, b| o - b);
+                let over = median(per_run.clone());
+                (ours / baseline_ns, format!("+{}", show(over)), over <= 200.0)
             }
             Kind::Cost => {
-                let base = median_ns(&root, row.group, row.baseline).unwrap_or(f64::NAN);
-                let r = ours / base;
-                let label = if row.target.contains("ns") {
-                    format!("+{}", show(ours - base))
-                } else {
-                    format!("{r:.2}x the cost")
-                };
-                let met =
-                    if row.target.contains("ns") { ours - base <= 200.0 } else { target_met(row.target, r, false) };
-                (base, r, label, met)
+                let per_run = paired(&ours_runs, &base_runs, |o, b| o / b);
+                let r = median(per_run.clone());
+                (r, format!("{r:.2}x the cost{}", spread(&per_run, "x")), target_met(row.target, r, false))
             }
             Kind::Overhead(floor) => {
-                let base = median_ns(&root, row.group, row.baseline).unwrap_or(f64::NAN);
-                let floor = median_ns(&root, row.group, floor).unwrap_or(f64::NAN);
-                let (ours_over, base_over) = (ours - floor, base - floor);
+                let floor_runs = runs(&root, row.group, floor);
+                let ours_over = median(paired(&ours_runs, &floor_runs, |o, f| o - f));
+                let base_over = median(paired(&base_runs, &floor_runs, |b, f| b - f));
+                // A no-op costs next to nothing in process (within this VM's noise): judged
+                // against at least 1 ns.
                 let r = ours_over / base_over.max(1.0);
-                (
-                    base,
-                    r,
-                    format!("{} vs {} over the bare client", show(ours_over), show(base_over)),
-                    target_met(row.target, r, false),
-                )
+                let label = format!("{} vs {} over the bare client", show(ours_over), show(base_over));
+                (r, label, target_met(row.target, r, false))
             }
-            Kind::Scaling(one_group, one_function) => {
-                let one = median_ns(&root, one_group, one_function).unwrap_or(f64::NAN);
+            Kind::Scaling(..) => {
                 // Two lookups per iteration on two threads: throughput ratio = 2 * one / two.
-                let r = 2.0 * one / ours;
-                (one, r, format!("{r:.2}x one thread's hits/s"), target_met(row.target, r, true))
+                let per_run = paired(&base_runs, &ours_runs, |one, two| 2.0 * one / two);
+                let r = median(per_run.clone());
+                let label = format!("{r:.2}x one thread's hits/s{}", spread(&per_run, "x"));
+                (r, label, target_met(row.target, r, true))
             }
         };
         let baseline_name = match row.kind {
@@ -305,7 +338,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("1000 x one URL", "1,000 concurrent cold resolutions of one URL"),
         ("1000 distinct URLs", "1,000 distinct cold URLs"),
     ] {
-        if let Some(ns) = median_ns(&root.join("presigned_cold_burst"), "secure-media", name) {
+        let burst = runs(&root.join("presigned_cold_burst"), "secure-media", name);
+        if !burst.is_empty() {
+            let ns = median(burst.values().copied().collect());
             writeln!(
                 generated,
                 "| presigned_cold_burst | {} | in-process presigner | {} | | {label} |",
