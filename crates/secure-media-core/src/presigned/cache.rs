@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use async_trait::async_trait;
 use hashbrown::HashTable;
@@ -285,8 +287,10 @@ impl Shard {
 
 /// An in-memory cache of presigned URLs, sharded so threads on different keys do not queue on
 /// one lock, and bounded: it never holds more than its capacity. Eviction is CLOCK (second
-/// chance), an approximation of LRU in which a hit only sets a flag: hits take a shared read
-/// lock, touch no list and clone an `Arc`.
+/// chance), an approximation of LRU in which a hit only sets a flag: hits take a read lock, touch
+/// no list and clone an `Arc`. Each shard's lock is a `ShardedLock`: a reader locks only its own
+/// thread's part, so threads reading the same shard do not pass a lock's cache line back and
+/// forth (writers, rare, lock every part).
 ///
 /// ```
 /// # futures::executor::block_on(async {
@@ -304,7 +308,7 @@ impl Shard {
 /// # });
 /// ```
 pub struct MemoryPresignCache {
-    shards: Box<[Padded<RwLock<Shard>>]>,
+    shards: Box<[Padded<ShardedLock<Shard>>]>,
     capacity: usize,
 }
 
@@ -320,7 +324,9 @@ impl MemoryPresignCache {
         // 16 shards once each can hold a useful number of entries; one for tiny caches.
         let shard_count = if capacity >= 16 * 4 { 16 } else { 1 };
         let shards = (0..shard_count)
-            .map(|i| Padded(RwLock::new(Shard::new(capacity / shard_count + usize::from(i < capacity % shard_count)))))
+            .map(|i| {
+                Padded(ShardedLock::new(Shard::new(capacity / shard_count + usize::from(i < capacity % shard_count))))
+            })
             .collect();
         Self { shards, capacity }
     }
@@ -340,17 +346,17 @@ impl MemoryPresignCache {
         self.len() == 0
     }
 
-    fn shard(&self, key: &CacheKey<'_>) -> &RwLock<Shard> {
+    fn shard(&self, key: &CacheKey<'_>) -> &ShardedLock<Shard> {
         // The high bits pick the shard; the table uses the low bits.
         &self.shards[(key.hash >> 48) as usize % self.shards.len()].0
     }
 }
 
-fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+fn read(shard: &ShardedLock<Shard>) -> ShardedLockReadGuard<'_, Shard> {
     shard.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+fn write(shard: &ShardedLock<Shard>) -> ShardedLockWriteGuard<'_, Shard> {
     shard.write().unwrap_or_else(PoisonError::into_inner)
 }
 
