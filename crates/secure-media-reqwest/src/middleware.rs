@@ -52,7 +52,7 @@ impl SecureMediaMiddleware {
 
     /// Leaves the [`MediaKey`] out of the chain's and the response's extensions: for stacks
     /// without a cache that keys by it. The key costs three allocations per extension map it
-    /// starts (`http::Extensions` boxes its map and each value), about half of this
+    /// starts (`http::Extensions` boxes its map and each value), a third to a half of this
     /// middleware's cost on an in-process call (see BENCHMARKS.md).
     pub fn without_media_key(mut self) -> Self {
         self.media_key = false;
