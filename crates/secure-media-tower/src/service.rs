@@ -76,7 +76,7 @@ impl<Inner> Layer<Inner> for SecureMediaLayer {
 /// - A request whose URI is not on a secure host passes through untouched: nothing is looked up.
 /// - A secure request is resolved (`resolve_ready`, else `resolve`): the URI rewritten, headers
 ///   set, and the clean URL inserted as a [`MediaKey`] into the request's and the response's
-///   extensions.
+///   extensions (unless the layer was built [`without_media_key`](SecureMediaLayer::without_media_key)).
 /// - A 401 or 403 calls [`MediaAccessStrategy::rejected`]; on
 ///   [`RetryOnce`](RetryDecision::RetryOnce) the request is sent once more with a fresh
 ///   resolution. Only requests with an empty body (`size_hint` exactly 0, the shape of media

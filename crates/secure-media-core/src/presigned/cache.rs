@@ -1,13 +1,12 @@
 //! [`PresignCache`]: where presigned URLs wait for reuse, and the in-memory
-//! [`MemoryPresignCache`] (a sharded LRU).
+//! [`MemoryPresignCache`] (sharded, CLOCK eviction).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 
-use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
-
 use async_trait::async_trait;
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use hashbrown::HashTable;
 
 use super::SignedUrl;
@@ -42,8 +41,8 @@ impl<'a> CacheKey<'a> {
     }
 }
 
-/// A fast 64-bit hash, the same in every process and release (shared caches key by it):
-/// sixteen bytes a step through a folded 128-bit multiply, then a full avalanche. Not
+/// A fast 64-bit hash, the same in every process (shared caches key by it; a release that
+/// changes it only orphans a shared cache's entries until they expire): sixteen bytes a step through a folded 128-bit multiply, then a full avalanche. Not
 /// collision-proof, so every hit is verified against the full key.
 fn stable_hash(scope: &str, url: &str) -> u64 {
     // Every byte of K is >= 0x80, so no ASCII word cancels it to a zero factor.
@@ -461,6 +460,14 @@ mod tests {
         assert!(cache.get_ready(&bob).is_some());
         cache.remove(&bob).await;
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_hash_is_pinned_so_processes_agree() {
+        // Shared caches key by it: a change must be deliberate (and noted in the changelog).
+        assert_eq!(stable_hash("sub:alice", "https://files-us.cometchat.io/app/media/a.png"), 13387839156249009144);
+        assert_ne!(stable_hash("sub:alice", "https://h.io/ab"), stable_hash("sub:alice", "https://h.io/ab\0"));
+        assert_ne!(stable_hash("sub:a", "lice/x"), stable_hash("sub:alice", "/x"));
     }
 
     #[tokio::test]
