@@ -23,11 +23,11 @@ struct ParamText {
 
 impl ParamValue {
     /// Encodes `raw` once (`+` -> `%2B`, `/` -> `%2F`, `=` -> `%3D`, ...).
-    pub fn new(raw: impl Into<Arc<str>>) -> Self {
-        let raw: Arc<str> = raw.into();
+    pub fn new(raw: impl Into<Box<str>>) -> Self {
+        let raw: Box<str> = raw.into();
         let encoded: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
         let encoded = (encoded != *raw).then(|| encoded.into_boxed_str());
-        Self(Arc::new(ParamText { raw: Box::from(&*raw), encoded }))
+        Self(Arc::new(ParamText { raw, encoded }))
     }
 
     /// The value as given.
@@ -205,10 +205,8 @@ impl Resolution {
     /// [`apply_to_str`](Self::apply_to_str) for the text a [`MediaUrl::parse_plain`] view was
     /// made from, reusing the view's split.
     pub(crate) fn apply_to_plain<'u>(&self, view: &MediaUrl<'u>, url: &'u str) -> Cow<'u, str> {
-        match plain_base(view, url) {
-            Some(base) => self.apply_to_parts(url, base, view.query(), view.fragment()),
-            None => self.apply_to_str(url),
-        }
+        let (base, query, fragment) = plain_parts(view, url);
+        self.apply_to_parts(url, base, query, fragment)
     }
 
     fn apply_to_parts<'u>(
@@ -280,12 +278,16 @@ impl Resolution {
     }
 }
 
-/// The part of a [`MediaUrl::parse_plain`] view's text before its query: the path is a subslice
-/// of `url`, so the base ends where the path ends.
-pub(crate) fn plain_base<'u>(view: &MediaUrl<'u>, url: &'u str) -> Option<&'u str> {
+/// The base (all before the query), query and fragment of the text a [`MediaUrl::parse_plain`]
+/// view was made from, reusing the view's split: its path is a subslice of `url`, so the base
+/// ends where the path ends (split afresh should `url` be another string).
+pub(crate) fn plain_parts<'u>(view: &MediaUrl<'u>, url: &'u str) -> (&'u str, Option<&'u str>, Option<&'u str>) {
     let path = view.path();
-    let base_len = (path.as_ptr() as usize).checked_sub(url.as_ptr() as usize)? + path.len();
-    url.get(..base_len)
+    let base_len = (path.as_ptr() as usize).checked_sub(url.as_ptr() as usize).map(|start| start + path.len());
+    match base_len.and_then(|len| url.get(..len)) {
+        Some(base) => (base, view.query(), view.fragment()),
+        None => crate::media_url::split_tail(url),
+    }
 }
 
 /// `url` (split into base, query and fragment) with `name=encoded` set: one allocation, none
@@ -298,17 +300,20 @@ pub(crate) fn set_param_in<'u>(
     name: &str,
     encoded: &str,
 ) -> Cow<'u, str> {
+    // Already exactly that (idempotence): no allocation. A clean media URL, the common case,
+    // has no query to scan.
+    if old_query.is_some() && query::is_exactly(old_query, name, encoded) {
+        return Cow::Borrowed(url);
+    }
     let mut out = String::with_capacity(url.len() + name.len() + encoded.len() + 2);
     out.push_str(base);
     out.push('?');
     match old_query {
-        // The common case, a clean media URL: nothing to scan.
         None => {
             out.push_str(name);
             out.push('=');
             out.push_str(encoded);
         }
-        Some(_) if query::is_exactly(old_query, name, encoded) => return Cow::Borrowed(url),
         Some(_) => query::write_set(&mut out, old_query, name, encoded),
     }
     if let Some(fragment) = fragment {

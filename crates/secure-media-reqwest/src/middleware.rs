@@ -85,19 +85,15 @@ impl SecureMediaMiddleware {
         extensions: &mut Extensions,
         next: &Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let secure = MediaUrl::from_url(request.url()).is_some_and(|url| self.strategy.applies_to(&url));
-        if !secure {
+        let secure = MediaUrl::from_url(request.url()).filter(|url| self.strategy.applies_to(url));
+        let Some(url) = secure else {
             return next.clone().run(request, extensions).await;
-        }
+        };
+        let key = self.media_key.then(|| MediaKey::of(&url));
+        let resolution = self.resolve(&url).await.map_err(access_error)?;
         // The caller's request, cloned before any proof goes in: the one replay, and the URL
         // every later step reads (the request itself moves into the chain).
         let replay = replay_of(&request);
-        let (resolution, key) = {
-            let url = MediaUrl::from_url(request.url()).ok_or(AccessError::InvalidUrl("not an http(s) URL"));
-            let url = url.map_err(access_error)?;
-            let key = self.media_key.then(|| MediaKey::of(&url));
-            (self.resolve(&url).await.map_err(access_error)?, key)
-        };
         let owned;
         let original: &Url = match &replay {
             Some(replay) => replay.url(),
