@@ -342,6 +342,23 @@ impl reqwest_middleware::Middleware for NoOp {
     }
 }
 
+/// What a user would otherwise write for header mode: a prebuilt header on every request (no
+/// host check, no retry).
+struct SetHeader(http::HeaderValue);
+
+#[async_trait]
+impl reqwest_middleware::Middleware for SetHeader {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        ext: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        req.headers_mut().insert(http::header::AUTHORIZATION, self.0.clone());
+        next.run(req, ext).await
+    }
+}
+
 /// Ends a middleware chain with a canned 200, so nothing goes over the network.
 struct Answer;
 
@@ -400,6 +417,7 @@ fn end_to_end(c: &mut Criterion) {
 
     // The middleware chain in process: a terminal middleware answers without the network, so
     // what remains is what each middleware costs.
+    let bearer = http::HeaderValue::from_str(&format!("Bearer {fat}")).unwrap();
     let in_process = |m: Option<Arc<dyn reqwest_middleware::Middleware>>| {
         let mut builder = reqwest_middleware::ClientBuilder::new(client.clone());
         if let Some(m) = m {
@@ -410,6 +428,7 @@ fn end_to_end(c: &mut Criterion) {
     let chains = [
         ("baseline terminal only", in_process(None)),
         ("baseline no-op middleware", in_process(Some(Arc::new(NoOp)))),
+        ("baseline header middleware", in_process(Some(Arc::new(SetHeader(bearer.clone()))))),
         ("secure-media header", in_process(Some(ours(&header)))),
         (
             "secure-media header, without MediaKey",
@@ -436,6 +455,9 @@ fn end_to_end(c: &mut Criterion) {
     let layer = secure_media_tower::SecureMediaLayer::new(header);
     let layered = tower::ServiceBuilder::new().layer(layer.clone()).service(inner);
     let keyless = tower::ServiceBuilder::new().layer(layer.without_media_key()).service(inner);
+    let set_header = tower::ServiceBuilder::new()
+        .layer(tower_http::set_header::SetRequestHeaderLayer::overriding(http::header::AUTHORIZATION, bearer))
+        .service(inner);
     let request = || http::Request::get(url.as_str()).body(String::new()).unwrap();
     let mut group = c.benchmark_group("tower_in_process");
     group.throughput(Throughput::Elements(1));
@@ -443,6 +465,12 @@ fn end_to_end(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let mut inner = inner;
             black_box(inner.ready().await.unwrap().call(request()).await.unwrap())
+        })
+    });
+    group.bench_function("baseline tower-http SetRequestHeader", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut set_header = set_header.clone();
+            black_box(set_header.ready().await.unwrap().call(request()).await.unwrap())
         })
     });
     group.bench_function("secure-media layer, header mode", |b| {

@@ -80,9 +80,14 @@ impl HeaderStrategy {
     }
 
     fn resolution(&self, url: &MediaUrl<'_>, token: Arc<FileAccessToken>) -> Result<Resolution, AccessError> {
-        let headers = token.headers(&self.name, &self.scheme)?;
+        // The token's cached list serves without a reference count of its own.
+        let headers = if token.caches_headers_for(&self.name, &self.scheme) {
+            None
+        } else {
+            Some(token.headers(&self.name, &self.scheme)?)
+        };
         let url_change = if url.has_param(FAT_PARAM) { UrlChange::RemoveParam(FAT_PARAM) } else { UrlChange::Keep };
-        Ok(Resolution::with_shared_headers(url_change, headers, token))
+        Ok(Resolution::with_token_headers(url_change, headers, token))
     }
 }
 
@@ -155,6 +160,31 @@ mod tests {
         assert!(strategy().with_header("bad header", "Bearer").is_err());
         assert!(strategy().with_header("x-token", "Bad Scheme").is_err());
         assert!(strategy().with_header("x-token", "Token").is_ok());
+    }
+
+    #[test]
+    fn resolutions_share_the_tokens_list_and_two_header_shapes_keep_their_own() {
+        let token = Arc::new(StaticToken::parse("tok").unwrap());
+        let bearer = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), token.clone());
+        let bare = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), token).with_header("fat", "").unwrap();
+        let view = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png").unwrap();
+        for _ in 0..3 {
+            let (b, f) = (bearer.resolve_ready(&view).unwrap().unwrap(), bare.resolve_ready(&view).unwrap().unwrap());
+            assert_eq!(
+                (b.headers()[0].0.as_str(), b.headers()[0].1.to_str().unwrap()),
+                ("authorization", "Bearer tok")
+            );
+            assert_eq!((f.headers()[0].0.as_str(), f.headers()[0].1.to_str().unwrap()), ("fat", "tok"));
+        }
+        let first = bearer.resolve_ready(&view).unwrap().unwrap();
+        let cached = first.token().unwrap().cached_headers().unwrap().clone();
+        let before = Arc::strong_count(&cached);
+        let more: Vec<Resolution> = (0..5).map(|_| bearer.resolve_ready(&view).unwrap().unwrap()).collect();
+        assert_eq!(Arc::strong_count(&cached), before, "no reference count per resolution");
+        // A resolution moved to another token keeps the headers it was made with.
+        let other = Arc::new(FileAccessToken::new("other").unwrap());
+        let moved = more[0].clone().with_token(other);
+        assert_eq!(moved.headers()[0].1, "Bearer tok");
     }
 
     #[tokio::test]

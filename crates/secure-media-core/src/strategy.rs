@@ -97,14 +97,24 @@ pub type SharedHeaders = Arc<[(HeaderName, HeaderValue)]>;
 #[derive(Debug, Clone)]
 pub struct Resolution {
     url: UrlChange,
-    headers: Option<SharedHeaders>,
+    headers: Headers,
     token: Option<Arc<FileAccessToken>>,
+}
+
+/// Where a resolution's headers live.
+#[derive(Debug, Clone)]
+enum Headers {
+    None,
+    Shared(SharedHeaders),
+    /// The list the resolution's token caches: header mode's hot path takes one reference count
+    /// per request (the token's), not two.
+    OfToken,
 }
 
 impl Resolution {
     /// Send the request unchanged.
     pub fn keep() -> Self {
-        Self { url: UrlChange::Keep, headers: None, token: None }
+        Self { url: UrlChange::Keep, headers: Headers::None, token: None }
     }
 
     /// Set a query parameter.
@@ -122,31 +132,43 @@ impl Resolution {
         Self { url: UrlChange::Replace(url), ..Self::keep() }
     }
 
-    /// The header strategy's shape, built in one step (the hot path of header mode).
-    pub(crate) fn with_shared_headers(url: UrlChange, headers: SharedHeaders, token: Arc<FileAccessToken>) -> Self {
-        Self { url, headers: Some(headers), token: Some(token) }
+    /// The header strategy's shape, built in one step (the hot path of header mode): `headers`
+    /// of `None` means the list `token` caches (`FileAccessToken::cached_headers`).
+    pub(crate) fn with_token_headers(
+        url: UrlChange,
+        headers: Option<SharedHeaders>,
+        token: Arc<FileAccessToken>,
+    ) -> Self {
+        let headers = headers.map_or(Headers::OfToken, Headers::Shared);
+        Self { url, headers, token: Some(token) }
     }
 
     /// Also send this header (replacing any header of that name the request had).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         let mut all = self.headers().to_vec();
         all.push((name, value));
-        self.headers = Some(all.into());
+        self.headers = Headers::Shared(all.into());
         self
     }
 
     /// Also send these headers: build the list once and share it across resolutions (no
     /// allocation per request, unlike [`with_header`](Self::with_header)).
     pub fn with_headers(mut self, headers: SharedHeaders) -> Self {
-        self.headers = match self.headers.take() {
-            None => Some(headers),
-            Some(mine) => Some(mine.iter().chain(headers.iter()).cloned().collect()),
+        self.headers = match self.headers() {
+            [] => Headers::Shared(headers),
+            mine => Headers::Shared(mine.iter().chain(headers.iter()).cloned().collect()),
         };
         self
     }
 
     /// Remember which token this resolution used, so a refusal renews exactly that one.
     pub fn with_token(mut self, token: Arc<FileAccessToken>) -> Self {
+        if let (Headers::OfToken, Some(list)) =
+            (&self.headers, self.token.as_deref().and_then(FileAccessToken::cached_headers))
+        {
+            // The headers stay those of the token they were made for.
+            self.headers = Headers::Shared(list.clone());
+        }
         self.token = Some(token);
         self
     }
@@ -158,7 +180,11 @@ impl Resolution {
 
     /// The headers to set.
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
-        self.headers.as_deref().unwrap_or_default()
+        match &self.headers {
+            Headers::None => &[],
+            Headers::Shared(headers) => headers,
+            Headers::OfToken => self.token.as_deref().and_then(FileAccessToken::cached_headers).map_or(&[], |h| h),
+        }
     }
 
     /// The token this resolution used, if any.

@@ -115,10 +115,8 @@ impl FileAccessToken {
     /// `name: <scheme> <token>` as a shared one-header list, built once per token for the first
     /// (name, scheme) asked and then cloned with one reference count.
     pub(crate) fn headers(&self, name: &HeaderName, scheme: &str) -> Result<SharedHeaders, AccessError> {
-        if let Some((cached_name, cached_scheme, headers)) = self.headers.get() {
-            if cached_name == name && **cached_scheme == *scheme {
-                return Ok(headers.clone());
-            }
+        if let Some(headers) = self.cached_headers().filter(|_| self.caches_headers_for(name, scheme)) {
+            return Ok(headers.clone());
         }
         let secret = self.secret.raw();
         let text = if scheme.is_empty() { secret.to_owned() } else { format!("{scheme} {secret}") };
@@ -128,6 +126,18 @@ impl FileAccessToken {
         let headers: SharedHeaders = Arc::new([(name.clone(), value)]);
         let _ = self.headers.set((name.clone(), scheme.into(), headers.clone()));
         Ok(headers)
+    }
+
+    /// Whether the list this token caches is `name: <scheme> <token>`.
+    pub(crate) fn caches_headers_for(&self, name: &HeaderName, scheme: &str) -> bool {
+        self.headers
+            .get()
+            .is_some_and(|(cached_name, cached_scheme, _)| cached_name == name && **cached_scheme == *scheme)
+    }
+
+    /// The list [`headers`](Self::headers) cached first, if any.
+    pub(crate) fn cached_headers(&self) -> Option<&SharedHeaders> {
+        self.headers.get().map(|(_, _, headers)| headers)
     }
 }
 
