@@ -47,6 +47,17 @@ pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The longest lifetime the server gives a FAT or a presigned URL: the vendor's longest, one month
+/// (30 days). Longer lifetimes, from the configuration or the fault knobs, are clamped to it.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// The unix second at which something issued at `now` for `ttl` expires: `ttl` is clamped to
+/// [`MAX_TTL`] and the sum never overflows (`Duration::MAX` is a valid knob value).
+pub(crate) fn expiry(now: SystemTime, ttl: Duration) -> u64 {
+    let ttl = ttl.min(MAX_TTL);
+    now.checked_add(ttl).map_or_else(|| unix(now).saturating_add(ttl.as_secs()), unix)
+}
+
 pub(crate) fn random_secret() -> Result<Vec<u8>, crate::ServerError> {
     let mut key = vec![0u8; 32];
     getrandom::fill(&mut key).map_err(|_| crate::ServerError::Entropy)?;
@@ -77,7 +88,7 @@ impl Keys {
         getrandom::fill(&mut nonce).map_err(|_| crate::ServerError::Entropy)?;
         let jti = nonce.iter().map(|b| format!("{b:02x}")).collect();
         let claims =
-            Claims { sub: uid.to_owned(), iat: unix(now), exp: unix(now + ttl), app_id: self.app_id.clone(), jti };
+            Claims { sub: uid.to_owned(), iat: unix(now), exp: expiry(now, ttl), app_id: self.app_id.clone(), jti };
         let token =
             encode(&Header::new(Algorithm::HS256), &claims, &self.fat_encoding).map_err(|_| crate::ServerError::Key)?;
         Ok((token, claims.exp))
@@ -108,13 +119,15 @@ impl Keys {
         mac
     }
 
-    /// `Signature` for a GET of `path` until `expires` (base64url, no padding).
+    /// `Signature` for a GET of `path` until `expires` (base64url, no padding). `path` is the
+    /// path exactly as it goes on the wire, percent-encoding included (see [`crate`] docs).
     pub(crate) fn sign_url(&self, path: &str, expires: u64) -> String {
         let tag = self.url_mac("GET", path, expires).finalize().into_bytes();
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
     }
 
-    /// Checks a presigned URL's parameters in constant time.
+    /// Checks a presigned URL's parameters in constant time. `path` is the request's path as it
+    /// arrived, not decoded, so it is the same text [`Keys::sign_url`] signed.
     pub(crate) fn verify_url(
         &self,
         path: &str,
@@ -161,11 +174,27 @@ mod tests {
     }
 
     #[test]
+    fn expiry_clamps_huge_lifetimes_to_a_month_without_overflow() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(expiry(now, Duration::ZERO), 1_000);
+        assert_eq!(expiry(now, Duration::from_millis(1_500)), 1_001);
+        assert_eq!(expiry(now, Duration::from_secs(60)), 1_060);
+        assert_eq!(expiry(now, Duration::MAX), 1_000 + MAX_TTL.as_secs());
+        assert_eq!(expiry(now, Duration::from_secs(u64::MAX)), 1_000 + MAX_TTL.as_secs());
+        let (_, exp) = keys().issue_fat("alice", now, Duration::MAX).unwrap();
+        assert_eq!(exp, 1_000 + MAX_TTL.as_secs());
+    }
+
+    #[test]
     fn url_signatures_verify_expire_and_resist_tampering() {
         let k = keys();
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let sig = k.sign_url("/demo/media/a.png", 2_000);
         assert!(k.verify_url("/demo/media/a.png", Some("2000"), Some(&sig), Some("KID"), now).is_ok());
+        let forever = k.sign_url("/demo/media/a.png", u64::MAX);
+        assert!(k
+            .verify_url("/demo/media/a.png", Some("18446744073709551615"), Some(&forever), Some("KID"), now)
+            .is_ok());
         let late = UNIX_EPOCH + Duration::from_secs(2_000);
         assert_eq!(
             k.verify_url("/demo/media/a.png", Some("2000"), Some(&sig), Some("KID"), late),
@@ -177,6 +206,9 @@ mod tests {
             ("/demo/media/a.png", "2000", "AAAA", "KID"),
             ("/demo/media/a.png", "2000", sig.as_str(), "OTHER"),
             ("/demo/media/a.png", "soon", sig.as_str(), "KID"),
+            ("/demo/media/a.png", "-1", sig.as_str(), "KID"),
+            ("/demo/media/a.png", "18446744073709551616", sig.as_str(), "KID"),
+            ("/demo/media/a.png", "", sig.as_str(), "KID"),
         ] {
             assert_eq!(k.verify_url(path, Some(exp), Some(s), Some(kid), now), Err(SignatureRefusal::Invalid));
         }

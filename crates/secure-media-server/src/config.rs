@@ -6,7 +6,16 @@ use std::time::Duration;
 
 /// How to start a [`ReferenceServer`](crate::ReferenceServer). Start from
 /// `ServerConfig::default()` (app `demo`, 127.0.0.1 port 0, random secrets, FAT 1 h, URLs 1 day,
-/// built-in sample media) and set fields.
+/// built-in sample media, `POST /_control` off) and set fields.
+///
+/// ```
+/// use secure_media_server::ServerConfig;
+///
+/// // A server whose fault knobs can also be set over HTTP, by another process.
+/// let config = ServerConfig { control: true, ..ServerConfig::default() };
+/// assert!(!ServerConfig::default().control);
+/// # drop(config);
+/// ```
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Where to listen. Port 0 picks a free port.
@@ -19,14 +28,18 @@ pub struct ServerConfig {
     pub url_secret: Option<Vec<u8>>,
     /// The `Key-Pair-Id` presigned URLs carry.
     pub key_pair_id: String,
-    /// How long a FAT lives.
+    /// How long a FAT lives; clamped to [`MAX_TTL`](crate::MAX_TTL).
     pub fat_ttl: Duration,
-    /// How long a presigned URL lives.
+    /// How long a presigned URL lives; clamped to [`MAX_TTL`](crate::MAX_TTL).
     pub url_ttl: Duration,
     /// Serve files from this directory instead of the built-in samples.
     pub media_dir: Option<PathBuf>,
     /// Origins the redirect fault may send clients to (`http://127.0.0.1:1234`); empty allows any.
     pub allowed_redirect_origins: Vec<String>,
+    /// Serve `POST /_control` (the [`Faults`](crate::Faults) knobs over HTTP). Off by default, and
+    /// then `/_control` answers 404: anyone who reaches the server could break it for everyone.
+    /// [`RunningServer::faults`](crate::RunningServer::faults) works either way.
+    pub control: bool,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +54,7 @@ impl Default for ServerConfig {
             url_ttl: Duration::from_secs(86_400),
             media_dir: None,
             allowed_redirect_origins: Vec::new(),
+            control: false,
         }
     }
 }
@@ -56,6 +70,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("fat_ttl", &self.fat_ttl)
             .field("url_ttl", &self.url_ttl)
             .field("media_dir", &self.media_dir)
+            .field("control", &self.control)
             .finish_non_exhaustive()
     }
 }

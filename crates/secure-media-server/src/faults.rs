@@ -1,6 +1,7 @@
 //! Fault knobs for tests: delays, injected failures, dropped connections, short lifetimes,
 //! cross-origin redirects and malformed presign answers. Set them through
-//! [`RunningServer::faults`](crate::RunningServer::faults) or `POST /_control`.
+//! [`RunningServer::faults`](crate::RunningServer::faults) or, when
+//! [`ServerConfig::control`](crate::ServerConfig::control) is on, `POST /_control`.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -81,12 +82,14 @@ impl Faults {
         self.with(|s| s.routes[route.index()].drop_next = count);
     }
 
-    /// FATs issued from now on live `ttl`.
+    /// FATs issued from now on live `ttl`, at most [`MAX_TTL`](crate::MAX_TTL) (`Duration::MAX`
+    /// is clamped, not an overflow).
     pub fn set_fat_ttl(&self, ttl: Duration) {
         self.with(|s| s.fat_ttl = Some(ttl));
     }
 
-    /// Presigned URLs issued from now on live `ttl`.
+    /// Presigned URLs issued from now on live `ttl`, at most [`MAX_TTL`](crate::MAX_TTL)
+    /// (`Duration::MAX` is clamped, not an overflow).
     pub fn set_url_ttl(&self, ttl: Duration) {
         self.with(|s| s.url_ttl = Some(ttl));
     }
@@ -191,7 +194,8 @@ impl Faults {
     }
 }
 
-/// The body of `POST /_control`; every field optional.
+/// The body of `POST /_control` (served only when
+/// [`ServerConfig::control`](crate::ServerConfig::control) is on); every field optional.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Control {
@@ -207,9 +211,10 @@ pub struct Control {
     pub status: Option<u16>,
     /// Drop the connection of the next N requests.
     pub drop_next: Option<u32>,
-    /// FAT lifetime in seconds for FATs issued from now on.
+    /// FAT lifetime in seconds for FATs issued from now on, at most [`MAX_TTL`](crate::MAX_TTL).
     pub fat_ttl_secs: Option<u64>,
-    /// Presigned URL lifetime in seconds for URLs issued from now on.
+    /// Presigned URL lifetime in seconds for URLs issued from now on, at most
+    /// [`MAX_TTL`](crate::MAX_TTL).
     pub url_ttl_secs: Option<u64>,
     /// Redirect media to this origin; `""` stops.
     pub redirect_to: Option<String>,

@@ -23,12 +23,25 @@
 //!   (`sub`, `exp`, `iat`, `app_id`).
 //! - `GET /{app_id}/media/{*path}`: the file (`Content-Type`, `Content-Length`, `ETag`, `Range`)
 //!   when `?fat=`, `Authorization: Bearer` or a presigned signature proves access; 401 for a
-//!   missing or invalid FAT, 403 for an expired or tampered presigned URL, 400 for a path that
-//!   leaves the media directory. A refusal never carries any part of the file.
+//!   missing or invalid FAT, 403 for an expired, tampered or unparsable presigned URL, 400 for a
+//!   path that leaves the media directory. A refusal never carries any part of the file.
 //! - `POST /v1/media/presign` (`Authorization: Bearer <fat>`) `{"urls":[...]}` ->
 //!   `{"urls":[{"url","presigned_url","expires_at"} | {"url","error"}]}`, at most
 //!   [`MAX_PRESIGN_BATCH`] URLs a call.
-//! - `POST /_control` ([`Control`]): the [`Faults`] knobs. `GET /_stats`: the [`Stats`].
+//! - `POST /_control` ([`Control`]): the [`Faults`] knobs, only when [`ServerConfig::control`] is
+//!   on (404 otherwise). `GET /_stats`: the [`Stats`].
+//!
+//! ## Presigned URLs
+//! `Signature` is base64url (no padding) HMAC-SHA256 over `GET\n{path}\n{Expires}` with the URL
+//! key, CloudFront-style. `{path}` is the URL's path **exactly as it appears on the wire**,
+//! percent-encoded: the presign endpoint signs the path of the URL it returns
+//! (`/demo/media/a%20b.png`, `/demo/media/%C3%BC.png`) and the media route checks the request's
+//! undecoded path, so a client that sends the presigned URL unchanged is served, and a signer
+//! outside the server signs the path it sends. Another spelling of the same file (`%c3%bc`) is
+//! another path and needs its own signature.
+//!
+//! Lifetimes are at most [`MAX_TTL`] (30 days): a longer configured or injected lifetime is
+//! clamped, and an `Expires` that is not a `u64` (negative, too large, garbage) is a 403.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -47,6 +60,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use auth::MAX_TTL;
 pub use config::ServerConfig;
 pub use faults::{Control, Faults, Route};
 pub use routes::{LoginAnswer, MAX_PRESIGN_BATCH};

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::auth::{unix, FatRefusal, SignatureRefusal};
+use crate::auth::{expiry, FatRefusal, SignatureRefusal};
 use crate::faults::{Control, Injected, Route};
 use crate::media::{parse_range, safe_relative, RangeAnswer};
 use crate::stats::bump;
@@ -24,14 +24,17 @@ use crate::Shared;
 pub const MAX_PRESIGN_BATCH: usize = 1000;
 
 pub(crate) fn router(state: Arc<Shared>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/auth/login", post(login))
         .route("/v1/media/presign", post(presign))
         .route("/{app_id}/media/{*path}", get(media))
-        .route("/_stats", get(stats))
-        .route("/_control", post(control))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .route("/_stats", get(stats));
+    // Off by default: anyone who can reach the server could otherwise break it for everyone.
+    // Disabled, `/_control` is a 404 like any unknown path.
+    if state.config.control {
+        router = router.route("/_control", post(control));
+    }
+    router.layer(axum::middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -185,11 +188,14 @@ async fn presign(
         return ([(header::CONTENT_TYPE, "application/json")], "{\"urls\": [{\"url\": ").into_response();
     }
     let ttl = state.faults.url_ttl().unwrap_or(state.config.url_ttl);
-    let expires = unix(now + ttl);
+    let expires = expiry(now, ttl);
     let items: Vec<PresignItem> = urls.into_iter().map(|url| state.presign_one(url, expires)).collect();
     bump(&state.counters.presign_calls);
-    let signed = items.iter().filter(|i| i.presigned_url.is_some()).count() as u64;
-    state.counters.urls_presigned.fetch_add(signed, std::sync::atomic::Ordering::Relaxed);
+    let signed = items.iter().filter(|i| i.presigned_url.is_some()).count();
+    state
+        .counters
+        .urls_presigned
+        .fetch_add(u64::try_from(signed).unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
     Json(serde_json::json!({ "urls": items })).into_response()
 }
 
@@ -241,6 +247,7 @@ impl Shared {
         }
         let mut signed = parsed.clone();
         signed.set_fragment(None);
+        // `Url::path` is percent-encoded, exactly what a client sends for the presigned URL.
         let signature = self.keys.sign_url(parsed.path(), expires);
         signed
             .query_pairs_mut()
@@ -264,6 +271,7 @@ async fn media(
     State(state): State<Arc<Shared>>,
     Path((app_id, path)): Path<(String, String)>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -284,10 +292,11 @@ async fn media(
         }
     }
     proof.key_pair_id = kid.as_deref();
-    let signed_path = format!("/{app_id}/media/{path}");
     let served = if proof.signature.is_some() || proof.expires.is_some() {
+        // The path as it arrived, percent-encoding and all: the text the presign endpoint signed
+        // (`Path` is decoded, so `a%20b.png` would be checked as `a b.png` and refused).
         let verdict = state.keys.verify_url(
-            &signed_path,
+            uri.path(),
             proof.expires.as_deref(),
             proof.signature.as_deref(),
             proof.key_pair_id,
@@ -333,7 +342,7 @@ async fn media(
 fn respond_with_file(file: crate::media::File, method: &Method, headers: &HeaderMap) -> Response {
     let digest = Sha256::digest(&file.bytes);
     let etag = format!("\"{}\"", digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>());
-    let len = file.bytes.len() as u64;
+    let len = u64::try_from(file.bytes.len()).unwrap_or(u64::MAX);
     let base = [
         (header::CONTENT_TYPE, file.content_type.to_owned()),
         (header::ETAG, etag.clone()),
@@ -351,13 +360,17 @@ fn respond_with_file(file: crate::media::File, method: &Method, headers: &Header
     let (status, body, content_range) = match parse_range(range, len) {
         RangeAnswer::Full => (StatusCode::OK, file.bytes, None),
         RangeAnswer::Partial { start, end } => {
-            let slice = file.bytes.slice(start as usize..=end as usize);
+            // `parse_range` keeps `end < len`, so both fit in `usize` and in the body.
+            let (Ok(first), Ok(last)) = (usize::try_from(start), usize::try_from(end)) else {
+                return unsatisfiable(len);
+            };
+            if first > last || last >= file.bytes.len() {
+                return unsatisfiable(len);
+            }
+            let slice = file.bytes.slice(first..=last);
             (StatusCode::PARTIAL_CONTENT, slice, Some(format!("bytes {start}-{end}/{len}")))
         }
-        RangeAnswer::Unsatisfiable => {
-            return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))])
-                .into_response()
-        }
+        RangeAnswer::Unsatisfiable => return unsatisfiable(len),
     };
     let mut response = (status, base).into_response();
     let h = response.headers_mut();
@@ -369,6 +382,10 @@ fn respond_with_file(file: crate::media::File, method: &Method, headers: &Header
         *response.body_mut() = Body::from(body);
     }
     response
+}
+
+fn unsatisfiable(len: u64) -> Response {
+    (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{len}"))]).into_response()
 }
 
 async fn stats(State(state): State<Arc<Shared>>) -> Response {

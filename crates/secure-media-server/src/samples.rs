@@ -89,7 +89,8 @@ fn mp4_like(len: usize) -> Vec<u8> {
 /// A valid PNG whose header claims `side` x `side` RGBA pixels (40 GB decoded) with almost no data.
 fn png_bomb(side: u32) -> Vec<u8> {
     fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        // Chunks here are a few bytes long; a PNG chunk length is a u32.
+        out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes());
         let mut crc = crc32fast::Hasher::new();
         crc.update(kind);
         crc.update(data);

@@ -1,10 +1,10 @@
 //! The reference server's rules, proven with a plain HTTP client on 127.0.0.1.
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{header, redirect, Client, StatusCode};
-use secure_media_server::{samples, Control, ReferenceServer, Route, RunningServer, ServerConfig};
+use secure_media_server::{samples, Control, ReferenceServer, Route, RunningServer, ServerConfig, MAX_TTL};
 use serde_json::Value;
 
 async fn server() -> RunningServer {
@@ -279,7 +279,7 @@ async fn the_redirect_fault_sends_clients_to_another_origin() {
 
 #[tokio::test]
 async fn control_endpoint_and_stats_endpoint_speak_json() {
-    let server = server().await;
+    let server = ReferenceServer::start(ServerConfig { control: true, ..ServerConfig::default() }).await.unwrap();
     let control = |body: Value| client().post(format!("{}/_control", server.base_url())).json(&body).send();
     assert_eq!(
         control(serde_json::json!({"route": "login", "fail_next": 1, "status": 502})).await.unwrap().status(),
@@ -319,4 +319,193 @@ async fn a_media_directory_is_served_and_cannot_be_escaped_by_symlink() {
         .await
         .is_err());
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn presigned_url_of(answer: &Value) -> String {
+    answer["urls"][0]["presigned_url"].as_str().unwrap_or_else(|| panic!("not presigned: {answer}")).to_owned()
+}
+
+/// A fresh directory under the system's temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("secure-media-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn presigned_urls_verify_for_file_names_that_need_percent_encoding() {
+    let dir = TempDir::new("encoded-names");
+    std::fs::create_dir_all(dir.0.join("sub")).unwrap();
+    std::fs::write(dir.0.join("a b.png"), b"space").unwrap();
+    std::fs::write(dir.0.join("ü.png"), b"umlaut").unwrap();
+    std::fs::write(dir.0.join("sub/c.png"), b"nested").unwrap();
+    let server = ReferenceServer::start(ServerConfig { media_dir: Some(dir.0.clone()), ..ServerConfig::default() })
+        .await
+        .unwrap();
+    let fat = server.login("lena").unwrap().fat;
+    for (name, bytes) in
+        [("a%20b.png", &b"space"[..]), ("ü.png", b"umlaut"), ("%C3%BC.png", b"umlaut"), ("sub%2Fc.png", b"nested")]
+    {
+        let presigned = presigned_url_of(&presign(&server, &fat, &[server.media_url(name)]).await);
+        let response = client().get(&presigned).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{name}");
+        assert_eq!(&response.bytes().await.unwrap()[..], bytes, "{name}");
+    }
+    assert_eq!(server.stats().served.presigned, 4);
+    // The signature covers the path as sent: another spelling of the same file is another path.
+    let presigned = presigned_url_of(&presign(&server, &fat, &[server.media_url("ü.png")]).await);
+    assert!(presigned.contains("/%C3%BC.png?"), "{presigned}");
+    let respelled = client().get(presigned.replace("%C3%BC", "%c3%bc")).send().await.unwrap();
+    assert_eq!(respelled.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn control_is_404_unless_enabled_and_the_faults_api_works_regardless() {
+    let server = server().await;
+    let knob = serde_json::json!({"route": "login", "fail_next": 1, "status": 502});
+    let control = client().post(format!("{}/_control", server.base_url())).json(&knob).send().await.unwrap();
+    assert_eq!(control.status(), StatusCode::NOT_FOUND);
+    let login = || client().post(server.login_url()).json(&serde_json::json!({"uid": "max"})).send();
+    assert_eq!(login().await.unwrap().status(), StatusCode::OK, "the refused knob was applied");
+    server.faults().fail_next(Route::Login, 1, StatusCode::BAD_GATEWAY);
+    assert_eq!(login().await.unwrap().status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(login().await.unwrap().status(), StatusCode::OK);
+}
+
+/// Presigns one sample, checks the URL lives at most `MAX_TTL`, and that it is served.
+async fn assert_presigned_lifetime_is_clamped(server: &RunningServer, fat: &str, body_extra: Value) {
+    let url = server.media_url("sample-64x64.gif");
+    let mut body = serde_json::json!({ "urls": [url] });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), body_extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let before = unix_now();
+    let response = client().post(server.presign_url()).bearer_auth(fat).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    let expires_at = answer["urls"][0]["expires_at"].as_u64().unwrap();
+    assert!(expires_at > before && expires_at <= unix_now() + MAX_TTL.as_secs(), "{expires_at}");
+    let served = client().get(presigned_url_of(&answer)).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(&served.bytes().await.unwrap()[..], sample("sample-64x64.gif"));
+}
+
+fn assert_fat_lifetime_is_clamped(expires_at: u64) {
+    let now = unix_now();
+    assert!(expires_at > now && expires_at <= now + MAX_TTL.as_secs(), "{expires_at}");
+}
+
+#[tokio::test]
+async fn huge_url_ttl_knob_is_clamped_to_max_ttl_not_a_panic() {
+    let server = server().await;
+    let fat = server.login("nora").unwrap().fat;
+    server.faults().set_url_ttl(Duration::MAX);
+    // The presign API takes no lifetime: one asked for is ignored, not trusted.
+    let asked = serde_json::json!({"ttl": u64::MAX, "expires_in": 1e300, "expires_at": -1});
+    assert_presigned_lifetime_is_clamped(&server, &fat, asked).await;
+}
+
+#[tokio::test]
+async fn huge_fat_ttl_knob_is_clamped_to_max_ttl_not_a_panic() {
+    let server = server().await;
+    server.faults().set_fat_ttl(Duration::MAX);
+    let direct = server.login("olga").unwrap();
+    assert_fat_lifetime_is_clamped(direct.expires_at);
+    let answer: Value = client()
+        .post(server.login_url())
+        .json(&serde_json::json!({"uid": "olga"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_fat_lifetime_is_clamped(answer["expires_at"].as_u64().unwrap());
+    let fat = answer["fat"].as_str().unwrap();
+    let media = client().get(server.media_url("sample-64x64.gif")).bearer_auth(fat).send().await.unwrap();
+    assert_eq!(media.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn huge_configured_ttls_are_clamped_to_max_ttl_not_a_panic() {
+    let config = ServerConfig { fat_ttl: Duration::MAX, url_ttl: Duration::MAX, ..ServerConfig::default() };
+    let server = ReferenceServer::start(config).await.unwrap();
+    let login = server.login("pia").unwrap();
+    assert_fat_lifetime_is_clamped(login.expires_at);
+    assert_presigned_lifetime_is_clamped(&server, &login.fat, Value::Null).await;
+}
+
+#[tokio::test]
+async fn huge_ttls_set_through_control_are_clamped_to_max_ttl_not_a_panic() {
+    let server = ReferenceServer::start(ServerConfig { control: true, ..ServerConfig::default() }).await.unwrap();
+    let knobs = Control { fat_ttl_secs: Some(u64::MAX), url_ttl_secs: Some(u64::MAX), ..Control::default() };
+    let control = client().post(format!("{}/_control", server.base_url())).json(&knobs).send().await.unwrap();
+    assert_eq!(control.status(), StatusCode::NO_CONTENT);
+    let login = server.login("quinn").unwrap();
+    assert_fat_lifetime_is_clamped(login.expires_at);
+    assert_presigned_lifetime_is_clamped(&server, &login.fat, Value::Null).await;
+}
+
+#[tokio::test]
+async fn huge_negative_or_garbage_expires_is_403_not_a_panic() {
+    let server = server().await;
+    let fat = server.login("rita").unwrap().fat;
+    let url = server.media_url("sample-64x64.gif");
+    let good = presigned_url_of(&presign(&server, &fat, std::slice::from_ref(&url)).await);
+    let (_, query) = good.split_once('?').unwrap();
+    let others: Vec<&str> = query.split('&').filter(|p| !p.starts_with("Expires=")).collect();
+    let bad_expires = [
+        "18446744073709551615",
+        "18446744073709551616",
+        "9223372036854775808",
+        "-1",
+        "-9223372036854775808",
+        "1e30",
+        "soon",
+        "",
+        "%FF%FE",
+    ];
+    for expires in bad_expires {
+        let forged = format!("{url}?Expires={expires}&{}", others.join("&"));
+        let response = client().get(&forged).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "Expires={expires}");
+        assert!(!response.bytes().await.unwrap().starts_with(b"GIF"));
+        let alone = client().get(format!("{url}?Expires={expires}")).send().await.unwrap();
+        assert_eq!(alone.status(), StatusCode::FORBIDDEN, "Expires={expires} without a signature");
+    }
+    assert_eq!(server.stats().refusals.bad_signature, 2 * bad_expires.len() as u64);
+    assert_eq!(client().get(&good).send().await.unwrap().status(), StatusCode::OK, "the server still serves");
+}
+
+#[tokio::test]
+async fn a_validly_signed_far_future_expires_is_served_without_overflow() {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    let key = b"a key the signer and the server share".to_vec();
+    let config = ServerConfig { url_secret: Some(key.clone()), ..ServerConfig::default() };
+    let server = ReferenceServer::start(config).await.unwrap();
+    let url = server.media_url("sample-64x64.gif");
+    for expires in [u64::MAX, 9_223_372_036_854_775_808] {
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+        mac.update(format!("GET\n/demo/media/sample-64x64.gif\n{expires}").as_bytes());
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let signed = format!("{url}?Expires={expires}&Signature={signature}&Key-Pair-Id=K2REFERENCE");
+        let response = client().get(&signed).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "Expires={expires}");
+    }
 }
