@@ -13,15 +13,18 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
 use reqwest_tracing::TracingMiddleware;
 use secure_media::{FileAccessToken, LoginCell, MediaAccessStrategy, MediaKey, SecureMedia, SecureMediaMode};
-use secure_media_reqwest::{redirect_policy, ReqwestPresigner, SecureMediaMiddleware};
+use secure_media_reqwest::{client_builder, ReqwestPresigner, SecureMediaMiddleware};
 use secure_media_server::{ReferenceServer, ServerConfig};
 
-/// An in-memory HTTP cache for one client (`Cache-Control: private` media may be stored).
-fn http_cache(manager: MokaManager, key_by_media: bool) -> Cache<MokaManager> {
-    let cache_key: Option<CacheKeyFn> = key_by_media.then(|| {
-        Arc::new(|parts: &http::request::Parts| {
+/// An in-memory HTTP cache for one client (`Cache-Control: private` media may be stored). Keyed
+/// by [`MediaKey`] when `strategy` is given: the clean URL within the principal's scope, so a
+/// rotated token finds its entry and another user never gets this one's.
+fn http_cache(manager: MokaManager, strategy: Option<Arc<dyn MediaAccessStrategy>>) -> Cache<MokaManager> {
+    let cache_key: Option<CacheKeyFn> = strategy.map(|strategy| {
+        Arc::new(move |parts: &http::request::Parts| {
             let uri = parts.uri.to_string();
-            format!("{}:{}", parts.method, MediaKey::of_str(&uri).map_or(uri, |k| k.to_string()))
+            let key = MediaKey::for_request(&*strategy, &uri).map_or(uri, |key| key.to_string());
+            format!("{}:{key}", parts.method)
         }) as CacheKeyFn
     });
     let options = HttpCacheOptions {
@@ -40,9 +43,9 @@ pub fn recommended(
     strategy: Arc<dyn MediaAccessStrategy>,
     cache: MokaManager,
 ) -> Result<ClientWithMiddleware, reqwest::Error> {
-    let client = reqwest::Client::builder().redirect(redirect_policy()).build()?;
+    let client = client_builder().build()?;
     Ok(ClientBuilder::new(client)
-        .with(http_cache(cache, true))
+        .with(http_cache(cache, Some(strategy.clone())))
         .with(RetryTransientMiddleware::new_with_policy(ExponentialBackoff::builder().build_with_max_retries(2)))
         .with(TracingMiddleware::default())
         .with(SecureMediaMiddleware::new(strategy))
@@ -54,8 +57,8 @@ pub fn cache_below(
     strategy: Arc<dyn MediaAccessStrategy>,
     cache: MokaManager,
 ) -> Result<ClientWithMiddleware, reqwest::Error> {
-    let client = reqwest::Client::builder().redirect(redirect_policy()).build()?;
-    Ok(ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy)).with(http_cache(cache, false)).build())
+    let client = client_builder().build()?;
+    Ok(ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy)).with(http_cache(cache, None)).build())
 }
 
 #[tokio::main]
@@ -67,7 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         [("cache outside, media key", recommended as Stack), ("cache below, raw URL", cache_below as Stack)]
     {
         let cell = Arc::new(LoginCell::new());
-        cell.set(FileAccessToken::new(server.login("alice").map_err(|e| e.to_string())?.fat)?);
+        cell.set(login(&server, "alice")?);
         let media = SecureMedia::builder(server.app_id())
             .secure_host(&server.host())
             .allowing_http()
@@ -86,11 +89,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let served = server.stats().served.fat_query;
             println!("{name:<28} {round:>5} {x_cache:>8} {:>13} {served:>14}", cache.cache.entry_count());
             // The user logs in again: a new FAT, so the tokenised URL changes.
-            cell.set(FileAccessToken::new(server.login("alice").map_err(|e| e.to_string())?.fat)?);
+            cell.set(login(&server, "alice")?);
         }
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// A FAT from the app's own login answer. The app vouches for it (`mark_verified`), so its
+/// `sub` scopes cache keys from the first request; a token from anywhere else is scoped by a
+/// digest of itself until a secure server accepts it.
+pub fn login(
+    server: &secure_media_server::RunningServer,
+    uid: &str,
+) -> Result<FileAccessToken, Box<dyn std::error::Error + Send + Sync>> {
+    let token = FileAccessToken::new(server.login(uid).map_err(|e| e.to_string())?.fat)?;
+    token.mark_verified();
+    Ok(token)
 }
 
 type CacheKeyFn = Arc<dyn Fn(&http::request::Parts) -> String + Send + Sync>;

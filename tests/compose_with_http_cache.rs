@@ -13,7 +13,7 @@ use secure_media_server::{ReferenceServer, RunningServer, ServerConfig};
 
 async fn rounds(server: &RunningServer, build: compose::Stack, mode: SecureMediaMode) -> (u64, u64) {
     let cell = Arc::new(LoginCell::new());
-    cell.set(FileAccessToken::new(server.login("alice").unwrap().fat).unwrap());
+    cell.set(compose::login(server, "alice").unwrap());
     let mut builder = SecureMedia::builder(server.app_id())
         .secure_host(&server.host())
         .allowing_http()
@@ -38,7 +38,7 @@ async fn rounds(server: &RunningServer, build: compose::Stack, mode: SecureMedia
         // session are purged, and new ones carry a new expiry and signature.
         cell.clear();
         server.faults().set_url_ttl(std::time::Duration::from_secs(86_400 + round + 1));
-        cell.set(FileAccessToken::new(server.login("alice").unwrap().fat).unwrap());
+        cell.set(compose::login(server, "alice").unwrap());
     }
     cache.cache.run_pending_tasks().await;
     let served = server.stats().served;
@@ -53,5 +53,58 @@ async fn the_http_cache_keeps_one_entry_per_image_while_tokens_and_signatures_ro
         assert_eq!((entries, served), (1, 1), "{mode}: one entry, one download");
         let (entries, served) = rounds(&server, compose::cache_below, mode).await;
         assert_eq!((entries, served), (3, 3), "{mode}: below secure-media the key rotates with the token");
+    }
+}
+
+/// One client, one cache outside secure-media: alice loads, then bob logs in on the same client.
+/// Bob's load is not served from alice's entry (the media key carries the principal), nor is a
+/// forged token's whose unverified payload says `sub: alice`.
+#[tokio::test]
+async fn the_http_cache_never_serves_one_principals_media_to_another() {
+    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased] {
+        let cell = Arc::new(LoginCell::new());
+        let alice = compose::login(&server, "alice").unwrap();
+        let forged = {
+            let secret = alice.expose_secret();
+            let (unsigned, _) = secret.rsplit_once('.').unwrap();
+            FileAccessToken::new(format!("{unsigned}.Zm9yZ2Vk")).unwrap()
+        };
+        assert_eq!(forged.subject(), Some("alice"));
+        cell.set(alice);
+        let media = SecureMedia::builder(server.app_id())
+            .secure_host(&server.host())
+            .allowing_http()
+            .mode(mode)
+            .token_source(cell.clone())
+            .build()
+            .unwrap();
+        let cache = MokaManager::default();
+        let client = compose::recommended(media.strategy(), cache.clone()).unwrap();
+        let image = server.media_url("sample-640x480.png");
+        server.reset_stats();
+        let load = |client: reqwest_middleware::ClientWithMiddleware| {
+            let image = image.clone();
+            async move {
+                let response = client.get(&image).send().await.unwrap();
+                let x_cache = response.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
+                (response.status().as_u16(), x_cache, response.bytes().await.unwrap().len())
+            }
+        };
+        assert_eq!(load(client.clone()).await.0, 200, "{mode}");
+        let (status, x_cache, _) = load(client.clone()).await;
+        assert_eq!((status, x_cache.as_deref()), (200, Some("HIT")), "{mode}: alice's second load is a hit");
+        cell.set(compose::login(&server, "bob").unwrap());
+        let (status, x_cache, _) = load(client.clone()).await;
+        assert_eq!((status, x_cache.as_deref()), (200, Some("MISS")), "{mode}: bob got alice's entry");
+        cell.set(forged);
+        let (status, x_cache, _) = load(client.clone()).await;
+        assert_eq!(
+            (status, x_cache.as_deref()),
+            (401, Some("MISS")),
+            "{mode}: a forged sub: alice was served from alice's entry"
+        );
+        let served = server.stats().served;
+        assert_eq!(served.fat_query + served.bearer, 2, "{mode}: alice once, bob once");
     }
 }

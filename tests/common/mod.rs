@@ -10,13 +10,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
 use secure_media::presigned::{PresignConfig, Presigner};
-use secure_media::{FileAccessToken, LoginCell, MediaKey, SecureMedia, SecureMediaMode, TokenSource};
-use secure_media_reqwest::{redirect_policy, ReqwestPresigner, SecureMediaMiddleware};
+use secure_media::{ExchangeRecord, FileAccessToken, LoginCell, MediaKey, SecureMedia, SecureMediaMode, TokenSource};
+use secure_media_reqwest::ReqwestPresigner;
 use secure_media_server::{ReferenceServer, RunningServer, ServerConfig};
-use secure_media_tower::{BoxError, KeepTokensHome, SecureMediaLayer, TowerPresigner};
+use secure_media_tower::{SecureMediaLayer, TowerPresigner};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_http::follow_redirect::policy::{PolicyExt, Standard};
-use tower_http::follow_redirect::FollowRedirectLayer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stack {
@@ -93,9 +92,13 @@ pub struct Fetched {
     pub status: u16,
     pub bytes: Bytes,
     pub key: Option<MediaKey>,
+    pub record: Option<ExchangeRecord>,
+    /// What the caller can read of the response besides its body: reqwest's `url()` and
+    /// `Debug`; tower's `Debug` and every URI in its extensions.
+    pub shown: String,
 }
 
-/// A client on one stack, with the middleware and the redirect rules in the recommended order.
+/// A client on one stack, built the way the README recommends.
 #[derive(Clone)]
 pub enum Client {
     Reqwest(reqwest_middleware::ClientWithMiddleware),
@@ -105,45 +108,111 @@ pub enum Client {
 impl Client {
     pub fn new(stack: Stack, media: SecureMedia) -> Self {
         match stack {
-            Stack::Reqwest => {
-                let client = reqwest::Client::builder().redirect(redirect_policy()).build().unwrap();
-                Client::Reqwest(
-                    reqwest_middleware::ClientBuilder::new(client)
-                        .with(SecureMediaMiddleware::new(media.strategy()))
-                        .build(),
-                )
-            }
+            Stack::Reqwest => Client::Reqwest(secure_media_reqwest::secure_client(media.strategy()).unwrap()),
             Stack::Tower => Client::Tower(Arc::new(media)),
         }
     }
 
     pub fn get(&self, url: &str) -> futures::future::BoxFuture<'static, Result<Fetched, String>> {
+        self.get_with(url, &[])
+    }
+
+    /// A GET with the caller's own headers.
+    pub fn get_with(
+        &self,
+        url: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> futures::future::BoxFuture<'static, Result<Fetched, String>> {
         use futures::FutureExt;
+        let headers = headers.to_vec();
         match self.clone() {
-            Client::Reqwest(client) => fetch_reqwest(client, url.to_owned()).boxed(),
-            Client::Tower(media) => fetch_tower(media, url.to_owned()).boxed(),
+            Client::Reqwest(client) => fetch_reqwest(client, url.to_owned(), headers).boxed(),
+            Client::Tower(media) => fetch_tower(media, url.to_owned(), headers).boxed(),
         }
     }
 }
 
-async fn fetch_reqwest(client: reqwest_middleware::ClientWithMiddleware, url: String) -> Result<Fetched, String> {
-    let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+async fn fetch_reqwest(
+    client: reqwest_middleware::ClientWithMiddleware,
+    url: String,
+    headers: Vec<(&'static str, &'static str)>,
+) -> Result<Fetched, String> {
+    let mut request = client.get(&url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let key = response.extensions().get::<MediaKey>().cloned();
+    let record = response.extensions().get::<ExchangeRecord>().copied();
+    let shown = format!("{} {response:?}", response.url());
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-    Ok(Fetched { status, bytes, key })
+    Ok(Fetched { status, bytes, key, record, shown })
 }
 
-async fn fetch_tower(media: Arc<SecureMedia>, url: String) -> Result<Fetched, String> {
-    let policy = Standard::default().and::<_, HyperBody, BoxError>(KeepTokensHome::new(media.secure_hosts().clone()));
+async fn fetch_tower(
+    media: Arc<SecureMedia>,
+    url: String,
+    headers: Vec<(&'static str, &'static str)>,
+) -> Result<Fetched, String> {
+    // tower-http's FollowRedirect below our layer records the URI it sent (with the token) in the
+    // response, even when its policy follows nothing: the layer must scrub it.
+    let record_uri = tower_http::follow_redirect::policy::Limited::new(0);
     let service = ServiceBuilder::new()
-        .layer(FollowRedirectLayer::with_policy(policy))
         .layer(SecureMediaLayer::new(media.strategy()))
+        .layer(tower_http::follow_redirect::FollowRedirectLayer::with_policy(record_uri))
         .service(hyper());
-    let request = http::Request::get(&url).body(HyperBody::default()).map_err(|e| e.to_string())?;
+    let mut request = http::Request::get(&url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let request = request.body(HyperBody::default()).map_err(|e| e.to_string())?;
     let response = service.oneshot(request).await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let key = response.extensions().get::<MediaKey>().cloned();
+    let record = response.extensions().get::<ExchangeRecord>().copied();
+    let request_uri = response.extensions().get::<tower_http::follow_redirect::RequestUri>().map(|u| u.0.to_string());
+    let shown = format!("{request_uri:?} {response:?}");
     let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Fetched { status, bytes, key })
+    Ok(Fetched { status, bytes, key, record, shown })
+}
+
+/// A plain HTTP/1.1 peer on 127.0.0.1 that records the head of every request it gets and
+/// answers `200 ok` (or the status given): what "another origin" or "a CDN" sees.
+pub struct Recorder {
+    pub base_url: String,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    pub async fn start(status: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Self { base_url, heads }
+    }
+
+    /// Every request head seen so far, lowercased.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().iter().map(|h| h.to_ascii_lowercase()).collect()
+    }
 }

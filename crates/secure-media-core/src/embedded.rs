@@ -106,6 +106,10 @@ impl MediaAccessStrategy for EmbeddedStrategy {
     fn stats(&self) -> StrategyStats {
         self.counters.snapshot()
     }
+
+    fn cache_scope(&self) -> Option<Arc<str>> {
+        self.tokens.peek().map(|token| token.cache_scope().into())
+    }
 }
 
 impl fmt::Debug for EmbeddedStrategy {

@@ -64,7 +64,7 @@ impl Scheme {
 /// assert_eq!(view.query(), Some("w=10"));
 /// assert_eq!(view.clean_key(), "https://files-us.cometchat.io/app/media/a.png?w=10");
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct MediaUrl<'a> {
     scheme: Scheme,
     host: &'a str,
@@ -73,7 +73,7 @@ pub struct MediaUrl<'a> {
     source: Source<'a>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 enum Source<'a> {
     Url(&'a Url),
     Uri(&'a http::Uri),
@@ -127,6 +127,11 @@ impl<'a> MediaUrl<'a> {
     /// ([`Url::parse`]), so the host checked is always the host a client connects to. What follows
     /// the authority cannot change the host, so it is split, not validated.
     pub fn parse_plain(input: &'a str) -> Option<Self> {
+        // WHATWG parsers drop tab, CR and LF anywhere in a URL (`f\tat=` is `fat=` to the
+        // client): such text only takes the full parse, which sees what the client sees.
+        if memchr::memchr3(b'\t', b'\r', b'\n', input.as_bytes()).is_some() {
+            return None;
+        }
         let (scheme, rest) = if let Some(rest) = input.strip_prefix("https://") {
             (Scheme::Https, rest)
         } else if let Some(rest) = input.strip_prefix("http://") {
@@ -228,10 +233,11 @@ impl<'a> MediaUrl<'a> {
         }
     }
 
-    /// The whole URL text, when it is already in normal form (lowercase host, no default port).
+    /// The whole URL text, when it is already in normal form (lowercase host, no default port,
+    /// no userinfo).
     fn whole(&self) -> Option<&'a str> {
         match self.source {
-            Source::Url(url) => Some(url.as_str()),
+            Source::Url(url) => (!url.has_authority_credentials()).then_some(url.as_str()),
             Source::Uri(_) => None,
             Source::Plain { text, normal, .. } => normal.then_some(text),
         }
@@ -249,7 +255,7 @@ impl<'a> MediaUrl<'a> {
     pub fn clean_key(&self) -> Cow<'a, str> {
         // A parsed URL with neither query nor fragment is its own key: no scanning.
         if let Source::Url(url) = self.source {
-            if url.query().is_none() && url.fragment().is_none() {
+            if url.query().is_none() && url.fragment().is_none() && !url.has_authority_credentials() {
                 return Cow::Borrowed(url.as_str());
             }
         }
@@ -280,6 +286,14 @@ impl<'a> MediaUrl<'a> {
         Cow::Owned(out)
     }
 
+    /// Same scheme, host (ignoring case and a trailing dot) and port as `other`?
+    pub fn same_origin(&self, other: &MediaUrl<'_>) -> bool {
+        let trim = |host: &'a str| host.strip_suffix('.').unwrap_or(host);
+        self.scheme == other.scheme
+            && self.port == other.port
+            && trim(self.host).eq_ignore_ascii_case(other.host.strip_suffix('.').unwrap_or(other.host))
+    }
+
     /// The URL as a printable string for errors and logs: scheme, host, port and path only.
     pub fn redacted(&self) -> String {
         let mut out = format!("{}://{}", self.scheme.as_str(), self.host);
@@ -288,6 +302,24 @@ impl<'a> MediaUrl<'a> {
         }
         out.push_str(self.path());
         out
+    }
+}
+
+/// Shows the [redacted](MediaUrl::redacted) URL: the query may hold a token or a signature.
+impl std::fmt::Debug for MediaUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MediaUrl").field(&self.redacted()).finish()
+    }
+}
+
+/// `Url::username`/`password` without the allocation of asking twice.
+trait AuthorityCredentials {
+    fn has_authority_credentials(&self) -> bool;
+}
+
+impl AuthorityCredentials for Url {
+    fn has_authority_credentials(&self) -> bool {
+        !self.username().is_empty() || self.password().is_some()
     }
 }
 
@@ -351,19 +383,39 @@ fn is_canonical_ipv4(host: &str) -> bool {
     octets == 4
 }
 
-/// The clean media URL of a request ([`MediaUrl::clean_key`]): the adapters put it in the
-/// request's and the response's extensions, so caches inside and outside them key by it and stay
-/// stable while tokens and signatures rotate.
+/// The cache key of a media request: its clean URL ([`MediaUrl::clean_key`]) and, for
+/// strategies whose proof speaks for someone, that principal's scope
+/// ([`MediaAccessStrategy::cache_scope`](crate::MediaAccessStrategy::cache_scope)). The adapters
+/// put it in the request's and the response's extensions, so caches inside and outside them key by
+/// it: it stays the same while tokens and signatures rotate, and two principals never share one.
+///
+/// ```
+/// use secure_media_core::MediaKey;
+///
+/// let alice = MediaKey::of_str("https://h.io/a.png?fat=ONE").unwrap().with_scope("sub:alice");
+/// let bob = MediaKey::of_str("https://h.io/a.png?fat=TWO").unwrap().with_scope("sub:bob");
+/// assert_eq!(alice.url(), bob.url());
+/// assert_ne!(alice, bob);
+/// assert_eq!(alice.to_string(), "sub:alice https://h.io/a.png");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MediaKey(Arc<str>);
+pub struct MediaKey {
+    scope: Option<Arc<str>>,
+    url: Arc<str>,
+}
 
 impl MediaKey {
-    /// The key of a URL view.
+    /// The unscoped key of a URL view.
     pub fn of(url: &MediaUrl<'_>) -> Self {
-        Self(url.clean_key().into())
+        Self { scope: None, url: url.clean_key().into() }
     }
 
-    /// The key of a URL string, when it is an http(s) URL.
+    /// The key of a URL view within a principal's scope (`None`: unscoped).
+    pub fn scoped(scope: Option<&str>, url: &MediaUrl<'_>) -> Self {
+        Self { scope: scope.map(Arc::from), url: url.clean_key().into() }
+    }
+
+    /// The unscoped key of a URL string, when it is an http(s) URL.
     pub fn of_str(url: &str) -> Option<Self> {
         match MediaUrl::parse_plain(url) {
             Some(view) => Some(Self::of(&view)),
@@ -371,15 +423,50 @@ impl MediaKey {
         }
     }
 
+    /// The key a request to `url` gets through `strategy` (what the adapters hand out): for a
+    /// cache placed outside them, which computes its key before the request reaches us. `None`
+    /// when the URL is not one the strategy serves.
+    pub fn for_request(strategy: &dyn crate::MediaAccessStrategy, url: &str) -> Option<Self> {
+        let full;
+        let view = match MediaUrl::parse_plain(url) {
+            Some(view) => view,
+            None => {
+                full = Url::parse(url).ok()?;
+                MediaUrl::from_url(&full)?
+            }
+        };
+        strategy.applies_to(&view).then(|| Self::scoped(strategy.cache_scope().as_deref(), &view))
+    }
+
+    /// The same key within `scope`.
+    pub fn with_scope(mut self, scope: &str) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
     /// The clean URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The clean URL (the same as [`url`](Self::url)).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.url
+    }
+
+    /// The principal scope, if the strategy scopes its proof.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
     }
 }
 
+/// `<scope> <clean URL>`, or the clean URL alone when unscoped: a cache key as text.
 impl std::fmt::Display for MediaKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        if let Some(scope) = &self.scope {
+            write!(f, "{scope} ")?;
+        }
+        f.write_str(&self.url)
     }
 }
 

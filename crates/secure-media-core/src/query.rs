@@ -25,11 +25,17 @@ fn raw_name(pair: &str) -> &str {
     pair.split_once('=').map_or(pair, |(name, _)| name)
 }
 
-/// Is `pair` a credential or signature parameter?
+/// Is `pair` a credential or signature parameter, in any spelling (`FAT=`, `%66at=`)?
 pub(crate) fn is_credential(pair: &str) -> bool {
-    let name = raw_name(pair);
-    CREDENTIAL_PARAMS.iter().any(|c| name_is(name, c))
-        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
+    let raw = raw_name(pair);
+    let decoded: Cow<'_, str> = if raw.contains(['%', '+']) {
+        form_urlencoded::parse(raw.as_bytes()).next().map(|(k, _)| k).unwrap_or_default()
+    } else {
+        Cow::Borrowed(raw)
+    };
+    // Servers differ in how they read names: match the credential names whatever their case.
+    CREDENTIAL_PARAMS.iter().any(|c| decoded.eq_ignore_ascii_case(c))
+        || decoded.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
 }
 
 /// Does the query hold a parameter called `name`?
@@ -151,7 +157,10 @@ mod tests {
         {
             assert!(is_credential(pair), "{pair}");
         }
-        for pair in ["w=100", "format=png", "expires_soon=1"] {
+        for pair in ["FAT=1", "%66at=1", "%46AT=1", "fAt=1", "SIGNATURE=1", "x-AMZ-credential=1"] {
+            assert!(is_credential(pair), "{pair}");
+        }
+        for pair in ["w=100", "format=png", "expires_soon=1", "fat_=1"] {
             assert!(!is_credential(pair), "{pair}");
         }
     }

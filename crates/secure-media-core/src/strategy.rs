@@ -143,8 +143,10 @@ impl Resolution {
         Self { url, headers, token: Some(token) }
     }
 
-    /// Also send this header (replacing any header of that name the request had).
-    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+    /// Also send this header (replacing any header of that name the request had). The value is
+    /// marked sensitive: it is a credential, so HTTP/2 never indexes it and `Debug` hides it.
+    pub fn with_header(mut self, name: HeaderName, mut value: HeaderValue) -> Self {
+        value.set_sensitive(true);
         let mut all = self.headers().to_vec();
         all.push((name, value));
         self.headers = Headers::Shared(all.into());
@@ -437,6 +439,14 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
     fn stats(&self) -> StrategyStats {
         StrategyStats::default()
     }
+
+    /// Whom the current proof speaks for, to scope cache keys ([`MediaKey`](crate::MediaKey)) so
+    /// two principals never share a cached answer. Default `None`: the proof is the same for
+    /// everyone. Token strategies answer [`FileAccessToken::cache_scope`]: the verified
+    /// principal, or a digest of a token no server has accepted yet.
+    fn cache_scope(&self) -> Option<Arc<str>> {
+        None
+    }
 }
 
 #[async_trait]
@@ -458,6 +468,9 @@ impl<S: MediaAccessStrategy + ?Sized> MediaAccessStrategy for Arc<S> {
     }
     fn stats(&self) -> StrategyStats {
         (**self).stats()
+    }
+    fn cache_scope(&self) -> Option<Arc<str>> {
+        (**self).cache_scope()
     }
 }
 

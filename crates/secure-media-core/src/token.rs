@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +40,10 @@ pub struct FileAccessToken {
     expires_at: Option<SystemTime>,
     subject: Option<Box<str>>,
     principal: Box<str>,
+    /// `fat:<digest>`: the scope of a token no server has accepted yet.
+    digest_scope: Box<str>,
+    /// A secure server accepted this exact token, so its claims (`sub`) can be trusted.
+    verified: AtomicBool,
     /// The header strategy's (name, scheme) and the header list it sends, built once.
     headers: OnceLock<(HeaderName, Box<str>, SharedHeaders)>,
 }
@@ -60,16 +65,19 @@ impl FileAccessToken {
             return Err(AccessError::MalformedToken("not printable ASCII"));
         }
         let (expires_at, subject) = if secret.contains('.') { read_jwt_claims(&secret)? } else { (None, None) };
+        // Scope an opaque token by a one-way digest of it, never by the token itself.
+        let digest_scope = format!("fat:{:016x}", fingerprint(&secret));
         let principal = match &subject {
             Some(sub) => format!("sub:{sub}"),
-            // Scope an opaque token by a one-way digest of it, never by the token itself.
-            None => format!("fat:{:016x}", fingerprint(&secret)),
+            None => digest_scope.clone(),
         };
         Ok(Self {
             secret: ParamValue::new(secret),
             expires_at,
             subject: subject.map(String::into_boxed_str),
             principal: principal.into_boxed_str(),
+            digest_scope: digest_scope.into_boxed_str(),
+            verified: AtomicBool::new(false),
             headers: OnceLock::new(),
         })
     }
@@ -98,6 +106,28 @@ impl FileAccessToken {
     /// Presigned URLs are cached per principal so one user's URL never reaches another.
     pub fn principal(&self) -> &str {
         &self.principal
+    }
+
+    /// Records that a secure server (the media host, the presign endpoint) accepted this exact
+    /// token: from now on its claims may scope caches ([`cache_scope`](Self::cache_scope)).
+    pub fn mark_verified(&self) {
+        self.verified.store(true, Ordering::Relaxed);
+    }
+
+    /// Has a secure server accepted this token?
+    pub fn is_verified(&self) -> bool {
+        self.verified.load(Ordering::Relaxed)
+    }
+
+    /// The scope for cache keys: the [`principal`](Self::principal) once a server accepted the
+    /// token, before that a digest of the token itself. So a forged token whose unverified payload
+    /// says `sub: alice` never reaches alice's cached media.
+    pub fn cache_scope(&self) -> &str {
+        if self.is_verified() {
+            &self.principal
+        } else {
+            &self.digest_scope
+        }
     }
 
     /// Valid at `now`: no known expiry, or `now` is before `exp` plus [`CLOCK_SKEW_ALLOWANCE`].
@@ -463,7 +493,7 @@ impl fmt::Debug for LoginCell {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     /// An unsigned JWT with the given claims (tests only).
     pub(crate) fn jwt(claims: &str) -> String {

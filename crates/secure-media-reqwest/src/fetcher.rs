@@ -9,7 +9,7 @@ use http::{header, StatusCode};
 use reqwest_middleware::ClientWithMiddleware;
 use secure_media_core::{check_media, AccessError, Media, MediaAccessStrategy, MediaFetcher, MediaKey, MediaUrl};
 
-use crate::{redirect_policy, SecureMediaMiddleware};
+use crate::{client_builder, SecureMediaMiddleware};
 
 /// Fetches secure media with reqwest through [`SecureMediaMiddleware`]: secure hosts only, one
 /// retry after a refusal, redirects kept home, bodies capped (default 64 MiB), answers that are not
@@ -33,13 +33,16 @@ pub struct ReqwestFetcher {
 }
 
 impl ReqwestFetcher {
-    /// A fetcher with its own client (built with [`redirect_policy`]).
+    /// A fetcher with its own client (built with [`client_builder`]).
     pub fn new(strategy: Arc<dyn MediaAccessStrategy>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().redirect(redirect_policy()).build()?;
+        let client = client_builder().build()?;
         Ok(Self::with_client(client, strategy))
     }
 
-    /// A fetcher over your client (build it with [`redirect_policy`]).
+    /// A fetcher over your client. Build it from [`client_builder`], or give it at least
+    /// `.redirect(reqwest::redirect::Policy::none())` and `.referer(false)`: a client that follows
+    /// redirects itself does so below the middleware, carrying a query token to other origins and
+    /// naming the tokenised URL in `Referer`.
     pub fn with_client(client: reqwest::Client, strategy: Arc<dyn MediaAccessStrategy>) -> Self {
         let client =
             reqwest_middleware::ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy.clone())).build();

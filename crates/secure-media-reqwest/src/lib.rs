@@ -1,9 +1,10 @@
 //! # secure-media-reqwest
 //!
 //! Secure media through [reqwest-middleware](https://docs.rs/reqwest-middleware):
-//! [`SecureMediaMiddleware`] adds proof of access on secure hosts only and retries once after a
-//! refusal; [`redirect_policy`] keeps reqwest from carrying a query token across origins;
-//! [`ReqwestPresigner`] talks to the presign endpoint.
+//! [`SecureMediaMiddleware`] adds proof of access on secure hosts only, retries once after a
+//! refusal and follows redirects hop by hop; [`secure_client`] builds the client it needs in one
+//! call (no redirects below the middleware, no `Referer`); [`ReqwestPresigner`] talks to the
+//! presign endpoint.
 //!
 //! Order in a stack (outermost first): an HTTP cache keyed by URL (it sees the clean URL), then
 //! `reqwest-retry` (network retries of whole exchanges), then `reqwest-tracing` (spans see the
@@ -13,12 +14,12 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::await_holding_lock)]
 
+mod client;
 mod fetcher;
 mod middleware;
 mod presigner;
-mod redirect;
 
+pub use client::{client_builder, redirect_policy, secure_client};
 pub use fetcher::ReqwestFetcher;
 pub use middleware::SecureMediaMiddleware;
 pub use presigner::ReqwestPresigner;
-pub use redirect::redirect_policy;

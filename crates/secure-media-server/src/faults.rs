@@ -42,6 +42,7 @@ struct State {
     url_ttl: Option<Duration>,
     redirect_to: Option<String>,
     redirect_keeps_query: bool,
+    moved: Option<(String, String)>,
     malformed_presign_next: u32,
 }
 
@@ -103,6 +104,13 @@ impl Faults {
         });
     }
 
+    /// Answers media requests for the file `from` with `302 Location: <to>` on the same host, a
+    /// path relative to the server with no query (so a `?fat=` is lost on the way, as it is with
+    /// real storage redirects); `None` stops.
+    pub fn move_media(&self, moved: Option<(&str, &str)>) {
+        self.with(|s| s.moved = moved.map(|(from, to)| (from.to_owned(), to.to_owned())));
+    }
+
     /// Answers the next `count` presign calls with malformed JSON.
     pub fn malformed_presign_next(&self, count: u32) {
         self.with(|s| s.malformed_presign_next = count);
@@ -138,6 +146,15 @@ impl Faults {
 
     pub(crate) fn url_ttl(&self) -> Option<Duration> {
         self.with(|s| s.url_ttl)
+    }
+
+    /// The same-host location for a media `path`, when its file was moved.
+    pub(crate) fn moved_location(&self, path: &str) -> Option<String> {
+        self.with(|s| {
+            let (from, to) = s.moved.as_ref()?;
+            let dir = path.strip_suffix(from.as_str())?.strip_suffix('/')?;
+            Some(format!("{dir}/{to}"))
+        })
     }
 
     pub(crate) fn redirect(&self) -> Option<(String, bool)> {

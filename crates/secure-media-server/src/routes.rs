@@ -87,6 +87,13 @@ async fn observe(State(state): State<Arc<Shared>>, request: Request, next: Next)
             None => {}
         }
         if route == Route::Media {
+            if let Some(location) = state.faults.moved_location(&path) {
+                bump(&state.counters.redirects);
+                return match HeaderValue::from_str(&location) {
+                    Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+                    Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect target"),
+                };
+            }
             if let Some((origin, keep_query)) = state.faults.redirect() {
                 bump(&state.counters.redirects);
                 let query = request.uri().query().filter(|_| keep_query).map(|q| format!("?{q}")).unwrap_or_default();

@@ -1,14 +1,17 @@
-//! [`KeepTokensHome`]: a tower-http redirect policy that strips tokens from hops that leave the
-//! secure hosts.
+//! [`KeepTokensHome`]: a tower-http redirect policy that strips every credential from hops that
+//! leave the secure hosts.
 
-use http::{header, HeaderName, Request};
-use secure_media_core::{MediaUrl, Resolution, SecureHosts, FAT_PARAM};
+use http::{HeaderName, Request};
+use secure_media_core::{
+    strip_credentials, MediaUrl, SecureHosts, CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS, FAT_PARAM,
+};
 use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
 
-/// A [`Policy`] for tower-http's `FollowRedirect`: every redirected request whose target is not
-/// a secure host loses the `fat` query parameter and the `Authorization` and `fat` headers, so
-/// neither a header token nor a query token (echoed into `Location` by some storage redirectors)
-/// reaches another origin. Combine it with the standard policy:
+/// A [`Policy`] for tower-http's `FollowRedirect`: every redirect hop whose target is not a secure
+/// host loses its credentials (userinfo, the `fat` and signing query parameters, and the
+/// `Authorization`, `Cookie`, `Proxy-Authorization`, `Referer` and `fat` headers), so no token
+/// echoed into `Location` reaches another origin. It acts on hops only, never on the caller's
+/// first request, and stops after 10 hops, so it is safe alone or combined:
 ///
 /// ```
 /// use tower_http::follow_redirect::{policy::{PolicyExt, Standard}, FollowRedirectLayer};
@@ -20,38 +23,65 @@ use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
 /// # let _ = layer;
 /// ```
 ///
-/// Put `FollowRedirect` outside [`SecureMediaLayer`](crate::SecureMediaLayer), so each hop to a
-/// secure host is resolved afresh and each hop elsewhere is stripped.
+/// [`SecureMediaLayer`](crate::SecureMediaLayer) follows the redirects of secure requests itself;
+/// this policy is for a `FollowRedirect` a stack already has, outside the layer.
 #[derive(Debug, Clone)]
 pub struct KeepTokensHome {
     hosts: SecureHosts,
+    /// Hops left for this request (the policy is cloned for each request).
+    hops_left: u32,
+    /// `redirect` said Follow: the next `on_request` is a hop, not the caller's request.
+    hopping: bool,
 }
 
 impl KeepTokensHome {
-    /// Keeps tokens on `hosts`.
+    /// Keeps tokens on `hosts`; follows up to 10 hops.
     pub fn new(hosts: SecureHosts) -> Self {
-        Self { hosts }
+        Self { hosts, hops_left: DEFAULT_MAX_HOPS, hopping: false }
+    }
+
+    /// Follows up to `hops` hops.
+    pub fn with_max_hops(mut self, hops: u32) -> Self {
+        self.hops_left = hops;
+        self
     }
 }
 
 impl<B, E> Policy<B, E> for KeepTokensHome {
     fn redirect(&mut self, _attempt: &Attempt<'_>) -> Result<Action, E> {
+        if self.hops_left == 0 {
+            return Ok(Action::Stop);
+        }
+        self.hops_left -= 1;
+        self.hopping = true;
         Ok(Action::Follow)
     }
 
     fn on_request(&mut self, request: &mut Request<B>) {
+        // tower-http calls this for the caller's first request too: that one is the caller's.
+        if !std::mem::take(&mut self.hopping) {
+            return;
+        }
         if MediaUrl::from_uri(request.uri()).is_some_and(|url| self.hosts.matches(&url)) {
             return;
         }
         let headers = request.headers_mut();
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(HeaderName::from_static(FAT_PARAM));
-        if let Ok(Some(stripped)) = Resolution::remove_param(FAT_PARAM).apply_to_uri(request.uri()) {
-            tracing::info!(
-                host = request.uri().host().unwrap_or(""),
-                "redirect leaves the secure hosts: token removed"
-            );
-            *request.uri_mut() = stripped;
+        for name in &CALLER_CREDENTIAL_HEADERS {
+            headers.remove(name);
         }
+        headers.remove(HeaderName::from_static(FAT_PARAM));
+        let stripped = url::Url::parse(&request.uri().to_string()).ok().and_then(|mut url| {
+            strip_credentials(&mut url);
+            url.as_str().parse().ok()
+        });
+        match stripped {
+            Some(uri) => *request.uri_mut() = uri,
+            // Not a URL we can clean: send nowhere rather than with a token.
+            None => *request.uri_mut() = http::Uri::from_static("http://invalid./"),
+        }
+        tracing::info!(
+            host = request.uri().host().unwrap_or(""),
+            "redirect leaves the secure hosts: credentials removed"
+        );
     }
 }

@@ -7,9 +7,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use secure_media_core::{AccessError, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, RetryDecision};
+use http::{header, Extensions, HeaderMap, Method, Request, Response, Uri, Version};
+use secure_media_core::{
+    strip_credentials, AccessError, Attempt, Exchange, MediaAccessStrategy, MediaKey, MediaUrl, DEFAULT_MAX_HOPS,
+};
 use tower::ServiceExt;
+use tower_http::follow_redirect::RequestUri;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -39,12 +42,13 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct SecureMediaLayer {
     strategy: Arc<dyn MediaAccessStrategy>,
     media_key: bool,
+    max_hops: u32,
 }
 
 impl SecureMediaLayer {
     /// A layer that resolves secure media requests through `strategy`.
     pub fn new(strategy: Arc<dyn MediaAccessStrategy>) -> Self {
-        Self { strategy, media_key: true }
+        Self { strategy, media_key: true, max_hops: DEFAULT_MAX_HOPS }
     }
 
     /// Leaves the [`MediaKey`] out of the request's and the response's extensions: for stacks
@@ -55,11 +59,17 @@ impl SecureMediaLayer {
         self.media_key = false;
         self
     }
+
+    /// Hands redirects of secure requests back to the caller instead of following them.
+    pub fn without_redirects(mut self) -> Self {
+        self.max_hops = 0;
+        self
+    }
 }
 
 impl Clone for SecureMediaLayer {
     fn clone(&self) -> Self {
-        Self { strategy: self.strategy.clone(), media_key: self.media_key }
+        Self { strategy: self.strategy.clone(), media_key: self.media_key, max_hops: self.max_hops }
     }
 }
 
@@ -67,7 +77,12 @@ impl<Inner> Layer<Inner> for SecureMediaLayer {
     type Service = SecureMediaService<Inner>;
 
     fn layer(&self, inner: Inner) -> Self::Service {
-        SecureMediaService { inner, strategy: self.strategy.clone(), media_key: self.media_key }
+        SecureMediaService {
+            inner,
+            strategy: self.strategy.clone(),
+            media_key: self.media_key,
+            max_hops: self.max_hops,
+        }
     }
 }
 
@@ -77,11 +92,13 @@ impl<Inner> Layer<Inner> for SecureMediaLayer {
 /// - A secure request is resolved (`resolve_ready`, else `resolve`): the URI rewritten, headers
 ///   set, and the clean URL inserted as a [`MediaKey`] into the request's and the response's
 ///   extensions (unless the layer was built [`without_media_key`](SecureMediaLayer::without_media_key)).
-/// - A 401 or 403 calls [`MediaAccessStrategy::rejected`]; on
-///   [`RetryOnce`](RetryDecision::RetryOnce) the request is sent once more with a fresh
-///   resolution. Only requests with an empty body (`size_hint` exactly 0, the shape of media
-///   GETs) are replayed, rebuilt with `B::default()`; others get the refusal back as is. A second
-///   refusal is returned as is: never a loop.
+/// - The core's [`Exchange`] decides the rest: a 401 or 403 on what our resolution produced
+///   calls [`MediaAccessStrategy::rejected`] and earns at most one retry; a redirect of a GET or
+///   HEAD is followed hop by hop (up to 10, resolved afresh on a secure host, stripped of every
+///   credential elsewhere). Only requests with an empty body (`size_hint` exactly 0, the shape of
+///   media GETs) are sent again, rebuilt with `B::default()`; others get the answer back as is.
+/// - The response carries the [`MediaKey`] and an [`ExchangeRecord`](secure_media_core::ExchangeRecord)
+///   in its extensions, and no URI with a token (tower-http's `RequestUri` is scrubbed).
 ///
 /// The strategy is held as `Arc<dyn MediaAccessStrategy>`: one type for every strategy, and no
 /// higher-ranked trait solving when the service's futures are awaited inside other futures.
@@ -89,6 +106,7 @@ pub struct SecureMediaService<Inner> {
     inner: Inner,
     strategy: Arc<dyn MediaAccessStrategy>,
     media_key: bool,
+    max_hops: u32,
 }
 
 impl<Inner> SecureMediaService<Inner> {
@@ -115,11 +133,17 @@ impl<Inner> SecureMediaService<Inner> {
 
 impl<Inner: Clone> Clone for SecureMediaService<Inner> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), strategy: self.strategy.clone(), media_key: self.media_key }
+        Self {
+            inner: self.inner.clone(),
+            strategy: self.strategy.clone(),
+            media_key: self.media_key,
+            max_hops: self.max_hops,
+        }
     }
 }
 
-/// What a retry needs of the original request (before any resolution touched it).
+/// The caller's request without its body (media requests have none): what a retry or a hop
+/// starts from, before any proof goes in.
 struct Replay {
     method: Method,
     uri: Uri,
@@ -139,29 +163,84 @@ impl Replay {
         }
     }
 
-    fn into_request<B: Default>(self) -> Request<B> {
+    fn to_request<B: Default>(&self) -> Request<B> {
         let mut request = Request::new(B::default());
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers;
-        *request.extensions_mut() = self.extensions;
+        *request.headers_mut() = self.headers.clone();
+        *request.extensions_mut() = self.extensions.clone();
         request
     }
 }
 
-fn apply<B>(resolution: &Resolution, request: &mut Request<B>) -> Result<(), AccessError> {
-    if let Some(uri) = resolution.apply_to_uri(request.uri())? {
+/// Applies an attempt to a request that starts from the caller's.
+fn prepare<B>(attempt: &Attempt, request: &mut Request<B>) -> Result<(), AccessError> {
+    if let Some(uri) = attempt.uri_for(request.uri())? {
         *request.uri_mut() = uri;
     }
-    for (name, value) in resolution.headers() {
-        request.headers_mut().insert(name.clone(), value.clone());
-    }
+    attempt.apply_to_headers(request.headers_mut());
     Ok(())
 }
 
-fn is_refusal(status: StatusCode) -> bool {
-    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
+/// What follows the first send: the machine, the caller's request, a service to send again.
+struct FollowUp<S> {
+    exchange: Exchange,
+    replay: Option<Replay>,
+    service: S,
+    key: Option<MediaKey>,
+}
+
+impl<S> FollowUp<S> {
+    /// Retries and hops until the machine says done; `answered` already asked for a next step.
+    async fn run<ReqB, ResB>(mut self, mut response: Response<ResB>) -> Result<Response<ResB>, BoxError>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        S::Error: Into<BoxError>,
+        ReqB: Default,
+    {
+        loop {
+            let Some(attempt) = self.exchange.next().await? else { break };
+            let Some(replay) = &self.replay else { break };
+            let mut request = replay.to_request::<ReqB>();
+            prepare(&attempt, &mut request)?;
+            drop(response);
+            let ready = self.service.ready().await.map_err(Into::into)?;
+            response = ready.call(request).await.map_err(Into::into)?;
+            if !self.exchange.answered(response.status(), response.headers().get(header::LOCATION)) {
+                break;
+            }
+        }
+        Ok(self.finish(response))
+    }
+
+    /// The response as the caller gets it: our key and record in, no URI with a token.
+    fn finish<ResB>(self, mut response: Response<ResB>) -> Response<ResB> {
+        finish(&mut response, self.key, &self.exchange, self.replay.as_ref().map(|replay| &replay.uri));
+        response
+    }
+}
+
+fn finish<ResB>(response: &mut Response<ResB>, key: Option<MediaKey>, exchange: &Exchange, caller: Option<&Uri>) {
+    let extensions = response.extensions_mut();
+    // tower-http's FollowRedirect below us records the URI it last sent, which may carry a token.
+    if extensions.get::<RequestUri>().is_some() {
+        match caller.and_then(clean_uri) {
+            Some(clean) => extensions.insert(RequestUri(clean)),
+            None => extensions.remove::<RequestUri>(),
+        };
+    }
+    if let Some(key) = key {
+        extensions.insert(key);
+    }
+    extensions.insert(exchange.record());
+}
+
+/// The caller's URI without credentials.
+fn clean_uri(uri: &Uri) -> Option<Uri> {
+    let mut url = url::Url::parse(&uri.to_string()).ok()?;
+    strip_credentials(&mut url);
+    url.as_str().parse().ok()
 }
 
 impl<Inner, ReqB, ResB> Service<Request<ReqB>> for SecureMediaService<Inner>
@@ -181,49 +260,50 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        let secure = MediaUrl::from_uri(request.uri()).filter(|url| self.strategy.applies_to(url));
-        let Some(url) = secure else {
+        let secure = MediaUrl::from_uri(request.uri()).is_some_and(|url| self.strategy.applies_to(&url));
+        if !secure {
             return ResponseFuture::new(Kind::Passthrough { inner: self.inner.call(request) });
-        };
-        let key = self.media_key.then(|| MediaKey::of(&url));
-        let ready = self.strategy.resolve_ready(&url);
-        // Cloned before our key and proof go in: a replay starts from the caller's request.
-        let replay = (request.body().size_hint().exact() == Some(0)).then(|| Replay::of(&request));
+        }
+        // Only requests with an empty body (`size_hint` exactly 0, the shape of media GETs) are
+        // sent again, rebuilt with `B::default()`.
+        let replayable = request.body().size_hint().exact() == Some(0);
+        let mut exchange = Exchange::for_uri(self.strategy.clone(), request.uri(), request.method())
+            .with_max_hops(self.max_hops)
+            .replayable(replayable);
+        let key = if self.media_key { exchange.media_key() } else { None };
         if let Some(key) = &key {
             request.extensions_mut().insert(key.clone());
         }
-        match ready {
-            // The hot path (a warm token, a cache hit): no task, no box; the inner future is
-            // polled in place and a refusal switches to the boxed retry below.
-            Some(Ok(resolution)) => {
-                if let Err(error) = apply(&resolution, &mut request) {
+        // Cloned before any proof goes in: a retry or a hop starts from the caller's request.
+        let replay = replayable.then(|| Replay::of(&request));
+        match exchange.first_ready() {
+            // The hot path (a warm token, a cache hit): no box; the inner future is polled in
+            // place and only a refusal or a redirect switches to the boxed follow-up.
+            Some(Ok(attempt)) => {
+                if let Err(error) = prepare(&attempt, &mut request) {
                     return ResponseFuture::new(Kind::Failed { error: Some(error.into()) });
                 }
-                let retry = replay.map(|replay| Retry {
-                    replay,
-                    service: self.inner.clone(),
-                    strategy: self.strategy.clone(),
-                    used: resolution,
-                });
+                let follow_up = FollowUp { exchange, replay, service: self.inner.clone(), key };
                 let inner = self.inner.call(request);
-                ResponseFuture::new(Kind::First { inner, retry, key })
+                ResponseFuture::new(Kind::First { inner, follow_up: Some(follow_up) })
             }
             Some(Err(error)) => ResponseFuture::new(Kind::Failed { error: Some(error.into()) }),
             None => {
                 // Use the service poll_ready readied; leave a fresh clone in its place.
                 let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                let strategy = self.strategy.clone();
-                let uri = request.uri().clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                let service = self.inner.clone();
                 ResponseFuture::new(Kind::Boxed {
                     future: Box::pin(async move {
-                        let url = MediaUrl::from_uri(&uri).ok_or(AccessError::InvalidUrl("not an http(s) URI"))?;
-                        let resolution = strategy.resolve(&url).await?;
-                        apply(&resolution, &mut request)?;
-                        let mut service = ready;
-                        let response = service.call(request).await.map_err(Into::into)?;
-                        let retry = replay.map(|replay| Retry { replay, service, strategy, used: resolution });
-                        finish(response, retry, key).await
+                        let mut follow_up = FollowUp { exchange, replay, service, key };
+                        let attempt = follow_up.exchange.first().await?;
+                        prepare(&attempt, &mut request)?;
+                        let response = ready.call(request).await.map_err(Into::into)?;
+                        if follow_up.exchange.answered(response.status(), response.headers().get(header::LOCATION)) {
+                            follow_up.run(response).await
+                        } else {
+                            Ok(follow_up.finish(response))
+                        }
                     }),
                 })
             }
@@ -231,74 +311,10 @@ where
     }
 }
 
-/// What a second attempt needs: the caller's request, a service to send it through, and the
-/// resolution the server refused.
-struct Retry<S> {
-    replay: Replay,
-    service: S,
-    strategy: Arc<dyn MediaAccessStrategy>,
-    used: Resolution,
-}
-
-impl<S> Retry<S> {
-    /// After a refusal: ask the strategy, and when it repaired something, send once more.
-    async fn after<ReqB, ResB>(
-        self,
-        status: StatusCode,
-        key: Option<&MediaKey>,
-    ) -> Result<Option<Response<ResB>>, BoxError>
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-        S::Error: Into<BoxError>,
-        ReqB: Default,
-    {
-        let Self { replay, mut service, strategy, used } = self;
-        let url = MediaUrl::from_uri(&replay.uri).ok_or(AccessError::InvalidUrl("not an http(s) URI"))?;
-        if strategy.rejected(&url, &used, status).await != RetryDecision::RetryOnce {
-            return Ok(None);
-        }
-        let fresh = match strategy.resolve_ready(&url) {
-            Some(ready) => ready?,
-            None => strategy.resolve(&url).await?,
-        };
-        let mut request = replay.into_request::<ReqB>();
-        if let Some(key) = key {
-            request.extensions_mut().insert(key.clone());
-        }
-        apply(&fresh, &mut request)?;
-        let ready = service.ready().await.map_err(Into::into)?;
-        Ok(Some(ready.call(request).await.map_err(Into::into)?))
-    }
-}
-
-/// The end of a secure exchange: one retry after a refusal, and the key on the response.
-async fn finish<S, ReqB, ResB>(
-    mut response: Response<ResB>,
-    retry: Option<Retry<S>>,
-    key: Option<MediaKey>,
-) -> Result<Response<ResB>, BoxError>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
-    ReqB: Default,
-{
-    if is_refusal(response.status()) {
-        if let Some(retry) = retry {
-            if let Some(second) = retry.after(response.status(), key.as_ref()).await? {
-                response = second;
-            }
-        }
-    }
-    if let Some(key) = key {
-        response.extensions_mut().insert(key);
-    }
-    Ok(response)
-}
-
 pin_project_lite::pin_project! {
     /// The future [`SecureMediaService`] returns: the inner future polled in place for requests
-    /// that pass through or resolve without waiting; boxed only to wait for a resolution or to
-    /// retry after a refusal.
+    /// that pass through or resolve without waiting; boxed only to wait for a resolution, or to
+    /// retry after a refusal or follow a redirect.
     pub struct ResponseFuture<S, ReqB>
     where
         S: Service<Request<ReqB>>,
@@ -317,7 +333,7 @@ pin_project_lite::pin_project! {
         S: Service<Request<ReqB>>,
     {
         Passthrough { #[pin] inner: S::Future },
-        First { #[pin] inner: S::Future, retry: Option<Retry<S>>, key: Option<MediaKey> },
+        First { #[pin] inner: S::Future, follow_up: Option<FollowUp<S>> },
         Boxed { future: BoxFuture<Result<ResponseOf<S, ReqB>, BoxError>> },
         Failed { error: Option<BoxError> },
     }
@@ -347,29 +363,24 @@ where
                 Poll::Ready(Err(error.take().unwrap_or_else(|| "polled after completion".into())))
             }
             KindProj::Boxed { future } => future.as_mut().poll(cx),
-            KindProj::First { inner, retry, key } => {
-                let mut response = match inner.poll(cx) {
+            KindProj::First { inner, follow_up } => {
+                let response = match inner.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
                     Poll::Ready(Ok(response)) => response,
                 };
-                let key = key.take();
-                match retry.take().filter(|_| is_refusal(response.status())) {
-                    Some(retry) => {
-                        let mut future: BoxFuture<Self::Output> = Box::pin(finish(response, Some(retry), key));
-                        let poll = future.as_mut().poll(cx);
-                        if poll.is_pending() {
-                            kind.set(Kind::Boxed { future });
-                        }
-                        poll
-                    }
-                    None => {
-                        if let Some(key) = key {
-                            response.extensions_mut().insert(key);
-                        }
-                        Poll::Ready(Ok(response))
-                    }
+                let Some(mut follow_up) = follow_up.take() else {
+                    return Poll::Ready(Err("polled after completion".into()));
+                };
+                if !follow_up.exchange.answered(response.status(), response.headers().get(header::LOCATION)) {
+                    return Poll::Ready(Ok(follow_up.finish(response)));
                 }
+                let mut future: BoxFuture<Self::Output> = Box::pin(follow_up.run(response));
+                let poll = future.as_mut().poll(cx);
+                if poll.is_pending() {
+                    kind.set(Kind::Boxed { future });
+                }
+                poll
             }
         }
     }

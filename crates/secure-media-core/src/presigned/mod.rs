@@ -318,6 +318,13 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
     fn stats(&self) -> StrategyStats {
         self.counters.snapshot()
     }
+
+    fn cache_scope(&self) -> Option<Arc<str>> {
+        match &self.config.scope {
+            Some(scope) => Some(scope.clone()),
+            None => self.tokens.peek().map(|token| token.cache_scope().into()),
+        }
+    }
 }
 
 impl<P, C> fmt::Debug for PresignedStrategy<P, C> {

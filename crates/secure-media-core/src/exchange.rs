@@ -1,0 +1,548 @@
+//! [`Exchange`]: one media request, from the caller's URL to the answer handed back, as a
+//! sans-IO state machine. The tower layer and the reqwest middleware only translate their
+//! request and response types and drive it, so every rule (when to resolve, when a refusal earns
+//! the one retry, which redirect hop gets a token, which headers leave the caller's origin) is
+//! written once, here.
+//!
+//! ```text
+//!            first_ready / next                  answered(status, Location)
+//!   Start ─────────────────────────▶ Sent ──────────────────────────────────▶ Done
+//!     ▲                                │ 401/403 on what our resolution produced,
+//!     │                                │ first time  ─▶ Refused ─▶ next: strategy.rejected,
+//!     │                                │                resolve afresh (RetryOnce) or Done
+//!     │                                │ 3xx + Location, GET/HEAD, hops left
+//!     └──────── next: resolve the hop ─┘            ─▶ Redirected(hop URL, credentials stripped)
+//! ```
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use std::sync::Arc;
+//! use http::{HeaderValue, Method, StatusCode};
+//! use secure_media_core::{EmbeddedStrategy, Exchange, SecureHosts, StaticToken};
+//!
+//! let strategy = Arc::new(EmbeddedStrategy::new(SecureHosts::cometchat("us")?, Arc::new(StaticToken::parse("T")?)));
+//! let caller = url::Url::parse("https://files-us.cometchat.io/app/media/a.png").unwrap();
+//! let mut exchange = Exchange::for_url(strategy, &caller, &Method::GET);
+//! let attempt = exchange.first_ready().unwrap()?;
+//! let mut sent = caller.clone();
+//! attempt.apply_to_url(&mut sent);
+//! assert_eq!(sent.as_str(), "https://files-us.cometchat.io/app/media/a.png?fat=T");
+//! // The media host moved the file elsewhere, echoing the token into Location.
+//! let location = HeaderValue::from_static("https://cdn.example/a.png?fat=T");
+//! assert!(exchange.answered(StatusCode::FOUND, Some(&location)));
+//! let hop = exchange.next().await?.unwrap();
+//! let mut sent = caller.clone();
+//! hop.apply_to_url(&mut sent);
+//! assert_eq!(sent.as_str(), "https://cdn.example/a.png"); // not a secure host: no token
+//! assert!(hop.leaves_callers_origin()); // and none of the caller's credential headers
+//! assert!(!exchange.answered(StatusCode::OK, None));
+//! assert_eq!(exchange.record().hops, 1);
+//! # Ok::<(), secure_media_core::AccessError>(())
+//! # }).unwrap();
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use url::Url;
+
+use crate::{query, AccessError, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange};
+
+/// The most redirect hops an exchange follows by default.
+pub const DEFAULT_MAX_HOPS: u32 = 10;
+
+/// Headers of the caller's that never go to another origin than the caller's own: a hop to
+/// another host, or a presigned URL on a CDN.
+pub const CALLER_CREDENTIAL_HEADERS: [HeaderName; 4] =
+    [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION, header::REFERER];
+
+/// What an exchange did, put in the extensions of the response handed back, so users and tests
+/// can count without wrapping the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExchangeRecord {
+    /// Requests sent (the first, a retry after a refusal, each redirect hop).
+    pub attempts: u32,
+    /// Retries after a refusal (0 or 1).
+    pub retries: u32,
+    /// The retry went out with another token than the refused one.
+    pub token_renewed: bool,
+    /// The retry went out with another presigned URL than the refused one.
+    pub presigned_again: bool,
+    /// Redirect hops followed.
+    pub hops: u32,
+}
+
+/// The caller's URL, in the adapter's own type (no reparse on the hot path).
+enum Caller {
+    Url(Url),
+    Uri(http::Uri),
+}
+
+impl Caller {
+    fn view(&self) -> Option<MediaUrl<'_>> {
+        match self {
+            Self::Url(url) => MediaUrl::from_url(url),
+            Self::Uri(uri) => MediaUrl::from_uri(uri),
+        }
+    }
+
+    fn to_url(&self) -> Option<Url> {
+        match self {
+            Self::Url(url) => Some(url.clone()),
+            Self::Uri(uri) => Url::parse(&uri.to_string()).ok(),
+        }
+    }
+}
+
+/// What the last answer asked for.
+enum Pending {
+    /// The first attempt has not been made.
+    Start,
+    /// Hand the last answer to the caller.
+    Done,
+    /// The attempt was refused with this status: ask the strategy, maybe retry once.
+    Refused(StatusCode),
+    /// Follow a redirect to this (credential-free) URL.
+    Hop(Url),
+}
+
+/// One request to send: the caller's request (or a redirect hop) with a resolution applied.
+///
+/// Apply it to a copy of the caller's request: [`apply_to_url`](Self::apply_to_url) or
+/// [`uri_for`](Self::uri_for), then [`apply_to_headers`](Self::apply_to_headers). `Debug` hides the
+/// hop's query and the resolution's values.
+pub struct Attempt {
+    hop: Option<Url>,
+    resolution: Option<Resolution>,
+    foreign: bool,
+}
+
+impl Attempt {
+    /// The redirect hop this attempt goes to, or `None` for the caller's own URL.
+    pub fn hop(&self) -> Option<&Url> {
+        self.hop.as_ref()
+    }
+
+    /// The proof of access to add, if the target is on a secure host.
+    pub fn resolution(&self) -> Option<&Resolution> {
+        self.resolution.as_ref()
+    }
+
+    /// Does the request go to another origin than the caller's (a hop elsewhere, a presigned URL
+    /// on a CDN)? Then the caller's own credential headers stay behind.
+    pub fn leaves_callers_origin(&self) -> bool {
+        self.foreign
+    }
+
+    /// Turns a copy of the caller's URL into the URL to send.
+    pub fn apply_to_url(&self, url: &mut Url) {
+        if let Some(hop) = &self.hop {
+            *url = hop.clone();
+        }
+        if let Some(resolution) = &self.resolution {
+            resolution.apply_to_url(url);
+        }
+    }
+
+    /// The URI to send instead of the caller's `uri`, or `None` to send it unchanged.
+    pub fn uri_for(&self, uri: &http::Uri) -> Result<Option<http::Uri>, AccessError> {
+        let hop = match &self.hop {
+            Some(hop) => Some(
+                hop.as_str()
+                    .parse::<http::Uri>()
+                    .map_err(|_| AccessError::InvalidUrl("the redirect target is not a URI"))?,
+            ),
+            None => None,
+        };
+        let base = hop.as_ref().unwrap_or(uri);
+        let resolved = match &self.resolution {
+            Some(resolution) => resolution.apply_to_uri(base)?,
+            None => None,
+        };
+        Ok(resolved.or(hop))
+    }
+
+    /// Adjusts a copy of the caller's headers: the caller's credentials go when the request leaves
+    /// the caller's origin, then the resolution's headers go in.
+    pub fn apply_to_headers(&self, headers: &mut HeaderMap) {
+        if self.foreign {
+            for name in &CALLER_CREDENTIAL_HEADERS {
+                headers.remove(name);
+            }
+        }
+        if let Some(resolution) = &self.resolution {
+            for (name, value) in resolution.headers() {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt")
+            .field("hop", &self.hop.as_ref().and_then(MediaUrl::from_url).map(|hop| hop.redacted()))
+            .field("resolution", &self.resolution)
+            .field("leaves_callers_origin", &self.foreign)
+            .finish()
+    }
+}
+
+/// One media request driven through a [`MediaAccessStrategy`]: resolve, send, read the answer,
+/// retry once after a refusal, follow redirect hops (resolved afresh on a secure host, stripped of
+/// every credential anywhere else). No I/O: the adapter sends each [`Attempt`] and reports the
+/// answer. See the [module docs](self) for the states.
+pub struct Exchange {
+    strategy: Arc<dyn MediaAccessStrategy>,
+    caller: Caller,
+    method_follows: bool,
+    replayable: bool,
+    max_hops: u32,
+    /// The current target when it is a redirect hop.
+    hop: Option<Url>,
+    /// The current target is on a secure host.
+    secure: bool,
+    /// The resolution of the attempt in flight, if it carried one.
+    used: Option<Resolution>,
+    pending: Pending,
+    record: ExchangeRecord,
+}
+
+impl Exchange {
+    /// An exchange for a request to a parsed [`Url`] (reqwest).
+    pub fn for_url(strategy: Arc<dyn MediaAccessStrategy>, url: &Url, method: &Method) -> Self {
+        Self::new(strategy, Caller::Url(url.clone()), method)
+    }
+
+    /// An exchange for a request to an [`http::Uri`] (tower, hyper).
+    pub fn for_uri(strategy: Arc<dyn MediaAccessStrategy>, uri: &http::Uri, method: &Method) -> Self {
+        Self::new(strategy, Caller::Uri(uri.clone()), method)
+    }
+
+    fn new(strategy: Arc<dyn MediaAccessStrategy>, caller: Caller, method: &Method) -> Self {
+        let secure = caller.view().is_some_and(|view| strategy.applies_to(&view));
+        Self {
+            strategy,
+            caller,
+            method_follows: method == Method::GET || method == Method::HEAD,
+            replayable: true,
+            max_hops: DEFAULT_MAX_HOPS,
+            hop: None,
+            secure,
+            used: None,
+            pending: Pending::Start,
+            record: ExchangeRecord::default(),
+        }
+    }
+
+    /// Follows at most `hops` redirects (0: hand every redirect to the caller).
+    pub fn with_max_hops(mut self, hops: u32) -> Self {
+        self.max_hops = hops;
+        self
+    }
+
+    /// Says whether the adapter can send the request again (a body it still has): without that,
+    /// refusals and redirects go back to the caller as they are.
+    pub fn replayable(mut self, replayable: bool) -> Self {
+        self.replayable = replayable;
+        self
+    }
+
+    /// Is the caller's URL on a secure host?
+    pub fn is_secure(&self) -> bool {
+        self.secure && self.hop.is_none()
+    }
+
+    /// The key of the caller's URL for caches outside the adapter: the clean URL, scoped by the
+    /// strategy's [`cache_scope`](MediaAccessStrategy::cache_scope). `None` for other hosts.
+    pub fn media_key(&self) -> Option<MediaKey> {
+        let view = self.caller.view()?;
+        self.strategy.applies_to(&view).then(|| MediaKey::scoped(self.strategy.cache_scope().as_deref(), &view))
+    }
+
+    /// What the exchange did so far.
+    pub fn record(&self) -> ExchangeRecord {
+        self.record
+    }
+
+    /// The first attempt: [`first_ready`](Self::first_ready), else waiting for the strategy.
+    pub async fn first(&mut self) -> Result<Attempt, AccessError> {
+        if let Some(ready) = self.first_ready() {
+            return ready;
+        }
+        self.next().await?.ok_or(AccessError::InvalidUrl("the exchange was already started"))
+    }
+
+    /// The first attempt, when the strategy can answer without waiting (a warm token, a cache
+    /// hit); `None` means await [`next`](Self::next). The synchronous hot path.
+    pub fn first_ready(&mut self) -> Option<Result<Attempt, AccessError>> {
+        if !matches!(self.pending, Pending::Start) {
+            return None;
+        }
+        if !self.secure {
+            self.pending = Pending::Done;
+            return Some(Ok(self.attempt(None)));
+        }
+        let view = self.caller.view()?;
+        let ready = self.strategy.resolve_ready(&view)?;
+        self.pending = Pending::Done;
+        Some(ready.map(|resolution| self.attempt(Some(resolution))))
+    }
+
+    /// The next attempt: the first one (when [`first_ready`](Self::first_ready) answered `None`),
+    /// the retry or the hop that [`answered`](Self::answered) asked for. `Ok(None)`: hand the
+    /// last answer to the caller (the strategy could not repair a refusal).
+    pub async fn next(&mut self) -> Result<Option<Attempt>, AccessError> {
+        match std::mem::replace(&mut self.pending, Pending::Done) {
+            Pending::Done => Ok(None),
+            Pending::Start => {
+                let resolution = if self.secure { Some(self.resolve().await?) } else { None };
+                Ok(Some(self.attempt(resolution)))
+            }
+            Pending::Refused(status) => {
+                let Some(used) = self.used.take() else { return Ok(None) };
+                let decision = {
+                    let view = self.target_view().ok_or(AccessError::InvalidUrl("not an http(s) URL"))?;
+                    self.strategy.rejected(&view, &used, status).await
+                };
+                if decision != crate::RetryDecision::RetryOnce {
+                    return Ok(None);
+                }
+                let fresh = self.resolve().await?;
+                self.record.retries += 1;
+                self.record.token_renewed |= match (used.token(), fresh.token()) {
+                    (Some(old), Some(new)) => !Arc::ptr_eq(old, new),
+                    _ => false,
+                };
+                self.record.presigned_again |= match (used.url_change(), fresh.url_change()) {
+                    (UrlChange::Replace(old), UrlChange::Replace(new)) => !Arc::ptr_eq(old, new),
+                    _ => false,
+                };
+                Ok(Some(self.attempt(Some(fresh))))
+            }
+            Pending::Hop(url) => {
+                self.record.hops += 1;
+                self.secure = MediaUrl::from_url(&url).is_some_and(|view| self.strategy.applies_to(&view));
+                self.hop = Some(url);
+                let resolution = if self.secure { Some(self.resolve().await?) } else { None };
+                Ok(Some(self.attempt(resolution)))
+            }
+        }
+    }
+
+    /// The answer to the attempt in flight: its status and `Location`. `true`: call
+    /// [`next`](Self::next) (a retry or a hop); `false`: hand this answer to the caller.
+    ///
+    /// A 401 or 403 counts as a refusal only when the attempt carried our proof (the secure host,
+    /// or the URL a resolution produced, say a presigned URL on a CDN), and only once.
+    pub fn answered(&mut self, status: StatusCode, location: Option<&HeaderValue>) -> bool {
+        self.pending = Pending::Done;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            if self.used.is_some() && self.record.retries == 0 && self.replayable {
+                self.pending = Pending::Refused(status);
+                return true;
+            }
+            return false;
+        }
+        if status.is_success() {
+            if let Some(token) = self.used.as_ref().and_then(Resolution::token) {
+                // A secure host accepted this exact token: its claims may now scope caches.
+                token.mark_verified();
+            }
+            return false;
+        }
+        if !status.is_redirection() || !self.method_follows || !self.replayable || self.record.hops >= self.max_hops {
+            return false;
+        }
+        match location.and_then(|location| self.hop_target(location)) {
+            Some(hop) => {
+                self.pending = Pending::Hop(hop);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The resolution for the current target.
+    async fn resolve(&self) -> Result<Resolution, AccessError> {
+        let view = self.target_view().ok_or(AccessError::InvalidUrl("not an http(s) URL"))?;
+        match self.strategy.resolve_ready(&view) {
+            Some(ready) => ready,
+            None => self.strategy.resolve(&view).await,
+        }
+    }
+
+    fn target_view(&self) -> Option<MediaUrl<'_>> {
+        match &self.hop {
+            Some(hop) => MediaUrl::from_url(hop),
+            None => self.caller.view(),
+        }
+    }
+
+    fn attempt(&mut self, resolution: Option<Resolution>) -> Attempt {
+        self.record.attempts += 1;
+        let foreign = self.leaves_callers_origin(resolution.as_ref());
+        self.used = resolution.clone();
+        Attempt { hop: self.hop.clone(), resolution, foreign }
+    }
+
+    /// Where the attempt goes, compared with the caller's origin.
+    fn leaves_callers_origin(&self, resolution: Option<&Resolution>) -> bool {
+        let Some(caller) = self.caller.view() else { return true };
+        let destination = match resolution.map(Resolution::url_change) {
+            Some(UrlChange::Replace(signed)) => MediaUrl::from_url(signed.url()),
+            _ => match &self.hop {
+                Some(hop) => MediaUrl::from_url(hop),
+                None => return false,
+            },
+        };
+        destination.is_none_or(|destination| !destination.same_origin(&caller))
+    }
+
+    /// The hop a `Location` points to, relative to the URL that answered, with every credential
+    /// removed (a secure hop is resolved afresh, any other hop carries none).
+    fn hop_target(&self, location: &HeaderValue) -> Option<Url> {
+        let location = location.to_str().ok()?;
+        let base = match self.used.as_ref().map(Resolution::url_change) {
+            Some(UrlChange::Replace(signed)) => signed.url().clone(),
+            _ => match &self.hop {
+                Some(hop) => hop.clone(),
+                None => self.caller.to_url()?,
+            },
+        };
+        let mut target = base.join(location).ok()?;
+        if !matches!(target.scheme(), "http" | "https") || target.host_str().is_none() {
+            return None;
+        }
+        strip_credentials(&mut target);
+        Some(target)
+    }
+}
+
+/// Removes userinfo and every credential query parameter, in any spelling (the list
+/// [`MediaUrl::clean_key`] drops: `fat`, `Expires`, `Signature`, `Key-Pair-Id`, `X-Amz-*`, ...):
+/// what a URL handed back to a caller, or sent to another origin, must look like.
+pub fn strip_credentials(url: &mut Url) {
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if let Some(query) = url.query() {
+        if query.split('&').any(query::is_credential) {
+            let kept = query::retain(query, |pair| !query::is_credential(pair));
+            url.set_query(kept.as_deref());
+        }
+    }
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange")
+            .field("caller", &self.caller.view().map(|view| view.redacted()))
+            .field("secure", &self.secure)
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EmbeddedStrategy, SecureHosts, StaticToken};
+
+    fn exchange(url: &str, method: Method) -> Exchange {
+        let strategy = EmbeddedStrategy::new(
+            SecureHosts::cometchat("us").unwrap(),
+            Arc::new(StaticToken::parse("TOKEN").unwrap()),
+        );
+        Exchange::for_url(Arc::new(strategy), &Url::parse(url).unwrap(), &method)
+    }
+
+    fn sent(attempt: &Attempt, caller: &str) -> String {
+        let mut url = Url::parse(caller).unwrap();
+        attempt.apply_to_url(&mut url);
+        url.into()
+    }
+
+    const SECURE: &str = "https://files-us.cometchat.io/app/media/a.png";
+
+    #[tokio::test]
+    async fn a_same_host_redirect_is_resolved_afresh_without_a_refusal() {
+        let mut ex = exchange(SECURE, Method::GET);
+        ex.first_ready().unwrap().unwrap();
+        assert!(ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("/app/media/b.png"))));
+        let hop = ex.next().await.unwrap().unwrap();
+        assert_eq!(sent(&hop, SECURE), "https://files-us.cometchat.io/app/media/b.png?fat=TOKEN");
+        assert!(!hop.leaves_callers_origin());
+        assert!(!ex.answered(StatusCode::OK, None));
+        assert_eq!(ex.record(), ExchangeRecord { attempts: 2, hops: 1, ..ExchangeRecord::default() });
+    }
+
+    #[tokio::test]
+    async fn a_foreign_hop_loses_every_credential_parameter_and_userinfo() {
+        let mut ex = exchange(SECURE, Method::GET);
+        ex.first_ready().unwrap().unwrap();
+        let location = HeaderValue::from_static("https://u:p@cdn.example/a?x=1&FAT=T&%66at=T&Signature=S&Expires=1");
+        assert!(ex.answered(StatusCode::TEMPORARY_REDIRECT, Some(&location)));
+        let hop = ex.next().await.unwrap().unwrap();
+        assert_eq!(sent(&hop, SECURE), "https://cdn.example/a?x=1");
+        assert!(hop.resolution().is_none() && hop.leaves_callers_origin());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("session=1"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("image/*"));
+        hop.apply_to_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_earns_one_retry_and_no_more() {
+        let mut ex = exchange(SECURE, Method::GET);
+        ex.first_ready().unwrap().unwrap();
+        assert!(ex.answered(StatusCode::UNAUTHORIZED, None));
+        // A static token cannot be renewed: the strategy gives up, the refusal goes back.
+        assert!(ex.next().await.unwrap().is_none());
+        assert!(!ex.answered(StatusCode::UNAUTHORIZED, None));
+    }
+
+    #[tokio::test]
+    async fn a_redirect_loop_ends_after_the_hop_limit() {
+        let mut ex = exchange(SECURE, Method::GET).with_max_hops(3);
+        ex.first_ready().unwrap().unwrap();
+        let mut sends = 1;
+        while ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("/app/media/a.png"))) {
+            ex.next().await.unwrap().unwrap();
+            sends += 1;
+        }
+        assert_eq!((sends, ex.record().hops), (4, 3));
+    }
+
+    #[test]
+    fn other_methods_and_unreplayable_requests_get_the_redirect_back() {
+        let location = HeaderValue::from_static("/b");
+        let mut post = exchange(SECURE, Method::POST);
+        post.first_ready().unwrap().unwrap();
+        assert!(!post.answered(StatusCode::FOUND, Some(&location)));
+        let mut streaming = exchange(SECURE, Method::GET).replayable(false);
+        streaming.first_ready().unwrap().unwrap();
+        assert!(!streaming.answered(StatusCode::FOUND, Some(&location)));
+        assert!(!streaming.answered(StatusCode::UNAUTHORIZED, None));
+    }
+
+    #[test]
+    fn a_location_that_is_not_http_is_not_followed() {
+        let mut ex = exchange(SECURE, Method::GET);
+        ex.first_ready().unwrap().unwrap();
+        assert!(!ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("file:///etc/passwd"))));
+        assert!(!ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("javascript:alert(1)"))));
+    }
+
+    #[test]
+    fn debug_shows_no_token() {
+        let mut ex = exchange(&format!("{SECURE}?fat=OLD"), Method::GET);
+        let attempt = ex.first_ready().unwrap().unwrap();
+        for shown in [format!("{ex:?}"), format!("{attempt:?}")] {
+            assert!(!shown.contains("TOKEN") && !shown.contains("OLD"), "{shown}");
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! One table of exchange scenarios, run unchanged through the reqwest middleware and the tower
+//! layer against the reference server (and a recording peer as "another origin"): both stacks
+//! drive the core's `Exchange`, and this table is what keeps them from disagreeing again.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+use secure_media::{SecureMediaMode, TokenSource};
+use secure_media_server::Route;
+
+use SecureMediaMode::{Embedded, HeaderBased, Presigned};
+
+const ALL: &[SecureMediaMode] = &[Embedded, HeaderBased, Presigned];
+const TOKEN_MODES: &[SecureMediaMode] = &[Embedded, HeaderBased];
+
+/// What the world does to the request.
+#[derive(Debug, Clone, Copy)]
+enum Setup {
+    /// Nothing: the file is served.
+    Plain,
+    /// The media route refuses the next request with this status.
+    RefusedOnce(u16),
+    /// The media route refuses every request with this status.
+    RefusedForever(u16),
+    /// The media host redirects to another origin (the recorder), echoing the query (with any
+    /// `fat`, `Signature`, `Expires`, `Key-Pair-Id`) into `Location`.
+    ForeignRedirect,
+    /// The caller sends its own `Cookie` and `Authorization`, and the media host redirects to
+    /// another origin.
+    ForeignRedirectWithCallerCredentials,
+    /// The media host moved the file: `302 Location: /<app>/media/<other file>`, no query.
+    MovedOnTheSameHost,
+    /// The media host redirects to itself forever.
+    RedirectLoop,
+}
+
+/// What the caller must get.
+struct Expect {
+    status: u16,
+    /// attempts, retries, hops
+    record: (u32, u32, u32),
+    /// Requests the other origin gets (each checked for every credential).
+    foreign_requests: usize,
+    /// Refusals the media route injected.
+    faults_injected: u64,
+}
+
+struct Case {
+    name: &'static str,
+    modes: &'static [SecureMediaMode],
+    setup: Setup,
+    expect: Expect,
+}
+
+const fn expect(status: u16, record: (u32, u32, u32), foreign_requests: usize, faults_injected: u64) -> Expect {
+    Expect { status, record, foreign_requests, faults_injected }
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "a secure file loads in one attempt",
+        modes: ALL,
+        setup: Setup::Plain,
+        expect: expect(200, (1, 0, 0), 0, 0),
+    },
+    Case {
+        name: "a 401 renews the token and retries once",
+        modes: TOKEN_MODES,
+        setup: Setup::RefusedOnce(401),
+        expect: expect(200, (2, 1, 0), 0, 1),
+    },
+    Case {
+        name: "a 403 on a presigned URL presigns again and retries once",
+        modes: &[Presigned],
+        setup: Setup::RefusedOnce(403),
+        expect: expect(200, (2, 1, 0), 0, 1),
+    },
+    Case {
+        name: "a server that always refuses gets exactly two attempts",
+        modes: TOKEN_MODES,
+        setup: Setup::RefusedForever(401),
+        expect: expect(401, (2, 1, 0), 0, 2),
+    },
+    Case {
+        name: "a presigned URL refused forever gets exactly two attempts",
+        modes: &[Presigned],
+        setup: Setup::RefusedForever(403),
+        expect: expect(403, (2, 1, 0), 0, 2),
+    },
+    Case {
+        name: "a cross-origin redirect carries no token, signature or credential",
+        modes: ALL,
+        setup: Setup::ForeignRedirect,
+        expect: expect(200, (2, 0, 1), 1, 0),
+    },
+    Case {
+        name: "the caller's own Cookie and Authorization stay home on a cross-origin hop",
+        modes: ALL,
+        setup: Setup::ForeignRedirectWithCallerCredentials,
+        expect: expect(200, (2, 0, 1), 1, 0),
+    },
+    Case {
+        name: "a redirect to another path on the secure host loads with no renewal",
+        modes: ALL,
+        setup: Setup::MovedOnTheSameHost,
+        expect: expect(200, (2, 0, 1), 0, 0),
+    },
+    Case {
+        name: "a redirect loop ends after ten hops with the redirect handed back",
+        modes: ALL,
+        setup: Setup::RedirectLoop,
+        expect: expect(302, (11, 0, 10), 0, 0),
+    },
+];
+
+/// Every way a credential could show in what another origin receives.
+const CREDENTIALS: &[&str] =
+    &["fat=", "%66at", "signature=", "expires=", "key-pair-id=", "authorization:", "cookie:", "referer:", "session=1"];
+
+#[tokio::test]
+async fn the_conformance_table_holds_on_both_stacks() {
+    let server = server().await;
+    for case in CASES {
+        for &mode in case.modes {
+            for stack in STACKS {
+                let at = format!("{} [{stack:?} {mode}]", case.name);
+                let recorder = Recorder::start(200).await;
+                server.faults().reset();
+                let cell = login_cell(&server, "conformance").await;
+                let client = Client::new(stack, media(&server, stack, mode, cell.clone()));
+                let url = server.media_url(match case.setup {
+                    Setup::MovedOnTheSameHost => "old.gif",
+                    Setup::RedirectLoop => "loop.gif",
+                    _ => "sample-64x64.gif",
+                });
+                let mut caller_headers: &[(&str, &str)] = &[];
+                match case.setup {
+                    Setup::Plain => {}
+                    Setup::RefusedOnce(status) => {
+                        server.faults().fail_next(Route::Media, 1, StatusCode::from_u16(status).unwrap())
+                    }
+                    Setup::RefusedForever(status) => {
+                        server.faults().fail_next(Route::Media, 1000, StatusCode::from_u16(status).unwrap())
+                    }
+                    Setup::ForeignRedirect => server.faults().redirect_media_to(Some(recorder.base_url.clone()), true),
+                    Setup::MovedOnTheSameHost => server.faults().move_media(Some(("old.gif", "sample-64x64.gif"))),
+                    Setup::RedirectLoop => server.faults().move_media(Some(("loop.gif", "loop.gif"))),
+                    Setup::ForeignRedirectWithCallerCredentials => {
+                        server.faults().redirect_media_to(Some(recorder.base_url.clone()), true);
+                        caller_headers = &[("cookie", "session=1"), ("authorization", "Basic c2Vzc2lvbj0x")];
+                    }
+                }
+                server.reset_stats();
+                let fetched = client.get_with(&url, caller_headers).await.unwrap_or_else(|e| panic!("{at}: {e}"));
+                let stats = server.stats();
+                assert_eq!(fetched.status, case.expect.status, "{at}");
+                let renewals = stats.logins;
+                if case.expect.record.1 == 0 {
+                    assert_eq!(renewals, 0, "{at}: a token was renewed without a refusal");
+                }
+                let record = fetched.record.unwrap_or_else(|| panic!("{at}: no ExchangeRecord on the response"));
+                assert_eq!((record.attempts, record.retries, record.hops), case.expect.record, "{at}: {record:?}");
+                assert_eq!(stats.faults_injected, case.expect.faults_injected, "{at}");
+                let heads = recorder.heads();
+                assert_eq!(heads.len(), case.expect.foreign_requests, "{at}: {heads:?}");
+                for head in &heads {
+                    for credential in CREDENTIALS {
+                        assert!(!head.contains(credential), "{at}: another origin saw {credential:?} in {head}");
+                    }
+                }
+                // What the caller can read of the response names no token and no signature.
+                let token = cell.current().unwrap().expose_secret().to_owned();
+                let shown = fetched.shown.to_ascii_lowercase();
+                for secret in [token.to_ascii_lowercase().as_str(), "fat=", "signature=", "key-pair-id="] {
+                    assert!(!shown.contains(secret), "{at}: the response shows {secret:?}: {}", fetched.shown);
+                }
+                let key = fetched.key.unwrap_or_else(|| panic!("{at}: no media key"));
+                assert_eq!(key.url(), url, "{at}");
+                if record.attempts == 1 {
+                    assert_eq!(stats.requests_with_token, 1, "{at}");
+                }
+            }
+        }
+    }
+}
