@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::{Clock, MediaUrl, Resolution, RetryDecision, StrategyStats, TokenSource};
+use crate::{AccessError, Clock, MediaUrl, Resolution, RetryDecision, StrategyStats, TokenSource};
 
 /// One counter per cache line, so threads counting hits on different keys do not contend.
 #[derive(Default)]
@@ -63,6 +63,9 @@ impl Counters {
 
     /// The token strategies' answer to a refusal: a 401 (or a 403 for a token past its expiry)
     /// renews the token that was used; a retry makes sense only when a different token came back.
+    /// The token source bounds renewals by time (a [`LoginCell`](crate::LoginCell) backs off after
+    /// a failed relogin and does not renew a token it installed moments ago): its error is handed
+    /// back as a refusal at once, and after a logout nothing logs the user back in.
     pub(crate) async fn refuse_token(
         &self,
         tokens: &dyn TokenSource,
@@ -89,10 +92,126 @@ impl Counters {
                 RetryDecision::RetryOnce
             }
             Ok(_) => RetryDecision::GiveUp,
+            Err(AccessError::NotLoggedIn) => {
+                tracing::info!(url = %url.redacted(), %status, "media refused after logout; not logging in again");
+                RetryDecision::GiveUp
+            }
             Err(error) => {
                 tracing::warn!(url = %url.redacted(), %status, %error, "media refused; the token could not be renewed");
                 RetryDecision::GiveUp
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::{
+        EmbeddedStrategy, FileAccessToken, HeaderStrategy, LoginCell, ManualClock, MediaAccessStrategy, SecureHosts,
+    };
+
+    /// A media server that refuses every token, and a relogin hook that counts its calls (and
+    /// fails like a login endpoint answering 503 while `failing` is set).
+    struct Storm {
+        clock: Arc<ManualClock>,
+        cell: Arc<LoginCell>,
+        relogins: Arc<AtomicUsize>,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Storm {
+        fn new() -> Self {
+            let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000_000)));
+            let (relogins, failing) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+            let (counter, fails) = (relogins.clone(), failing.clone());
+            let cell = LoginCell::with_relogin(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let failing = fails.load(Ordering::SeqCst);
+                async move {
+                    if failing {
+                        Err(AccessError::RefreshFailed("the login endpoint answered 503".into()))
+                    } else {
+                        FileAccessToken::new(format!("fresh-{n}"))
+                    }
+                }
+            })
+            .with_clock(clock.clone());
+            cell.set(FileAccessToken::new("first").unwrap());
+            Self { clock, cell: Arc::new(cell), relogins, failing }
+        }
+
+        fn strategies(&self) -> [Arc<dyn MediaAccessStrategy>; 2] {
+            let hosts = SecureHosts::cometchat("us").unwrap();
+            [
+                Arc::new(EmbeddedStrategy::new(hosts.clone(), self.cell.clone()).with_clock(self.clock.clone())),
+                Arc::new(HeaderStrategy::new(hosts, self.cell.clone()).with_clock(self.clock.clone())),
+            ]
+        }
+
+        fn relogins(&self) -> usize {
+            self.relogins.load(Ordering::SeqCst)
+        }
+    }
+
+    /// `requests` requests through `strategy`, each refused with 401, its retry too.
+    async fn refuse_every_request(strategy: &dyn MediaAccessStrategy, requests: usize) {
+        let view = MediaUrl::parse_plain("https://files-us.cometchat.io/app/media/a.png").unwrap();
+        for _ in 0..requests {
+            let used = strategy.resolve(&view).await.unwrap();
+            if strategy.rejected(&view, &used, StatusCode::UNAUTHORIZED).await == RetryDecision::RetryOnce {
+                let again = strategy.resolve(&view).await.unwrap();
+                assert_eq!(strategy.rejected(&view, &again, StatusCode::UNAUTHORIZED).await, RetryDecision::GiveUp);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thousand_refused_requests_make_one_relogin_per_quiet_period() {
+        for index in 0..2 {
+            let storm = Storm::new();
+            let strategy = storm.strategies()[index].clone();
+            refuse_every_request(&*strategy, 1_000).await;
+            assert_eq!(storm.relogins(), 1, "strategy {index}");
+            let stats = strategy.stats();
+            assert_eq!((stats.refusals, stats.retries), (1_001, 1), "strategy {index}");
+            // Renewals grow with time, not with traffic: one more once the quiet period has passed.
+            storm.clock.advance(Duration::from_secs(5));
+            refuse_every_request(&*strategy, 1_000).await;
+            assert_eq!(storm.relogins(), 2, "strategy {index}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thousand_refused_requests_while_login_fails_make_one_relogin_per_backoff() {
+        for index in 0..2 {
+            let storm = Storm::new();
+            storm.failing.store(true, Ordering::SeqCst);
+            let strategy = storm.strategies()[index].clone();
+            refuse_every_request(&*strategy, 1_000).await;
+            assert_eq!(storm.relogins(), 1, "strategy {index}");
+            assert_eq!(strategy.stats().retries, 0, "strategy {index}");
+            // The first backoff is at most 1 s.
+            storm.clock.advance(Duration::from_secs(1));
+            refuse_every_request(&*strategy, 1_000).await;
+            assert_eq!(storm.relogins(), 2, "strategy {index}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_after_logout_is_handed_back_without_a_login() {
+        let storm = Storm::new();
+        let view = MediaUrl::parse_plain("https://files-us.cometchat.io/app/media/a.png").unwrap();
+        for strategy in storm.strategies() {
+            let used = strategy.resolve(&view).await.unwrap();
+            storm.cell.clear();
+            assert_eq!(strategy.rejected(&view, &used, StatusCode::UNAUTHORIZED).await, RetryDecision::GiveUp);
+            assert!(storm.cell.current().is_none());
+            storm.cell.set(FileAccessToken::new("again").unwrap());
+        }
+        assert_eq!(storm.relogins(), 0);
     }
 }

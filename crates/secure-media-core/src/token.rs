@@ -2,8 +2,8 @@
 //! [`StaticToken`] and the app-fed [`LoginCell`].
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,13 +12,18 @@ use async_trait::async_trait;
 use base64::Engine;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use http::{HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
 
-use crate::{AccessError, ParamValue, SharedHeaders};
+use crate::{AccessError, Clock, ParamValue, SharedHeaders, SystemClock};
 
 /// How far past its `exp` a token still counts as valid, for clocks that disagree a little.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
 
 const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Keeps the opaque-token digest apart from any other SHA-256 of the token. Changing it changes
+/// every principal (and every shared cache key): bump the version when it must.
+const OPAQUE_PRINCIPAL_DOMAIN: &[u8] = b"secure-media/opaque-token-principal/v1\0";
 
 /// A File Access Token: the secret that proves access to secure media.
 ///
@@ -65,8 +70,9 @@ impl FileAccessToken {
             return Err(AccessError::MalformedToken("not printable ASCII"));
         }
         let (expires_at, subject) = if secret.contains('.') { read_jwt_claims(&secret)? } else { (None, None) };
-        // Scope an opaque token by a one-way digest of it, never by the token itself.
-        let digest_scope = format!("fat:{:016x}", fingerprint(&secret));
+        // Scope an opaque token (or an unverified claim) by a one-way digest of the token, never
+        // by the token itself.
+        let digest_scope = opaque_principal(&secret);
         let principal = match &subject {
             Some(sub) => format!("sub:{sub}"),
             None => digest_scope.clone(),
@@ -104,6 +110,10 @@ impl FileAccessToken {
 
     /// Who this token speaks for: `sub:<sub>`, or `fat:<digest>` for a token without `sub`.
     /// Presigned URLs are cached per principal so one user's URL never reaches another.
+    ///
+    /// The digest is the first 16 bytes, in lower-case hex, of SHA-256 over the fixed prefix
+    /// `secure-media/opaque-token-principal/v1\0` followed by the token: one-way, and stable
+    /// across processes, machines and Rust releases, so a cache shared through Redis keys alike.
     pub fn principal(&self) -> &str {
         &self.principal
     }
@@ -171,12 +181,16 @@ impl FileAccessToken {
     }
 }
 
-fn fingerprint(secret: &str) -> u64 {
-    // Fixed keys, so a principal is stable across processes (a shared cache keys by it).
-    let mut hasher =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
-    hasher.write(secret.as_bytes());
-    hasher.finish()
+/// `fat:` and the first 16 bytes of SHA-256 over a domain-separation prefix and the token, in
+/// hex: the same in every process and Rust release, since shared caches (Redis) key by it.
+fn opaque_principal(secret: &str) -> String {
+    let digest = Sha256::new().chain_update(OPAQUE_PRINCIPAL_DOMAIN).chain_update(secret.as_bytes()).finalize();
+    let mut principal = String::with_capacity(4 + 32);
+    principal.push_str("fat:");
+    for byte in &digest[..16] {
+        let _ = write!(principal, "{byte:02x}");
+    }
+    principal
 }
 
 fn read_jwt_claims(token: &str) -> Result<(Option<SystemTime>, Option<String>), AccessError> {
@@ -270,7 +284,9 @@ impl fmt::Debug for TokenRef<'_> {
 ///
 /// `current` is the synchronous hot path; `refresh` is called after the media server refused
 /// `stale`, and must be single-flight (one renewal for any number of callers that saw `stale`)
-/// and skip the renewal when `stale` is no longer the current token.
+/// and skip the renewal when `stale` is no longer the current token. It may answer an error at
+/// once instead of renewing: after a logout, or while it backs off from renewals that failed or
+/// did not help (see [`LoginCell`]).
 #[async_trait]
 pub trait TokenSource: Send + Sync + 'static {
     /// The current token, if there is one.
@@ -361,7 +377,7 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<FileAccessToken>, AccessError
 /// ```
 /// # futures::executor::block_on(async {
 /// use std::sync::Arc;
-/// use secure_media_core::{FileAccessToken, LoginCell, TokenSource};
+/// use secure_media_core::{AccessError, FileAccessToken, LoginCell, TokenSource};
 ///
 /// let cell = LoginCell::with_relogin(|| async { FileAccessToken::new("fresh") });
 /// assert!(cell.current().is_none());
@@ -369,14 +385,198 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<FileAccessToken>, AccessError
 /// let fresh = cell.refresh(&stale).await.unwrap();
 /// assert_eq!(fresh.expose_secret(), "fresh");
 /// assert!(Arc::ptr_eq(&cell.current().unwrap(), &fresh));
+/// // After logout a refusal never logs the user back in.
+/// cell.clear();
+/// assert_eq!(cell.refresh(&fresh).await.unwrap_err(), AccessError::NotLoggedIn);
 /// # });
 /// ```
-#[derive(Default)]
+///
+/// Renewals are bounded by time, not by traffic:
+/// - a failed relogin is remembered for a backoff (1 s, doubling with each failure in a row up to
+///   60 s, jittered down to half of that): meanwhile `refresh` answers
+///   [`AccessError::RefreshFailed`] at once, without calling the hook;
+/// - a token that a relogin installed less than a quiet period ago (5 s) and that is refused
+///   already is not renewed again: `refresh` answers [`AccessError::RefreshFailed`].
+///
+/// So a media server that refuses every token costs one relogin per quiet period, whatever the
+/// number of requests. See [`with_renewal_backoff`](Self::with_renewal_backoff),
+/// [`with_quiet_period`](Self::with_quiet_period) and [`with_clock`](Self::with_clock).
 pub struct LoginCell {
-    token: RwLock<Option<Arc<FileAccessToken>>>,
+    state: Arc<CellState>,
     relogin: Option<Relogin>,
-    flight: Mutex<Option<Flight>>,
+    policy: RenewalPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+/// What a relogin in the air reaches through a `Weak`: the flight lives in the cell, so a strong
+/// reference would keep the cell alive through a flight nobody polls.
+#[derive(Default)]
+struct CellState {
+    token: RwLock<Option<Arc<FileAccessToken>>>,
+    /// Taken before `token` by every writer, so a refresh sees the token, the flight and the
+    /// generation change together.
+    renewal: Mutex<Renewal>,
     listeners: Mutex<Vec<Weak<dyn TokenListener>>>,
+}
+
+#[derive(Default)]
+struct Renewal {
+    /// Bumped by every change of token, so a relogin started before a logout or a login by the
+    /// app can tell that its token is no longer wanted.
+    generation: u64,
+    /// The relogin in the air, with the number that tells it apart from a later one.
+    flight: Option<(u64, Flight)>,
+    flights_started: u64,
+    /// Failed relogins in a row.
+    failures: u32,
+    last_failure: Option<RenewalFailure>,
+    /// The token the last successful relogin installed, and when.
+    renewed: Option<(Weak<FileAccessToken>, SystemTime)>,
+}
+
+struct RenewalFailure {
+    at: SystemTime,
+    wait: Duration,
+    error: AccessError,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RenewalPolicy {
+    backoff_first: Duration,
+    backoff_max: Duration,
+    quiet: Duration,
+}
+
+impl Default for RenewalPolicy {
+    fn default() -> Self {
+        Self {
+            backoff_first: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            quiet: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RenewalPolicy {
+    /// The wait after `failures` failed relogins in a row: `first · 2^(failures - 1)`, at most
+    /// `max`, jittered down to as little as half so that clients that failed together do not
+    /// come back together.
+    fn backoff(&self, failures: u32) -> Duration {
+        let doubling = 2u32.checked_pow(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+        let wait = self.backoff_first.saturating_mul(doubling).min(self.backoff_max);
+        let factor = 0.5 + fastrand::f64() / 2.0;
+        Duration::try_from_secs_f64(wait.as_secs_f64() * factor).map_or(wait, |jittered| jittered.min(wait))
+    }
+}
+
+/// How long since `mark`; a clock that went back ends a wait rather than stretching it.
+fn elapsed_since(now: SystemTime, mark: SystemTime) -> Duration {
+    now.duration_since(mark).unwrap_or(Duration::MAX)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+enum NextStep {
+    Wait(Flight),
+    Answer(Result<Arc<FileAccessToken>, AccessError>),
+}
+
+type Change = (Option<Arc<FileAccessToken>>, Option<Arc<FileAccessToken>>);
+
+impl CellState {
+    fn current(&self) -> Option<Arc<FileAccessToken>> {
+        self.token.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Puts `new` in place under the renewal lock the caller holds; answers the change for
+    /// [`notify`](Self::notify), to be called once that lock is released.
+    fn swap(&self, renewal: &mut Renewal, new: Option<Arc<FileAccessToken>>) -> Option<Change> {
+        let mut slot = self.token.write().unwrap_or_else(PoisonError::into_inner);
+        let same = match (&*slot, &new) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return None;
+        }
+        renewal.generation = renewal.generation.wrapping_add(1);
+        let old = std::mem::replace(&mut *slot, new.clone());
+        Some((old, new))
+    }
+
+    /// Tells the listeners, outside every lock: they may read the cell.
+    fn notify(&self, (old, new): Change) {
+        let listeners: Vec<_> = {
+            let mut list = lock(&self.listeners);
+            list.retain(|l| l.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        tracing::debug!(
+            changed_principal = old.as_ref().map(|t| t.principal()) != new.as_ref().map(|t| t.principal()),
+            "file access token replaced"
+        );
+        for listener in listeners {
+            listener.token_changed(old.as_deref(), new.as_deref());
+        }
+    }
+
+    /// The end of relogin `id`, inside its flight: taking the flight down and installing its token
+    /// are one step under the renewal lock, so no caller can start a second relogin in between.
+    fn finish(
+        &self,
+        id: u64,
+        generation: u64,
+        outcome: Result<FileAccessToken, AccessError>,
+        now: SystemTime,
+        policy: RenewalPolicy,
+    ) -> Result<Arc<FileAccessToken>, AccessError> {
+        let (answer, change) = {
+            let mut renewal = lock(&self.renewal);
+            if renewal.flight.as_ref().is_some_and(|(flight, _)| *flight == id) {
+                renewal.flight = None;
+            }
+            if renewal.generation != generation {
+                // The app logged out (or in) while this relogin was in the air: its choice stands.
+                tracing::info!("the user logged out or in during a relogin: its token is dropped");
+                return self.current().ok_or(AccessError::NotLoggedIn);
+            }
+            match outcome {
+                Ok(token) => {
+                    let fresh = Arc::new(token);
+                    let change = self.swap(&mut renewal, Some(fresh.clone()));
+                    renewal.failures = 0;
+                    renewal.last_failure = None;
+                    renewal.renewed = Some((Arc::downgrade(&fresh), now));
+                    (Ok(fresh), change)
+                }
+                Err(error) => {
+                    renewal.failures = renewal.failures.saturating_add(1);
+                    let wait = policy.backoff(renewal.failures);
+                    tracing::warn!(
+                        %error,
+                        failures = renewal.failures,
+                        backoff_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "logging in again failed: backing off"
+                    );
+                    renewal.last_failure = Some(RenewalFailure { at: now, wait, error: error.clone() });
+                    (Err(error), None)
+                }
+            }
+        };
+        if let Some(change) = change {
+            self.notify(change);
+        }
+        answer
+    }
+}
+
+impl Default for LoginCell {
+    fn default() -> Self {
+        Self { state: Arc::default(), relogin: None, policy: RenewalPolicy::default(), clock: Arc::new(SystemClock) }
+    }
 }
 
 impl LoginCell {
@@ -394,105 +594,157 @@ impl LoginCell {
         Self { relogin: Some(Arc::new(move || relogin().boxed())), ..Self::default() }
     }
 
+    /// Uses another clock for the renewal backoff and quiet period (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long a failed relogin is remembered: `first` after one failure, twice as long after
+    /// each further failure in a row, never more than `max`; each wait is jittered down to as
+    /// little as half. Default: 1 s up to 60 s. `Duration::ZERO` turns the backoff off.
+    pub fn with_renewal_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.policy.backoff_first = first.min(max);
+        self.policy.backoff_max = max;
+        self
+    }
+
+    /// How long after a relogin a refusal of the token it installed is answered with an error
+    /// instead of another relogin (a server that refuses every token would otherwise be asked
+    /// for a new one by every request). Default: 5 s. `Duration::ZERO` turns it off.
+    pub fn with_quiet_period(mut self, quiet: Duration) -> Self {
+        self.policy.quiet = quiet;
+        self
+    }
+
     /// Sets the token after a login or re-login; answers it as shared.
     pub fn set(&self, token: FileAccessToken) -> Arc<FileAccessToken> {
         let token = Arc::new(token);
-        self.install(Some(token.clone()));
+        self.replace(Some(token.clone()));
         token
     }
 
-    /// Forgets the token (logout). Caches scoped by its principal are purged.
+    /// Forgets the token (logout). Caches scoped by its principal are purged, and a relogin in
+    /// the air when this is called installs nothing.
     pub fn clear(&self) {
-        self.install(None);
+        self.replace(None);
     }
 
-    fn install(&self, new: Option<Arc<FileAccessToken>>) {
-        let old = {
-            let mut slot = self.token.write().unwrap_or_else(PoisonError::into_inner);
-            let same = match (&*slot, &new) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if same {
-                return;
+    /// A login or logout by the app.
+    fn replace(&self, new: Option<Arc<FileAccessToken>>) {
+        let change = {
+            let mut renewal = lock(&self.state.renewal);
+            let change = self.state.swap(&mut renewal, new);
+            if change.is_some() {
+                // A relogin in the air renews a token that is gone (its waiters get this one),
+                // and what failed relogins taught does not apply to the app's own login.
+                renewal.flight = None;
+                renewal.failures = 0;
+                renewal.last_failure = None;
             }
-            std::mem::replace(&mut *slot, new.clone())
+            change
         };
-        // Listeners run outside the lock: they may read the cell.
-        let listeners: Vec<_> = {
-            let mut list = self.listeners.lock().unwrap_or_else(PoisonError::into_inner);
-            list.retain(|l| l.strong_count() > 0);
-            list.iter().filter_map(Weak::upgrade).collect()
-        };
-        tracing::debug!(
-            changed_principal = old.as_ref().map(|t| t.principal()) != new.as_ref().map(|t| t.principal()),
-            "file access token replaced"
-        );
-        for listener in listeners {
-            listener.token_changed(old.as_deref(), new.as_deref());
+        if let Some(change) = change {
+            self.state.notify(change);
         }
+    }
+
+    /// The relogin to wait for (joined or started), or the answer when none may start.
+    fn next_step(&self, stale: &Arc<FileAccessToken>) -> NextStep {
+        let mut renewal = lock(&self.state.renewal);
+        match self.state.current() {
+            None => return NextStep::Answer(Err(AccessError::NotLoggedIn)),
+            Some(current) if !Arc::ptr_eq(&current, stale) => return NextStep::Answer(Ok(current)),
+            Some(_) => {}
+        }
+        if let Some((_, flight)) = &renewal.flight {
+            return NextStep::Wait(flight.clone());
+        }
+        let Some(relogin) = self.relogin.clone() else {
+            return NextStep::Answer(Err(AccessError::RefreshFailed("the token was refused: log in again".into())));
+        };
+        let now = self.clock.now();
+        if let Some((renewed, at)) = &renewal.renewed {
+            let since = elapsed_since(now, *at);
+            if std::ptr::eq(renewed.as_ptr(), Arc::as_ptr(stale)) && since < self.policy.quiet {
+                return NextStep::Answer(Err(AccessError::RefreshFailed(format!(
+                    "the token a relogin installed {:.1} s ago was refused too: not logging in again for {:.1} s",
+                    since.as_secs_f64(),
+                    (self.policy.quiet - since).as_secs_f64()
+                ))));
+            }
+        }
+        if let Some(failure) = &renewal.last_failure {
+            let since = elapsed_since(now, failure.at);
+            if since < failure.wait {
+                return NextStep::Answer(Err(AccessError::RefreshFailed(format!(
+                    "logging in again failed {} time(s) in a row ({}): backing off for {:.1} s",
+                    renewal.failures,
+                    failure.error,
+                    (failure.wait - since).as_secs_f64()
+                ))));
+            }
+        }
+        tracing::info!("file access token refused: logging in again");
+        renewal.flights_started = renewal.flights_started.wrapping_add(1);
+        let (id, generation) = (renewal.flights_started, renewal.generation);
+        let state = Arc::downgrade(&self.state);
+        let (clock, policy) = (self.clock.clone(), self.policy);
+        let flight = async move {
+            let outcome = relogin().await;
+            match state.upgrade() {
+                Some(state) => state.finish(id, generation, outcome, clock.now(), policy),
+                None => Err(AccessError::NotLoggedIn),
+            }
+        }
+        .boxed()
+        .shared();
+        renewal.flight = Some((id, flight.clone()));
+        NextStep::Wait(flight)
     }
 }
 
 #[async_trait]
 impl TokenSource for LoginCell {
     fn current(&self) -> Option<Arc<FileAccessToken>> {
-        self.token.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.state.current()
     }
 
     fn peek(&self) -> Option<TokenRef<'_>> {
-        let guard = self.token.read().unwrap_or_else(PoisonError::into_inner);
+        let guard = self.state.token.read().unwrap_or_else(PoisonError::into_inner);
         guard.is_some().then(|| TokenRef(Lent::Locked(guard)))
     }
 
+    /// Answers the current token when `stale` is no longer it; [`AccessError::NotLoggedIn`] after
+    /// a logout (never logging back in); otherwise joins or starts the one relogin, unless a
+    /// failed one is being backed off from or `stale` was installed by a relogin within the quiet
+    /// period ([`AccessError::RefreshFailed`], at once).
     async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
-        if let Some(current) = self.current() {
-            if !Arc::ptr_eq(&current, stale) {
-                return Ok(current);
-            }
+        match self.next_step(stale) {
+            NextStep::Wait(flight) => flight.await,
+            NextStep::Answer(answer) => answer,
         }
-        let Some(relogin) = self.relogin.clone() else {
-            return Err(AccessError::RefreshFailed("the token was refused: log in again".into()));
-        };
-        let flight = {
-            let mut slot = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
-            match &*slot {
-                Some(flight) => flight.clone(),
-                None => {
-                    tracing::info!("file access token refused: logging in again");
-                    let flight = async move { relogin().await.map(Arc::new) }.boxed().shared();
-                    *slot = Some(flight.clone());
-                    flight
-                }
-            }
-        };
-        let outcome = flight.clone().await;
-        {
-            let mut slot = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
-            if slot.as_ref().is_some_and(|f| f.ptr_eq(&flight)) {
-                *slot = None;
-            }
-        }
-        let fresh = outcome?;
-        self.install(Some(fresh.clone()));
-        Ok(fresh)
     }
 
     fn subscribe(&self, listener: Weak<dyn TokenListener>) {
-        self.listeners.lock().unwrap_or_else(PoisonError::into_inner).push(listener);
+        lock(&self.state.listeners).push(listener);
     }
 }
 
 impl fmt::Debug for LoginCell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginCell").field("token", &self.current()).field("relogin", &self.relogin.is_some()).finish()
+        f.debug_struct("LoginCell")
+            .field("token", &self.current())
+            .field("relogin", &self.relogin.is_some())
+            .field("renewal_failures", &lock(&self.state.renewal).failures)
+            .finish()
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::ManualClock;
     use std::sync::atomic::AtomicUsize;
 
     /// An unsigned JWT with the given claims (tests only).
@@ -660,23 +912,306 @@ pub(crate) mod tests {
         assert!(fixed.refresh(&fixed.current().unwrap()).await.is_err());
     }
 
+    /// Records each token change as (old principal, new principal).
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(Option<String>, Option<String>)>>);
+
+    impl TokenListener for Recorder {
+        fn token_changed(&self, old: Option<&FileAccessToken>, new: Option<&FileAccessToken>) {
+            let p = |t: Option<&FileAccessToken>| t.map(|t| t.principal().to_owned());
+            self.0.lock().unwrap().push((p(old), p(new)));
+        }
+    }
+
+    impl Recorder {
+        fn attach(cell: &LoginCell) -> Arc<Self> {
+            let recorder = Arc::new(Self::default());
+            cell.subscribe(Arc::downgrade(&recorder) as Weak<dyn TokenListener>);
+            recorder
+        }
+
+        fn seen(&self) -> Vec<(Option<String>, Option<String>)> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
     #[test]
     fn listeners_hear_login_and_logout() {
-        struct Recorder(Mutex<Vec<(Option<String>, Option<String>)>>);
-        impl TokenListener for Recorder {
-            fn token_changed(&self, old: Option<&FileAccessToken>, new: Option<&FileAccessToken>) {
-                let p = |t: Option<&FileAccessToken>| t.map(|t| t.principal().to_owned());
-                self.0.lock().unwrap().push((p(old), p(new)));
-            }
-        }
-        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
         let cell = LoginCell::new();
-        let weak: Weak<dyn TokenListener> = Arc::downgrade(&recorder) as Weak<dyn TokenListener>;
-        cell.subscribe(weak);
+        let recorder = Recorder::attach(&cell);
         cell.set(FileAccessToken::new(jwt(r#"{"sub":"a"}"#)).unwrap());
         cell.clear();
         cell.clear();
-        let seen = recorder.0.lock().unwrap().clone();
-        assert_eq!(seen, vec![(None, Some("sub:a".into())), (Some("sub:a".into()), None)]);
+        assert_eq!(recorder.seen(), vec![(None, Some("sub:a".into())), (Some("sub:a".into()), None)]);
+    }
+
+    #[test]
+    fn opaque_principal_is_a_pinned_sha256_digest() {
+        // Shared caches (Redis) key by it: it must not change with the process or the Rust release.
+        let token = FileAccessToken::new("s3cr3t-opaque").unwrap();
+        assert_eq!(token.principal(), "fat:b3b15991fed4122a4cca061cadc4a376");
+        assert_ne!(FileAccessToken::new("s3cr3t-opaquf").unwrap().principal(), token.principal());
+    }
+
+    fn start() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000_000)))
+    }
+
+    /// A relogin hook that counts its calls and answers `fresh-<n>`, or a 503 while `failing`.
+    #[derive(Default)]
+    struct Hook {
+        calls: AtomicUsize,
+        failing: AtomicBool,
+    }
+
+    impl Hook {
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        fn fail(&self, failing: bool) {
+            self.failing.store(failing, Ordering::SeqCst);
+        }
+    }
+
+    fn cell_with_hook(clock: &Arc<ManualClock>) -> (LoginCell, Arc<Hook>) {
+        let hook = Arc::new(Hook::default());
+        let counter = hook.clone();
+        let cell = LoginCell::with_relogin(move || {
+            let n = counter.calls.fetch_add(1, Ordering::SeqCst);
+            let failing = counter.failing.load(Ordering::SeqCst);
+            async move {
+                if failing {
+                    Err(AccessError::RefreshFailed("the login endpoint answered 503".into()))
+                } else {
+                    FileAccessToken::new(format!("fresh-{n}"))
+                }
+            }
+        })
+        .with_clock(clock.clone());
+        (cell, hook)
+    }
+
+    /// A relogin hook that counts its calls, says when it started and waits to be released.
+    #[derive(Default)]
+    struct Paused {
+        calls: AtomicUsize,
+        started: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    fn paused_cell() -> (Arc<LoginCell>, Arc<Paused>) {
+        let hook = Arc::new(Paused::default());
+        let paused = hook.clone();
+        let cell = LoginCell::with_relogin(move || {
+            let paused = paused.clone();
+            async move {
+                let n = paused.calls.fetch_add(1, Ordering::SeqCst);
+                paused.started.notify_one();
+                paused.release.notified().await;
+                FileAccessToken::new(format!("fresh-{n}"))
+            }
+        });
+        (Arc::new(cell), hook)
+    }
+
+    fn is_refresh_failed_saying(answer: &Result<Arc<FileAccessToken>, AccessError>, words: &str) -> bool {
+        matches!(answer, Err(AccessError::RefreshFailed(message)) if message.contains(words))
+    }
+
+    #[tokio::test]
+    async fn refresh_after_logout_answers_not_logged_in_and_never_logs_in() {
+        let (cell, hook) = cell_with_hook(&start());
+        let stale = cell.set(FileAccessToken::new("before-logout").unwrap());
+        cell.clear();
+        assert_eq!(cell.refresh(&stale).await.unwrap_err(), AccessError::NotLoggedIn);
+        assert_eq!(hook.calls(), 0);
+        assert!(cell.current().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_relogin_that_finishes_after_logout_installs_nothing() {
+        let (cell, hook) = paused_cell();
+        let recorder = Recorder::attach(&cell);
+        let stale = cell.set(FileAccessToken::new("stale").unwrap());
+        let waiter = tokio::spawn({
+            let (cell, stale) = (cell.clone(), stale.clone());
+            async move { cell.refresh(&stale).await }
+        });
+        hook.started.notified().await;
+        cell.clear();
+        hook.release.notify_one();
+        assert_eq!(waiter.await.unwrap().unwrap_err(), AccessError::NotLoggedIn);
+        assert!(cell.current().is_none());
+        let principal = Some(stale.principal().to_owned());
+        assert_eq!(recorder.seen(), vec![(None, principal.clone()), (principal, None)], "only login and logout");
+        // Nor does a later refusal of the old token log in.
+        assert_eq!(cell.refresh(&stale).await.unwrap_err(), AccessError::NotLoggedIn);
+        assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_relogin_that_finishes_after_the_app_logged_in_keeps_the_apps_token() {
+        let (cell, hook) = paused_cell();
+        let stale = cell.set(FileAccessToken::new("stale").unwrap());
+        let waiter = tokio::spawn({
+            let (cell, stale) = (cell.clone(), stale.clone());
+            async move { cell.refresh(&stale).await }
+        });
+        hook.started.notified().await;
+        let app = cell.set(FileAccessToken::new("app-login").unwrap());
+        hook.release.notify_one();
+        assert!(Arc::ptr_eq(&waiter.await.unwrap().unwrap(), &app));
+        assert!(Arc::ptr_eq(&cell.current().unwrap(), &app));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_relogin_never_starts_while_one_is_being_installed() {
+        // Callers that joined the relogin and latecomers that still saw the stale token race with
+        // its install on two threads: every round makes exactly one relogin.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let cell = Arc::new(
+            LoginCell::with_relogin(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::task::yield_now().await;
+                    FileAccessToken::new(format!("fresh-{n}"))
+                }
+            })
+            .with_quiet_period(Duration::ZERO),
+        );
+        cell.set(FileAccessToken::new("first").unwrap());
+        for round in 1..=1_000 {
+            let stale = cell.current().unwrap();
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (cell, stale, start) = (cell.clone(), stale.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        cell.refresh(&stale).await
+                    })
+                })
+                .collect();
+            let mut fresh = Vec::new();
+            for task in tasks {
+                fresh.push(task.await.unwrap().unwrap());
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), round, "round {round}: a second relogin started");
+            assert!(fresh.iter().all(|t| Arc::ptr_eq(t, &fresh[0]) && !Arc::ptr_eq(t, &stale)));
+            assert!(Arc::ptr_eq(&cell.current().unwrap(), &fresh[0]));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_relogin_is_not_retried_until_its_backoff_has_passed() {
+        let clock = start();
+        let (cell, hook) = cell_with_hook(&clock);
+        hook.fail(true);
+        let stale = cell.set(FileAccessToken::new("stale-secret").unwrap());
+        assert!(is_refresh_failed_saying(&cell.refresh(&stale).await, "503"));
+        assert_eq!(hook.calls(), 1);
+        for _ in 0..100 {
+            let answer = cell.refresh(&stale).await;
+            assert!(is_refresh_failed_saying(&answer, "backing off"), "{answer:?}");
+            assert!(!format!("{answer:?}").contains("stale-secret"));
+        }
+        assert_eq!(hook.calls(), 1, "answered at once, without the hook");
+        // The first wait is at most 1 s.
+        clock.advance(Duration::from_secs(1));
+        assert!(is_refresh_failed_saying(&cell.refresh(&stale).await, "503"));
+        assert_eq!(hook.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_backoff_doubles_with_each_failure_in_a_row_up_to_its_cap() {
+        let clock = start();
+        let (cell, hook) = cell_with_hook(&clock);
+        hook.fail(true);
+        let stale = cell.set(FileAccessToken::new("stale").unwrap());
+        cell.refresh(&stale).await.unwrap_err();
+        // Each wait lies between half its target and its target: 1 s, 2 s, 4 s, ... capped at 60 s.
+        let mut target = Duration::from_secs(1);
+        for failures in 1..=10 {
+            clock.advance(target / 2 - Duration::from_millis(1));
+            assert!(is_refresh_failed_saying(&cell.refresh(&stale).await, "backing off"), "after {failures}");
+            assert_eq!(hook.calls(), failures);
+            clock.advance(target / 2 + Duration::from_millis(1));
+            cell.refresh(&stale).await.unwrap_err();
+            assert_eq!(hook.calls(), failures + 1);
+            target = (target * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_successful_relogin_resets_the_backoff() {
+        let clock = start();
+        let (cell, hook) = cell_with_hook(&clock);
+        hook.fail(true);
+        let stale = cell.set(FileAccessToken::new("stale").unwrap());
+        for wait in [1, 2, 4] {
+            cell.refresh(&stale).await.unwrap_err();
+            clock.advance(Duration::from_secs(wait));
+        }
+        hook.fail(false);
+        let fresh = cell.refresh(&stale).await.unwrap();
+        assert_eq!((fresh.expose_secret(), hook.calls()), ("fresh-3", 4));
+        // The renewed token is refused later and the login endpoint fails again: a new streak,
+        // whose first wait is 1 s at most (the old streak's next would be 4 s at least).
+        clock.advance(Duration::from_secs(5));
+        hook.fail(true);
+        cell.refresh(&fresh).await.unwrap_err();
+        assert_eq!(hook.calls(), 5);
+        clock.advance(Duration::from_secs(1));
+        cell.refresh(&fresh).await.unwrap_err();
+        assert_eq!(hook.calls(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_login_by_the_app_ends_the_backoff() {
+        let clock = start();
+        let (cell, hook) = cell_with_hook(&clock);
+        hook.fail(true);
+        let stale = cell.set(FileAccessToken::new("stale").unwrap());
+        cell.refresh(&stale).await.unwrap_err();
+        hook.fail(false);
+        let app = cell.set(FileAccessToken::new("app-login").unwrap());
+        assert_eq!(cell.refresh(&app).await.unwrap().expose_secret(), "fresh-1");
+    }
+
+    #[tokio::test]
+    async fn a_token_refused_right_after_its_relogin_is_not_renewed_again() {
+        let clock = start();
+        let (cell, hook) = cell_with_hook(&clock);
+        let stale = cell.set(FileAccessToken::new("stale").unwrap());
+        let fresh = cell.refresh(&stale).await.unwrap();
+        for _ in 0..100 {
+            assert!(is_refresh_failed_saying(&cell.refresh(&fresh).await, "not logging in again"));
+        }
+        clock.advance(Duration::from_millis(4_999));
+        assert!(is_refresh_failed_saying(&cell.refresh(&fresh).await, "not logging in again"));
+        assert_eq!(hook.calls(), 1);
+        // Once the quiet period (5 s) has passed, the refused token is renewed.
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(cell.refresh(&fresh).await.unwrap().expose_secret(), "fresh-1");
+        // A token the app set itself is renewed at once.
+        let app = cell.set(FileAccessToken::new("app-login").unwrap());
+        assert_eq!(cell.refresh(&app).await.unwrap().expose_secret(), "fresh-2");
+    }
+
+    #[tokio::test]
+    async fn the_quiet_period_and_the_backoff_are_configurable() {
+        let clock = start();
+        let (cell, hook) = cell_with_hook(&clock);
+        let cell = cell.with_quiet_period(Duration::ZERO).with_renewal_backoff(Duration::ZERO, Duration::ZERO);
+        let first = cell.set(FileAccessToken::new("first").unwrap());
+        let second = cell.refresh(&first).await.unwrap();
+        cell.refresh(&second).await.unwrap();
+        hook.fail(true);
+        let current = cell.current().unwrap();
+        cell.refresh(&current).await.unwrap_err();
+        cell.refresh(&current).await.unwrap_err();
+        assert_eq!(hook.calls(), 4);
     }
 }

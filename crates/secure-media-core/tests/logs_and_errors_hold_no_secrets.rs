@@ -49,7 +49,12 @@ fn logs_errors_and_debug_output_never_show_a_secret() {
     let mut shown = Vec::<String>::new();
     tracing::subscriber::with_default(subscriber, || {
         futures::executor::block_on(async {
-            let cell = Arc::new(LoginCell::with_relogin(|| async { FileAccessToken::new(TOKEN) }));
+            // No quiet period: the token the presigned renewal installs is refused again below, and
+            // that refusal must renew and log its retry.
+            let cell = Arc::new(
+                LoginCell::with_relogin(|| async { FileAccessToken::new(TOKEN) })
+                    .with_quiet_period(std::time::Duration::ZERO),
+            );
             let first = cell.set(FileAccessToken::new("refused").unwrap());
             shown.push(format!("{first:?} {first} {cell:?}"));
             let hosts = SecureHosts::cometchat("us").unwrap();
