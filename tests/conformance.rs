@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use http::StatusCode;
 use secure_media::{SecureMediaMode, TokenSource};
@@ -148,7 +150,11 @@ async fn the_conformance_table_holds_on_both_stacks() {
                     Setup::RedirectLoop => server.faults().move_media(Some(("loop.gif", "loop.gif"))),
                     Setup::ForeignRedirectWithCallerCredentials => {
                         server.faults().redirect_media_to(Some(recorder.base_url.clone()), true);
-                        caller_headers = &[("cookie", "session=1"), ("authorization", "Basic c2Vzc2lvbj0x")];
+                        caller_headers = &[
+                            ("cookie", "session=1"),
+                            ("authorization", "Basic c2Vzc2lvbj0x"),
+                            ("referer", "https://app.example/chat?fat=session=1"),
+                        ];
                     }
                 }
                 server.reset_stats();
@@ -182,5 +188,73 @@ async fn the_conformance_table_holds_on_both_stacks() {
                 }
             }
         }
+    }
+}
+
+/// A presigner whose URLs live on another origin: the recorder, standing for a CDN.
+struct CdnPresigner {
+    cdn: String,
+}
+
+#[async_trait::async_trait]
+impl secure_media::presigned::Presigner for CdnPresigner {
+    async fn presign(
+        &self,
+        url: &str,
+        _token: &secure_media::FileAccessToken,
+    ) -> Result<secure_media::presigned::Presigned, secure_media::AccessError> {
+        let path = url::Url::parse(url).unwrap().path().to_owned();
+        Ok(secure_media::presigned::Presigned {
+            url: format!("{}{path}?Expires=4000000000&Signature=SIG&Key-Pair-Id=K", self.cdn),
+            expires_at: None,
+        })
+    }
+}
+
+async fn through_a_cdn(stack: Stack, cdn_status: u16) -> (Fetched, Recorder, u64) {
+    let recorder = Recorder::start(cdn_status).await;
+    let server = server().await;
+    let hosts = secure_media::SecureHosts::new().with_host(&server.host()).unwrap().allowing_http();
+    let token = Arc::new(secure_media::StaticToken::parse("T0KEN").unwrap());
+    let strategy = Arc::new(secure_media::presigned::PresignedStrategy::new(
+        hosts,
+        token,
+        CdnPresigner { cdn: recorder.base_url.clone() },
+    ));
+    let client: Client = match stack {
+        Stack::Reqwest => Client::Reqwest(secure_media_reqwest::secure_client(strategy.clone()).unwrap()),
+        Stack::Tower => Client::TowerStrategy(strategy.clone()),
+    };
+    let caller_headers =
+        [("cookie", "session=1"), ("authorization", "Basic c2Vzc2lvbj0x"), ("referer", "https://app/x")];
+    let fetched = client.get_with(&server.media_url("a.png"), &caller_headers).await.unwrap();
+    let calls = secure_media::MediaAccessStrategy::stats(&*strategy).presign_calls;
+    (fetched, recorder, calls)
+}
+
+#[tokio::test]
+async fn the_callers_credentials_never_go_to_the_cdn_a_presigned_url_points_at() {
+    for stack in STACKS {
+        let (fetched, recorder, _) = through_a_cdn(stack, 200).await;
+        assert_eq!(fetched.status, 200, "{stack:?}");
+        let heads = recorder.heads();
+        assert_eq!(heads.len(), 1, "{stack:?}");
+        assert!(heads[0].contains("signature=sig"), "{stack:?}: the CDN gets its signed URL");
+        for credential in ["cookie:", "authorization:", "referer:", "t0ken"] {
+            assert!(!heads[0].contains(credential), "{stack:?}: the CDN saw {credential:?}: {}", heads[0]);
+        }
+        assert!(!fetched.shown.to_ascii_lowercase().contains("signature"), "{stack:?}: {}", fetched.shown);
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_from_the_cdn_counts_drops_the_url_and_retries_once() {
+    for stack in STACKS {
+        let (fetched, recorder, presign_calls) = through_a_cdn(stack, 403).await;
+        assert_eq!(fetched.status, 403, "{stack:?}");
+        assert_eq!(recorder.heads().len(), 2, "{stack:?}: one try and one retry");
+        assert_eq!(presign_calls, 2, "{stack:?}: the refused URL was dropped and presigned again");
+        let record = fetched.record.unwrap();
+        assert_eq!((record.attempts, record.retries, record.presigned_again), (2, 1, true), "{stack:?}");
     }
 }

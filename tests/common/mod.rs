@@ -103,6 +103,7 @@ pub struct Fetched {
 pub enum Client {
     Reqwest(reqwest_middleware::ClientWithMiddleware),
     Tower(Arc<SecureMedia>),
+    TowerStrategy(Arc<dyn secure_media::MediaAccessStrategy>),
 }
 
 impl Client {
@@ -127,7 +128,8 @@ impl Client {
         let headers = headers.to_vec();
         match self.clone() {
             Client::Reqwest(client) => fetch_reqwest(client, url.to_owned(), headers).boxed(),
-            Client::Tower(media) => fetch_tower(media, url.to_owned(), headers).boxed(),
+            Client::Tower(media) => fetch_tower(media.strategy(), url.to_owned(), headers).boxed(),
+            Client::TowerStrategy(strategy) => fetch_tower(strategy, url.to_owned(), headers).boxed(),
         }
     }
 }
@@ -151,7 +153,7 @@ async fn fetch_reqwest(
 }
 
 async fn fetch_tower(
-    media: Arc<SecureMedia>,
+    strategy: Arc<dyn secure_media::MediaAccessStrategy>,
     url: String,
     headers: Vec<(&'static str, &'static str)>,
 ) -> Result<Fetched, String> {
@@ -159,7 +161,7 @@ async fn fetch_tower(
     // response, even when its policy follows nothing: the layer must scrub it.
     let record_uri = tower_http::follow_redirect::policy::Limited::new(0);
     let service = ServiceBuilder::new()
-        .layer(SecureMediaLayer::new(media.strategy()))
+        .layer(SecureMediaLayer::new(strategy))
         .layer(tower_http::follow_redirect::FollowRedirectLayer::with_policy(record_uri))
         .service(hyper());
     let mut request = http::Request::get(&url);

@@ -558,6 +558,13 @@ mod tests {
     }
 
     #[test]
+    fn header_values_a_strategy_adds_are_marked_sensitive() {
+        let r = Resolution::keep().with_header(HeaderName::from_static("x-key"), HeaderValue::from_static("SECRET"));
+        assert!(r.headers()[0].1.is_sensitive());
+        assert!(!format!("{r:?}").contains("SECRET"));
+    }
+
+    #[test]
     fn headers_keep_their_order_and_shared_lists_are_not_copied() {
         let name = HeaderName::from_static("x-a");
         let r = Resolution::keep().with_header(name.clone(), HeaderValue::from_static("1"));

@@ -85,3 +85,53 @@ impl<B, E> Policy<B, E> for KeepTokensHome {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http::{header, Request, Response, StatusCode};
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_http::follow_redirect::FollowRedirectLayer;
+
+    use super::*;
+
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+    /// A server that redirects every request to `location` and records what it got.
+    async fn follow(first: &str, location: &'static str) -> Vec<(String, Option<String>)> {
+        let seen: Seen = Arc::default();
+        let record = seen.clone();
+        let inner = tower::service_fn(move |request: Request<String>| {
+            let auth = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap().to_owned());
+            record.lock().unwrap().push((request.uri().to_string(), auth));
+            async move {
+                let mut response = Response::new(String::new());
+                *response.status_mut() = StatusCode::FOUND;
+                response.headers_mut().insert(header::LOCATION, http::HeaderValue::from_static(location));
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let policy = KeepTokensHome::new(SecureHosts::cometchat("us").unwrap());
+        let service = ServiceBuilder::new().layer(FollowRedirectLayer::with_policy(policy)).service(inner);
+        let request = Request::get(first).header(header::AUTHORIZATION, "Basic mine").body(String::new()).unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FOUND);
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[tokio::test]
+    async fn the_callers_first_request_is_never_touched() {
+        let seen = follow("https://api.example/x?fat=mine", "https://other.example/y?fat=echo&Signature=s").await;
+        assert_eq!(seen[0], ("https://api.example/x?fat=mine".into(), Some("Basic mine".into())));
+        assert_eq!(seen[1], ("https://other.example/y".into(), None), "a hop elsewhere is stripped");
+    }
+
+    #[tokio::test]
+    async fn alone_it_stops_a_redirect_loop_after_ten_hops() {
+        let seen = follow("https://files-us.cometchat.io/a", "/a").await;
+        assert_eq!(seen.len(), 11, "the first request and ten hops");
+        assert!(seen.iter().all(|(_, auth)| auth.as_deref() == Some("Basic mine")), "secure hops keep headers");
+    }
+}
