@@ -62,3 +62,8 @@ pub use secure_media_egui as egui;
 /// A bevy_asset reader for secure hosts (feature `bevy`).
 #[cfg(feature = "bevy")]
 pub use secure_media_bevy as bevy;
+
+/// The README's code, compiled as doctests so it cannot drift from the API.
+#[cfg(all(doctest, feature = "reqwest", feature = "tower", feature = "image", feature = "egui", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
