@@ -258,3 +258,47 @@ async fn a_refusal_from_the_cdn_counts_drops_the_url_and_retries_once() {
         assert_eq!((record.attempts, record.retries, record.presigned_again), (2, 1, true), "{stack:?}");
     }
 }
+
+/// A redirect the exchange does not follow goes back to the caller with a `Location` that names no
+/// credential, although the media host echoed the token into it.
+#[tokio::test]
+async fn a_redirect_handed_back_names_no_token() {
+    let server = server().await;
+    server.faults().redirect_media_to(Some("https://elsewhere.example".into()), true);
+    for stack in STACKS {
+        for mode in ALL.iter().copied() {
+            let cell = login_cell(&server, "hand-back").await;
+            let strategy = media(&server, stack, mode, cell.clone()).strategy();
+            let url = server.media_url("sample-64x64.gif");
+            let location = match stack {
+                Stack::Reqwest => {
+                    let middleware = secure_media_reqwest::SecureMediaMiddleware::new(strategy).without_redirects();
+                    let client =
+                        reqwest_middleware::ClientBuilder::new(secure_media_reqwest::client_builder().build().unwrap())
+                            .with(middleware)
+                            .build();
+                    let response = client.get(&url).send().await.unwrap();
+                    assert_eq!(response.status(), 302, "{stack:?} {mode}");
+                    response.headers()["location"].to_str().unwrap().to_owned()
+                }
+                Stack::Tower => {
+                    use tower::ServiceExt;
+                    let service = tower::ServiceBuilder::new()
+                        .layer(secure_media_tower::SecureMediaLayer::new(strategy).without_redirects())
+                        .service(hyper());
+                    let request = http::Request::get(&url).body(HyperBody::default()).unwrap();
+                    let response = service.oneshot(request).await.unwrap();
+                    assert_eq!(response.status(), 302, "{stack:?} {mode}");
+                    response.headers()["location"].to_str().unwrap().to_owned()
+                }
+            };
+            let token = cell.current().unwrap().expose_secret().to_owned();
+            let lower = location.to_ascii_lowercase();
+            assert!(location.starts_with("https://elsewhere.example/"), "{stack:?} {mode}: {location}");
+            assert!(
+                !location.contains(&token) && !lower.contains("fat=") && !lower.contains("signature="),
+                "{stack:?} {mode}: {location}"
+            );
+        }
+    }
+}

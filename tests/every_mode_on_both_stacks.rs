@@ -202,6 +202,8 @@ async fn without_the_redirect_policy_reqwest_itself_would_carry_the_query_token(
     let naive = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(secure_media_reqwest::SecureMediaMiddleware::new(media.strategy()))
         .build();
-    naive.get(server.media_url("sample-64x64.gif")).send().await.unwrap();
+    let error = naive.get(server.media_url("sample-64x64.gif")).send().await.unwrap_err();
     assert_eq!(other.stats().requests_with_token, 1, "the leak this crate's policy prevents");
+    // The middleware notices and refuses to hand another origin's answer back as the caller's.
+    assert!(error.to_string().contains("client_builder"), "{error}");
 }

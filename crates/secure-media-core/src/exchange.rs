@@ -54,8 +54,14 @@ pub const DEFAULT_MAX_HOPS: u32 = 10;
 
 /// Headers of the caller's that never go to another origin than the caller's own: a hop to
 /// another host, or a presigned URL on a CDN.
-pub const CALLER_CREDENTIAL_HEADERS: [HeaderName; 4] =
-    [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION, header::REFERER];
+pub const CALLER_CREDENTIAL_HEADERS: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::PROXY_AUTHORIZATION,
+    header::REFERER,
+    // The vendor SDKs' own spelling of a header token.
+    HeaderName::from_static("fat"),
+];
 
 /// What an exchange did, put in the extensions of the response handed back, so users and tests
 /// can count without wrapping the client.
@@ -174,7 +180,10 @@ impl Attempt {
         }
         if let Some(resolution) = &self.resolution {
             for (name, value) in resolution.headers() {
-                headers.insert(name.clone(), value.clone());
+                // Proof of access: never indexed by HTTP/2 header compression, hidden in `Debug`.
+                let mut value = value.clone();
+                value.set_sensitive(true);
+                headers.insert(name.clone(), value);
             }
         }
     }
@@ -208,6 +217,8 @@ pub struct Exchange {
     used: Option<Resolution>,
     pending: Pending,
     record: ExchangeRecord,
+    /// The cache scope the media key was made with.
+    key_scope: Option<Arc<str>>,
 }
 
 impl Exchange {
@@ -234,6 +245,7 @@ impl Exchange {
             used: None,
             pending: Pending::Start,
             record: ExchangeRecord::default(),
+            key_scope: None,
         }
     }
 
@@ -257,9 +269,53 @@ impl Exchange {
 
     /// The key of the caller's URL for caches outside the adapter: the clean URL, scoped by the
     /// strategy's [`cache_scope`](MediaAccessStrategy::cache_scope). `None` for other hosts.
-    pub fn media_key(&self) -> Option<MediaKey> {
+    pub fn media_key(&mut self) -> Option<MediaKey> {
         let view = self.caller.view()?;
-        self.strategy.applies_to(&view).then(|| MediaKey::scoped(self.strategy.cache_scope().as_deref(), &view))
+        if !self.strategy.applies_to(&view) {
+            return None;
+        }
+        let scope = self.strategy.cache_scope();
+        let key = MediaKey::scoped(scope.as_deref(), &view);
+        self.key_scope = scope;
+        Some(key)
+    }
+
+    /// Did the principal change while the exchange ran (a logout or a user switch mid-flight)?
+    /// Then a cache outside, which keyed the request by the old principal, must not store the
+    /// answer: the adapters mark it `Cache-Control: no-store`.
+    pub fn scope_changed(&self) -> bool {
+        self.key_scope.is_some() && self.strategy.cache_scope() != self.key_scope
+    }
+
+    /// Makes the headers of the answer handed back to the caller safe: `Location` and
+    /// `Content-Location` lose any credential ([`clean_location`](Self::clean_location)), and an
+    /// answer given while the principal changed is marked `Cache-Control: no-store`
+    /// ([`scope_changed`](Self::scope_changed)).
+    pub fn clean_response_headers(&self, headers: &mut HeaderMap) {
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(clean) = headers.get(&name).and_then(|location| self.clean_location(location)) {
+                headers.insert(name, clean);
+            }
+        }
+        if self.scope_changed() {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    }
+
+    /// A `Location` (or `Content-Location`) of an answer handed back to the caller, made safe:
+    /// joined to the URL that answered and stripped of every credential, or `None` when it names
+    /// no credential and may stay as it is. A redirect the exchange did not follow (another
+    /// method, the hop limit, [`with_max_hops(0)`](Self::with_max_hops)) can echo the token.
+    pub fn clean_location(&self, location: &HeaderValue) -> Option<HeaderValue> {
+        let text = std::str::from_utf8(location.as_bytes()).ok()?;
+        let lower = text.to_ascii_lowercase();
+        let suspicious = ["fat", "%66", "%46", "signature", "expires", "key-pair-id", "x-amz-", "sig", "se=", "@"];
+        if !suspicious.iter().any(|word| lower.contains(word)) {
+            return None;
+        }
+        let mut target = self.answering_url()?.join(text).ok()?;
+        strip_credentials(&mut target);
+        HeaderValue::from_str(target.as_str()).ok()
     }
 
     /// What the exchange did so far.
@@ -346,14 +402,9 @@ impl Exchange {
             }
             return false;
         }
-        if status.is_success() {
-            if let Some(token) = self.used.as_ref().and_then(Resolution::token) {
-                // A secure host accepted this exact token: its claims may now scope caches.
-                token.mark_verified();
-            }
-            return false;
-        }
-        if !status.is_redirection() || !self.method_follows || !self.replayable || self.record.hops >= self.max_hops {
+        // Only the redirects that name a new target (not 300, 304 or 305).
+        let redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+        if !redirect || !self.method_follows || !self.replayable || self.record.hops >= self.max_hops {
             return false;
         }
         match location.and_then(|location| self.hop_target(location)) {
@@ -401,18 +452,23 @@ impl Exchange {
         destination.is_none_or(|destination| !destination.same_origin(&caller))
     }
 
+    /// The URL the attempt in flight went to, before our query went in (relative `Location`s
+    /// are joined to it): the presigned URL for a replaced one.
+    fn answering_url(&self) -> Option<Url> {
+        match self.used.as_ref().map(Resolution::url_change) {
+            Some(UrlChange::Replace(signed)) => Some(signed.url().clone()),
+            _ => match &self.hop {
+                Some(hop) => Some(hop.clone()),
+                None => self.caller.to_url(),
+            },
+        }
+    }
+
     /// The hop a `Location` points to, relative to the URL that answered, with every credential
     /// removed (a secure hop is resolved afresh, any other hop carries none).
     fn hop_target(&self, location: &HeaderValue) -> Option<Url> {
-        let location = location.to_str().ok()?;
-        let base = match self.used.as_ref().map(Resolution::url_change) {
-            Some(UrlChange::Replace(signed)) => signed.url().clone(),
-            _ => match &self.hop {
-                Some(hop) => hop.clone(),
-                None => self.caller.to_url()?,
-            },
-        };
-        let mut target = base.join(location).ok()?;
+        let location = std::str::from_utf8(location.as_bytes()).ok()?;
+        let mut target = self.answering_url()?.join(location).ok()?;
         if !matches!(target.scheme(), "http" | "https") || target.host_str().is_none() {
             return None;
         }
@@ -535,6 +591,41 @@ mod tests {
         ex.first_ready().unwrap().unwrap();
         assert!(!ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("file:///etc/passwd"))));
         assert!(!ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("javascript:alert(1)"))));
+    }
+
+    #[test]
+    fn only_redirects_that_name_a_target_are_followed() {
+        for status in [300, 304, 305] {
+            let mut ex = exchange(SECURE, Method::GET);
+            ex.first_ready().unwrap().unwrap();
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(!ex.answered(status, Some(&HeaderValue::from_static("/app/media/b.png"))), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_location_handed_back_loses_its_credentials() {
+        let mut ex = exchange(SECURE, Method::GET).with_max_hops(0);
+        ex.first_ready().unwrap().unwrap();
+        let echoed = HeaderValue::from_static("https://cdn.example/x?w=1&fat=TOKEN");
+        assert!(!ex.answered(StatusCode::FOUND, Some(&echoed)));
+        assert_eq!(ex.clean_location(&echoed).unwrap(), "https://cdn.example/x?w=1");
+        let relative = HeaderValue::from_static("?Signature=S");
+        assert_eq!(ex.clean_location(&relative).unwrap(), "https://files-us.cometchat.io/app/media/a.png");
+        assert!(ex.clean_location(&HeaderValue::from_static("/b.png")).is_none());
+    }
+
+    #[test]
+    fn a_user_switch_mid_flight_is_noticed() {
+        let cell = Arc::new(crate::LoginCell::new());
+        cell.set(crate::FileAccessToken::new("alice-token").unwrap());
+        let strategy = EmbeddedStrategy::new(SecureHosts::cometchat("us").unwrap(), cell.clone());
+        let mut ex = Exchange::for_url(Arc::new(strategy), &Url::parse(SECURE).unwrap(), &Method::GET);
+        let key = ex.media_key().unwrap();
+        assert!(!ex.scope_changed());
+        cell.set(crate::FileAccessToken::new("bob-token").unwrap());
+        assert!(ex.scope_changed());
+        assert!(!key.to_string().contains("alice-token"));
     }
 
     #[test]

@@ -237,7 +237,8 @@ impl<'a> MediaUrl<'a> {
     /// no userinfo).
     fn whole(&self) -> Option<&'a str> {
         match self.source {
-            Source::Url(url) => (!url.has_authority_credentials()).then_some(url.as_str()),
+            // A trailing dot keeps its own spelling in a parsed URL: one resource, one key.
+            Source::Url(url) => (!url.has_authority_credentials() && !self.host.ends_with('.')).then_some(url.as_str()),
             Source::Uri(_) => None,
             Source::Plain { text, normal, .. } => normal.then_some(text),
         }
@@ -255,7 +256,11 @@ impl<'a> MediaUrl<'a> {
     pub fn clean_key(&self) -> Cow<'a, str> {
         // A parsed URL with neither query nor fragment is its own key: no scanning.
         if let Source::Url(url) = self.source {
-            if url.query().is_none() && url.fragment().is_none() && !url.has_authority_credentials() {
+            if url.query().is_none()
+                && url.fragment().is_none()
+                && !url.has_authority_credentials()
+                && !self.host.ends_with('.')
+            {
                 return Cow::Borrowed(url.as_str());
             }
         }
@@ -602,6 +607,7 @@ mod tests {
             assert!(!MediaUrl::from_uri(&uri).unwrap().clean_key().contains("SECRET"), "{text}");
         }
         assert_eq!(MediaKey::of_str("https://h.io/a?FAT=1&w=2").unwrap().url(), "https://h.io/a?w=2");
+        assert_eq!(MediaKey::of_str("https://h.io./a").unwrap(), MediaKey::of_str("https://h.io/a").unwrap());
     }
 
     #[test]

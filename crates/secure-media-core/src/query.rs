@@ -25,8 +25,16 @@ fn raw_name(pair: &str) -> &str {
     pair.split_once('=').map_or(pair, |(name, _)| name)
 }
 
-/// Is `pair` a credential or signature parameter, in any spelling (`FAT=`, `%66at=`)?
+/// Is `pair` a credential or signature parameter, in any spelling (`FAT=`, `%66at=`), also
+/// behind a `;` (some servers still split queries on it)?
 pub(crate) fn is_credential(pair: &str) -> bool {
+    if pair.contains(';') {
+        return pair.split(';').any(is_credential_name);
+    }
+    is_credential_name(pair)
+}
+
+fn is_credential_name(pair: &str) -> bool {
     let raw = raw_name(pair);
     let decoded: Cow<'_, str> = if raw.contains(['%', '+']) {
         form_urlencoded::parse(raw.as_bytes()).next().map(|(k, _)| k).unwrap_or_default()
@@ -157,7 +165,7 @@ mod tests {
         {
             assert!(is_credential(pair), "{pair}");
         }
-        for pair in ["FAT=1", "%66at=1", "%46AT=1", "fAt=1", "SIGNATURE=1", "x-AMZ-credential=1"] {
+        for pair in ["x=1;fat=T", "FAT=1", "%66at=1", "%46AT=1", "fAt=1", "SIGNATURE=1", "x-AMZ-credential=1"] {
             assert!(is_credential(pair), "{pair}");
         }
         for pair in ["w=100", "format=png", "expires_soon=1", "fat_=1"] {

@@ -102,13 +102,24 @@ pub struct Resolution {
 }
 
 /// Where a resolution's headers live.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Headers {
     None,
     Shared(SharedHeaders),
     /// The list the resolution's token caches: header mode's hot path takes one reference count
     /// per request (the token's), not two.
     OfToken,
+}
+
+/// Names only: the values are proof of access.
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Shared(headers) => f.debug_list().entries(headers.iter().map(|(name, _)| name)).finish(),
+            Self::OfToken => f.write_str("OfToken"),
+        }
+    }
 }
 
 impl Resolution {
@@ -154,7 +165,8 @@ impl Resolution {
     }
 
     /// Also send these headers: build the list once and share it across resolutions (no
-    /// allocation per request, unlike [`with_header`](Self::with_header)).
+    /// allocation per request, unlike [`with_header`](Self::with_header)). Mark the values
+    /// sensitive when you build them; the adapters mark every header they add anyway.
     pub fn with_headers(mut self, headers: SharedHeaders) -> Self {
         self.headers = match self.headers() {
             [] => Headers::Shared(headers),
@@ -562,6 +574,9 @@ mod tests {
         let r = Resolution::keep().with_header(HeaderName::from_static("x-key"), HeaderValue::from_static("SECRET"));
         assert!(r.headers()[0].1.is_sensitive());
         assert!(!format!("{r:?}").contains("SECRET"));
+        let shared: SharedHeaders = Arc::new([(HeaderName::from_static("x-key"), HeaderValue::from_static("SECRET"))]);
+        let r = Resolution::keep().with_headers(shared);
+        assert!(!format!("{r:?}").contains("SECRET") && format!("{r:?}").contains("x-key"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use reqwest::redirect::Policy;
 use reqwest_middleware::ClientWithMiddleware;
-use secure_media_core::MediaAccessStrategy;
+use secure_media_core::{MediaAccessStrategy, MediaUrl};
 
 use crate::SecureMediaMiddleware;
 
@@ -32,7 +32,9 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 }
 
 /// The easy way is the safe one: a reqwest client from [`client_builder`] with
-/// [`SecureMediaMiddleware`] over `strategy`.
+/// [`SecureMediaMiddleware`] over `strategy`. Redirects of secure requests are the middleware's;
+/// reqwest itself follows only chains that never touch a host the strategy serves
+/// ([`redirect_policy_outside`]), so other URLs load as with a plain client.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -44,6 +46,23 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn secure_client(strategy: Arc<dyn MediaAccessStrategy>) -> Result<ClientWithMiddleware, reqwest::Error> {
-    let client = client_builder().build()?;
+    let client = client_builder().redirect(redirect_policy_outside(strategy.clone())).build()?;
     Ok(reqwest_middleware::ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy)).build())
+}
+
+/// A redirect policy for requests that are not the middleware's: reqwest follows a chain (up to 10
+/// hops) as long as no URL in it is one `strategy` serves, and stops at the first that is, handing
+/// the redirect back (the middleware never adds proof to a request it did not start). A secure
+/// request's own redirects never reach it: the middleware follows those hop by hop.
+pub fn redirect_policy_outside(strategy: Arc<dyn MediaAccessStrategy>) -> Policy {
+    Policy::custom(move |attempt| {
+        let serves = |url: &url::Url| MediaUrl::from_url(url).is_some_and(|view| strategy.applies_to(&view));
+        if attempt.previous().len() > 10 {
+            attempt.error("too many redirects")
+        } else if serves(attempt.url()) || attempt.previous().iter().any(serves) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
 }

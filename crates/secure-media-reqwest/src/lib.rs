@@ -19,7 +19,7 @@ mod fetcher;
 mod middleware;
 mod presigner;
 
-pub use client::{client_builder, redirect_policy, secure_client};
+pub use client::{client_builder, redirect_policy, redirect_policy_outside, secure_client};
 pub use fetcher::ReqwestFetcher;
 pub use middleware::SecureMediaMiddleware;
 pub use presigner::ReqwestPresigner;

@@ -139,7 +139,8 @@ impl Middleware for SecureMediaMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let mut exchange = Exchange::for_url(self.strategy.clone(), request.url(), request.method());
-        if !exchange.is_secure() && self.max_hops == 0 {
+        if !exchange.is_secure() {
+            // Not ours: the client's own redirect policy applies (see `secure_client`).
             return next.run(request, extensions).await;
         }
         // The caller's request before any proof goes in: every later attempt starts from it.
@@ -157,11 +158,14 @@ impl Middleware for SecureMediaMiddleware {
         let mut response = next.clone().run(request, extensions).await.map_err(|e| redact(e, &clean))?;
         loop {
             if !sent.answered(response.url()) {
-                // The client followed a redirect below us: what answered is not what we sent.
+                // The client followed a redirect below us, with whatever we had sent: refuse to
+                // hand another origin's answer back as the caller's.
                 tracing::warn!(
                     "the client follows redirects itself: build it with secure_media_reqwest::client_builder()"
                 );
-                break;
+                return Err(access_error(AccessError::InvalidConfig(
+                    "the reqwest client followed a cross-origin redirect below SecureMediaMiddleware: build it with secure_media_reqwest::client_builder()",
+                )));
             }
             if !exchange.answered(response.status(), response.headers().get(header::LOCATION)) {
                 break;
@@ -176,6 +180,7 @@ impl Middleware for SecureMediaMiddleware {
         if response.url() != &clean {
             response = with_url(response, clean);
         }
+        exchange.clean_response_headers(response.headers_mut());
         if let Some(key) = key {
             response.extensions_mut().insert(key);
         }

@@ -32,12 +32,14 @@ pub struct KeepTokensHome {
     hops_left: u32,
     /// `redirect` said Follow: the next `on_request` is a hop, not the caller's request.
     hopping: bool,
+    /// That hop leaves the origin of the request before it.
+    cross_origin: bool,
 }
 
 impl KeepTokensHome {
     /// Keeps tokens on `hosts`; follows up to 10 hops.
     pub fn new(hosts: SecureHosts) -> Self {
-        Self { hosts, hops_left: DEFAULT_MAX_HOPS, hopping: false }
+        Self { hosts, hops_left: DEFAULT_MAX_HOPS, hopping: false, cross_origin: false }
     }
 
     /// Follows up to `hops` hops.
@@ -48,12 +50,14 @@ impl KeepTokensHome {
 }
 
 impl<B, E> Policy<B, E> for KeepTokensHome {
-    fn redirect(&mut self, _attempt: &Attempt<'_>) -> Result<Action, E> {
+    fn redirect(&mut self, attempt: &Attempt<'_>) -> Result<Action, E> {
         if self.hops_left == 0 {
             return Ok(Action::Stop);
         }
         self.hops_left -= 1;
         self.hopping = true;
+        let (from, to) = (MediaUrl::from_uri(attempt.previous()), MediaUrl::from_uri(attempt.location()));
+        self.cross_origin = !matches!((from, to), (Some(from), Some(to)) if from.same_origin(&to));
         Ok(Action::Follow)
     }
 
@@ -62,14 +66,16 @@ impl<B, E> Policy<B, E> for KeepTokensHome {
         if !std::mem::take(&mut self.hopping) {
             return;
         }
+        if std::mem::take(&mut self.cross_origin) {
+            // The caller's credentials are for the origin it named, secure host or not.
+            for name in &CALLER_CREDENTIAL_HEADERS {
+                request.headers_mut().remove(name);
+            }
+        }
         if MediaUrl::from_uri(request.uri()).is_some_and(|url| self.hosts.matches(&url)) {
             return;
         }
-        let headers = request.headers_mut();
-        for name in &CALLER_CREDENTIAL_HEADERS {
-            headers.remove(name);
-        }
-        headers.remove(HeaderName::from_static(FAT_PARAM));
+        request.headers_mut().remove(HeaderName::from_static(FAT_PARAM));
         let stripped = url::Url::parse(&request.uri().to_string()).ok().and_then(|mut url| {
             strip_credentials(&mut url);
             url.as_str().parse().ok()
@@ -126,6 +132,12 @@ mod tests {
         let seen = follow("https://api.example/x?fat=mine", "https://other.example/y?fat=echo&Signature=s").await;
         assert_eq!(seen[0], ("https://api.example/x?fat=mine".into(), Some("Basic mine".into())));
         assert_eq!(seen[1], ("https://other.example/y".into(), None), "a hop elsewhere is stripped");
+    }
+
+    #[tokio::test]
+    async fn the_callers_credentials_stay_home_on_a_hop_to_a_secure_host_of_another_origin() {
+        let seen = follow("https://api.example/x", "https://files-us.cometchat.io/a").await;
+        assert_eq!(seen[1], ("https://files-us.cometchat.io/a".into(), None));
     }
 
     #[tokio::test]

@@ -222,6 +222,7 @@ impl<S> FollowUp<S> {
 }
 
 fn finish<ResB>(response: &mut Response<ResB>, key: Option<MediaKey>, exchange: &Exchange, caller: Option<&Uri>) {
+    exchange.clean_response_headers(response.headers_mut());
     let extensions = response.extensions_mut();
     // tower-http's FollowRedirect below us records the URI it last sent, which may carry a token.
     if extensions.get::<RequestUri>().is_some() {
