@@ -207,3 +207,44 @@ async fn without_the_redirect_policy_reqwest_itself_would_carry_the_query_token(
     // The middleware notices and refuses to hand another origin's answer back as the caller's.
     assert!(error.to_string().contains("client_builder"), "{error}");
 }
+
+/// Renewal storms are bounded by time, not traffic: a media server that refuses every token, and
+/// then a login endpoint that fails too, cost a couple of relogins for 300 requests, not one per
+/// window of requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_forever_make_a_bounded_number_of_relogins_on_both_stacks() {
+    let server = server().await;
+    for stack in STACKS {
+        for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased] {
+            for login_fails in [false, true] {
+                server.faults().reset();
+                let cell = login_cell(&server, "storm").await;
+                let client = Client::new(stack, media(&server, stack, mode, cell));
+                server.faults().fail_next(Route::Media, 1_000_000, StatusCode::UNAUTHORIZED);
+                if login_fails {
+                    server.faults().fail_next(Route::Login, 1_000_000, StatusCode::SERVICE_UNAVAILABLE);
+                }
+                server.reset_stats();
+                let url = server.media_url("sample-64x64.gif");
+                for _ in 0..3 {
+                    let fetches = (0..100).map(|_| {
+                        let (client, url) = (client.clone(), url.clone());
+                        async move { client.get(&url).await.unwrap().status }
+                    });
+                    let statuses = futures::future::join_all(fetches).await;
+                    assert!(statuses.iter().all(|&s| s == 401), "{stack:?} {mode}");
+                }
+                // Each load: at most one try and one retry (600 refusals); relogins: at most a few,
+                // whether they succeed (`logins`) or fail (injected 503s beyond the refusals).
+                let stats = server.stats();
+                assert!(
+                    stats.logins <= 2 && stats.faults_injected <= 603,
+                    "{stack:?} {mode} login fails {login_fails}: {} relogins, {} injected failures for 300 loads",
+                    stats.logins,
+                    stats.faults_injected
+                );
+            }
+        }
+    }
+    server.faults().reset();
+}
