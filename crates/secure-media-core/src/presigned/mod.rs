@@ -6,8 +6,10 @@ pub mod endpoint;
 mod expiry;
 mod flights;
 mod presigner;
+mod proven;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -16,9 +18,12 @@ use http::StatusCode;
 
 pub use cache::{CacheKey, MemoryPresignCache, PresignCache};
 pub use expiry::expiry_of;
-pub use presigner::{Presigned, Presigner, SignedUrl};
+pub use presigner::{Presigned, Presigner, SignedUrl, MAX_URL_LIFETIME};
 
+use self::endpoint::saturating_add;
 use self::flights::{FlightKey, Flights, Outcome};
+use self::presigner::Destinations;
+use self::proven::{unproven_scope, ProvenTokens};
 use crate::counters::{bump, Counters};
 use crate::{
     AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
@@ -41,10 +46,17 @@ pub struct PresignConfig {
     pub batch_limit: usize,
     /// The most distinct keys waiting for a presign at once; beyond it, [`AccessError::Busy`]. Default 10,000.
     pub max_waiting: usize,
-    /// The cache scope; default: the token's principal (`sub`), so users never share URLs.
+    /// The cache scope; default: the token's principal, so users never share URLs. A JWT's
+    /// `sub` names the scope only once the presign endpoint has accepted that token; until then
+    /// the token gets no cached URL. A fixed scope is the app's promise that all its tokens may
+    /// share URLs (a service account): logouts and user switches then purge nothing.
     pub scope: Option<Arc<str>>,
     /// Capacity of the default in-memory cache. Default 10,000.
     pub cache_capacity: usize,
+    /// Hosts besides the secure hosts that presigned URLs may point to (the CDN that serves
+    /// them), under the secure hosts' scheme rule. A URL elsewhere, from the endpoint or from a
+    /// cache, is not used. Default: none.
+    pub cdn_hosts: SecureHosts,
 }
 
 impl Default for PresignConfig {
@@ -57,6 +69,7 @@ impl Default for PresignConfig {
             max_waiting: 10_000,
             scope: None,
             cache_capacity: 10_000,
+            cdn_hosts: SecureHosts::new(),
         }
     }
 }
@@ -72,7 +85,10 @@ enum Freshness {
 /// (memory by default, Redis for a fleet, or yours).
 ///
 /// - Keyed by principal scope + clean URL, so tokens and signatures rotate without new keys and
-///   one user's URL is never served to another; logout or a user switch purges the old scope.
+///   one user's URL is never served to another; logout or a user switch purges the old scope. A
+///   JWT's `sub` is trusted as its scope only after the endpoint accepted that token.
+/// - A presigned URL is used only on a secure host or a [CDN host](PresignConfig::cdn_hosts),
+///   whether it comes from the endpoint or from a (shared) cache.
 /// - A cache hit answers synchronously ([`resolve_ready`](MediaAccessStrategy::resolve_ready)).
 /// - Never hands out a URL within the safety margin of its expiry; renews ahead of it.
 /// - Concurrent misses for one key make one presign call; misses arriving during a call join the
@@ -106,6 +122,8 @@ pub struct PresignedStrategy<P, C = MemoryPresignCache> {
     cache: Arc<C>,
     clock: Arc<dyn Clock>,
     config: PresignConfig,
+    destinations: Destinations,
+    proven: ProvenTokens,
     flights: Flights,
     counters: Counters,
     purger: Arc<ScopePurger<C>>,
@@ -129,11 +147,13 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     /// Presigned URLs for `hosts` from `presigner`, cached in `cache`.
     pub fn with_cache(hosts: SecureHosts, tokens: Arc<dyn TokenSource>, presigner: P, cache: Arc<C>) -> Self {
         let config = PresignConfig::default();
-        let purger = Arc::new(ScopePurger { cache: cache.clone(), fixed_scope: false });
+        let purger = Arc::new(ScopePurger { cache: cache.clone(), fixed_scope: AtomicBool::new(false) });
         let weak: Weak<dyn TokenListener> = Arc::downgrade(&purger) as Weak<dyn TokenListener>;
         tokens.subscribe(weak);
         Self {
             flights: Flights::new(config.batch_limit.min(presigner.max_batch()), config.max_waiting),
+            destinations: Destinations::new(&hosts, &config.cdn_hosts),
+            proven: ProvenTokens::default(),
             hosts,
             tokens,
             presigner,
@@ -145,14 +165,20 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         }
     }
 
-    /// Applies a configuration (batch limit, margins, scope). The cache is not resized.
+    /// Applies a configuration (every setting but `cache_capacity`: a cache given to
+    /// [`with_cache`](Self::with_cache) keeps its own size).
     pub fn configured(mut self, config: PresignConfig) -> Self {
         self.flights = Flights::new(config.batch_limit.min(self.presigner.max_batch()), config.max_waiting);
-        if let Some(purger) = Arc::get_mut(&mut self.purger) {
-            purger.fixed_scope = config.scope.is_some();
-        }
+        self.destinations = Destinations::new(&self.hosts, &config.cdn_hosts);
+        // The token source already holds the purger (weakly): a flag it reads, not a rebuild.
+        self.purger.fixed_scope.store(config.scope.is_some(), Ordering::Relaxed);
         self.config = config;
         self
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &PresignConfig {
+        &self.config
     }
 
     /// Uses another clock (tests).
@@ -171,16 +197,30 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         &self.presigner
     }
 
-    fn scope<'t>(&'t self, token: &'t FileAccessToken) -> &'t str {
-        self.config.scope.as_deref().unwrap_or(token.principal())
+    /// The cache scope `token` may use, checking proof by address only (the hot path): the fixed
+    /// scope, the principal of a token without claims to prove, or of one the endpoint accepted.
+    /// `None`: its claims are unproven, so it gets no cached URL.
+    fn trusted_scope<'t>(&'t self, token: &'t FileAccessToken) -> Option<&'t str> {
+        if let Some(fixed) = self.config.scope.as_deref() {
+            return Some(fixed);
+        }
+        (token.subject().is_none() || self.proven.by_address(token)).then(|| token.principal())
+    }
+
+    /// [`trusted_scope`](Self::trusted_scope), also recognising another copy of an accepted token.
+    fn proven_scope<'t>(&'t self, token: &'t Arc<FileAccessToken>) -> Option<&'t str> {
+        self.trusted_scope(token).or_else(|| self.proven.contains(token).then(|| token.principal()))
     }
 
     fn freshness(&self, signed: &SignedUrl, now: SystemTime) -> Freshness {
         let (renew_from, usable_until) = signed.windows(|| {
-            let lifetime = signed.lifetime();
+            // Whatever a cache holds, trust it for at most MAX_URL_LIFETIME after it was fetched.
+            let expires_at = signed.expires_at().min(saturating_add(signed.fetched_at(), MAX_URL_LIFETIME));
+            let lifetime = expires_at.duration_since(signed.fetched_at()).unwrap_or_default();
             let margin = self.config.safety_margin.min(lifetime / 4);
-            let usable_until = signed.expires_at() - margin;
-            let renew_window = lifetime * u32::from(self.config.refresh_ahead_percent.min(100)) / 100;
+            let usable_until = expires_at.checked_sub(margin).unwrap_or(expires_at);
+            let percent = u32::from(self.config.refresh_ahead_percent.min(100));
+            let renew_window = lifetime.checked_mul(percent).map_or(lifetime, |w| w / 100);
             (usable_until.checked_sub(renew_window).unwrap_or(usable_until), usable_until)
         });
         if now >= usable_until {
@@ -194,35 +234,57 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
 
     /// The cached URL if fresh, else a presigned one; renews ahead of expiry.
     async fn signed_url(&self, clean: &str, token: &Arc<FileAccessToken>) -> Outcome {
-        let scope = self.scope(token);
+        let Some(scope) = self.proven_scope(token) else {
+            // Unproven claims: no cached URL until the endpoint accepts this token, and a flight
+            // shared only with holders of this very token.
+            bump(&self.counters.misses, 1);
+            tracing::debug!(url = clean, "presign cache skipped: the token is not yet accepted by the endpoint");
+            let ticket = self.flights.enter(&unproven_scope(token), clean, true, token)?;
+            return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+        };
         let key = CacheKey::new(scope, clean);
         let cached = match self.cache.get_ready(&key) {
             Some(hit) => Some(hit),
             None => self.cache.get(&key).await,
         };
         if let Some(hit) = cached {
-            match self.freshness(&hit, self.clock.now()) {
-                Freshness::Fresh => {
-                    self.counters.hit();
-                    return Ok(hit);
-                }
-                Freshness::RenewSoon => {
-                    let ticket = self.flights.enter(scope, clean, token)?;
-                    if !ticket.opened {
-                        // Someone else is renewing it: keep using the current one.
+            if !self.destinations.allows(&hit) {
+                tracing::warn!(url = clean, "a cached presigned URL points outside the secure and CDN hosts: dropped");
+                self.cache.remove_refused(&key, &hit).await;
+            } else {
+                match self.freshness(&hit, self.clock.now()) {
+                    Freshness::Fresh => {
                         self.counters.hit();
                         return Ok(hit);
                     }
-                    tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
-                    return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+                    Freshness::RenewSoon => {
+                        let ticket = self.flights.enter(scope, clean, false, token)?;
+                        if !ticket.opened {
+                            // Someone else is renewing it: keep using the current one.
+                            self.counters.hit();
+                            return Ok(hit);
+                        }
+                        tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
+                        return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+                    }
+                    Freshness::Expired => self.cache.remove_refused(&key, &hit).await,
                 }
-                Freshness::Expired => self.cache.remove(&key).await,
             }
         }
         bump(&self.counters.misses, 1);
         tracing::debug!(url = clean, "presign cache miss");
-        let ticket = self.flights.enter(scope, clean, token)?;
+        let ticket = self.flights.enter(scope, clean, false, token)?;
         self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await
+    }
+
+    /// An answer made usable: not expired, and pointing at a secure or CDN host.
+    fn accept(&self, answer: Presigned, clean: &str, now: SystemTime) -> Outcome {
+        let signed = SignedUrl::from_presigned(answer, clean, now, self.config.default_ttl)?;
+        self.destinations
+            .check(signed.url())
+            .map_err(|reason| AccessError::Presign { url: clean.to_owned(), reason })?;
+        let _ = signed.vetted.set(true);
+        Ok(Arc::new(signed))
     }
 
     /// One presign call for a batch; fresh URLs go into the cache before waiters are told.
@@ -233,15 +295,22 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let urls: Vec<Arc<str>> = keys.iter().map(|k| k.url.clone()).collect();
         let answers = self.presigner.presign_batch(&urls, &token).await;
         let now = self.clock.now();
-        let mut outcomes = Vec::with_capacity(keys.len());
-        for (key, answer) in keys.iter().zip(answers) {
-            let outcome =
-                answer.and_then(|a| SignedUrl::from_presigned(a, &key.url, now, self.config.default_ttl)).map(Arc::new);
-            match &outcome {
-                Ok(signed) => self.cache.put(&CacheKey::new(&key.scope, &key.url), signed.clone()).await,
+        let outcomes: Vec<Outcome> =
+            keys.iter().zip(answers).map(|(key, answer)| answer.and_then(|a| self.accept(a, &key.url, now))).collect();
+        if outcomes.iter().any(Result::is_ok) {
+            // The endpoint accepted this exact token: its claims now name its scope.
+            self.proven.insert(&token);
+        }
+        for (key, outcome) in keys.iter().zip(&outcomes) {
+            match outcome {
+                Ok(signed) => {
+                    let scope = if key.proving { self.proven_scope(&token) } else { Some(&*key.scope) };
+                    if let Some(scope) = scope {
+                        self.cache.put(&CacheKey::new(scope, &key.url), signed.clone()).await;
+                    }
+                }
                 Err(error) => tracing::warn!(url = &*key.url, %error, "presign failed"),
             }
-            outcomes.push(outcome);
         }
         outcomes
     }
@@ -257,11 +326,12 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         let clean = url.clean_key();
         // The token is lent, not cloned: see `TokenSource::peek`.
         let token = self.tokens.peek()?;
-        let key = CacheKey::new(self.scope(&token), &clean);
+        let key = CacheKey::new(self.trusted_scope(&token)?, &clean);
         let hit = self.cache.get_ready(&key);
         drop(token);
         let hit = hit?;
-        if self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
+        // A URL pointing elsewhere is dropped on the async path.
+        if !self.destinations.allows(&hit) || self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
             return None;
         }
         self.counters.hit();
@@ -298,18 +368,26 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         }
         // Whose URL was refused: the token used, else the scope the URL was cached under.
         let current = self.tokens.current();
-        let stored = match used.url_change() {
-            UrlChange::Replace(signed) => signed.stored_scope(),
+        let refused = match used.url_change() {
+            UrlChange::Replace(signed) => Some(signed),
             _ => None,
         };
+        let stored = refused.and_then(|signed| signed.stored_scope());
         let scope = match (used.token(), stored, &current) {
-            (Some(token), _, _) => self.scope(token),
-            (None, Some(stored), _) => stored,
-            (None, None, Some(token)) => self.scope(token),
+            (Some(token), _, _) => self.proven_scope(token),
+            (None, Some(stored), _) => Some(stored),
+            (None, None, Some(token)) => self.proven_scope(token),
             (None, None, None) => return RetryDecision::GiveUp,
         };
         let clean = url.clean_key();
-        self.cache.remove(&CacheKey::new(scope, &clean)).await;
+        if let Some(scope) = scope {
+            let key = CacheKey::new(scope, &clean);
+            // Only the URL that was refused: a fresher one cached meanwhile stays.
+            match refused {
+                Some(refused) => self.cache.remove_refused(&key, refused).await,
+                None => self.cache.remove(&key).await,
+            }
+        }
         bump(&self.counters.retries, 1);
         tracing::info!(url = %url.redacted(), %status, "presigned URL refused: dropped, presigning again");
         RetryDecision::RetryOnce
@@ -333,12 +411,12 @@ impl<P, C> fmt::Debug for PresignedStrategy<P, C> {
 struct ScopePurger<C> {
     cache: Arc<C>,
     /// An app-given scope is the app's to manage.
-    fixed_scope: bool,
+    fixed_scope: AtomicBool,
 }
 
 impl<C: PresignCache> TokenListener for ScopePurger<C> {
     fn token_changed(&self, old: Option<&FileAccessToken>, new: Option<&FileAccessToken>) {
-        if self.fixed_scope {
+        if self.fixed_scope.load(Ordering::Relaxed) {
             return;
         }
         if let Some(old) = old {
