@@ -26,7 +26,7 @@
 //!   its lifetime, as the strategy does), so Redis drops entries before they go stale.
 //! - **What Redis holds**: presigned URLs (which are themselves time-limited credentials for one
 //!   file), clean URLs and principal scopes (`sub:<user id>`, or a one-way digest for tokens without
-//!   `sub`). Never a FAT.
+//!   `sub`, or `tok:<digest>` for a token not yet accepted by the endpoint). Never a FAT.
 //! - **L1**: an in-memory LRU in front (on by default), so hits stay in nanoseconds and Redis sees
 //!   only L1 misses.
 //! - **Redis down or slow**: every call has a timeout (default 250 ms); a failure is a miss (or a
@@ -36,8 +36,10 @@
 //!   presign and both end with a valid URL (the later write wins), and a process that misses later
 //!   finds the stored entry.
 //! - **Whose entries**: a JWT's `sub` is read, not verified, so a process uses `sub:<user>` entries
-//!   for a token only after the presign endpoint accepted that token there (its first presign
-//!   call); a token whose payload merely claims a user gets none of that user's entries.
+//!   for a token only after the presign endpoint accepted that token there (its first successful
+//!   presign call); before that, only entries under the token's own `tok:<digest>` scope, which
+//!   the first process to presign with that very token also wrote. A token whose payload merely
+//!   claims a user gets none of that user's entries.
 //! - **What is read back is checked**: an entry is used only if its URL is on a secure or CDN host
 //!   under the secure hosts' scheme rule; anything else is a miss and is deleted (only if it is
 //!   still the same entry). A refusal deletes only the refused URL, never a fresher one another

@@ -136,8 +136,13 @@ async fn keys(redis_url: &str, prefix: &str) -> Vec<String> {
     conn.keys(format!("{prefix}:*")).await.unwrap()
 }
 
+/// The keys of entries under a principal (`sub:`) scope, leaving out token (`tok:`) scopes.
+async fn principal_keys(redis_url: &str, prefix: &str) -> Vec<String> {
+    keys(redis_url, prefix).await.into_iter().filter(|k| k.starts_with(&format!("{prefix}:sub:"))).collect()
+}
+
 #[tokio::test]
-async fn a_second_process_uses_the_first_ones_entries_once_its_token_is_accepted() {
+async fn two_processes_share_one_presign_call() {
     let (_guard, url) = redis();
     let fleet = Fleet::new().await;
     let prefix = prefix("share");
@@ -145,13 +150,27 @@ async fn a_second_process_uses_the_first_ones_entries_once_its_token_is_accepted
     let a = fleet.process(&url, &prefix, token.clone());
     let b = fleet.process(&url, &prefix, token);
     let from_a = fleet.resolve(&a, "sample-64x64.gif").await;
-    // b's first call proves its token to the endpoint; from then on it reads a's entries.
-    fleet.resolve(&b, "sample-640x480.png").await;
     let from_b = fleet.resolve(&b, "sample-64x64.gif").await;
-    assert_eq!(from_a, from_b, "b found a's entry");
-    assert_eq!(fleet.server.stats().presign_calls, 2);
+    assert_eq!(from_a, from_b, "b found a's entry (under the token's own scope: b has not proven it)");
+    assert_eq!(fleet.server.stats().presign_calls, 1);
     assert_eq!(fleet.fetch_status(&from_b).await, 200);
+    // Presigned before the token was accepted: stored under the token's scope and alice's.
     assert_eq!(keys(&url, &prefix).await.len(), 2);
+    assert_eq!(principal_keys(&url, &prefix).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_second_process_with_a_renewed_token_uses_alices_entries_once_its_token_is_accepted() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("renewed");
+    let a = fleet.process(&url, &prefix, fleet.token("alice"));
+    let from_a = fleet.resolve(&a, "sample-64x64.gif").await;
+    // Another of alice's tokens: nothing of hers until the endpoint accepts it, then all of it.
+    let b = fleet.process(&url, &prefix, fleet.token("alice"));
+    fleet.resolve(&b, "sample-640x480.png").await;
+    assert_eq!(fleet.resolve(&b, "sample-64x64.gif").await, from_a);
+    assert_eq!(fleet.server.stats().presign_calls, 2);
 }
 
 #[tokio::test]
@@ -166,7 +185,6 @@ async fn misses_at_once_in_two_processes_both_end_with_a_valid_url() {
     assert_eq!((fleet.fetch_status(&from_a).await, fleet.fetch_status(&from_b).await), (200, 200));
     assert!(fleet.server.stats().presign_calls <= 2);
     let later = fleet.process(&url, &prefix, token);
-    fleet.resolve(&later, "sample-64x64.gif").await; // its token's first call, accepted
     let calls = fleet.server.stats().presign_calls;
     let from_later = fleet.resolve(&later, "sample-640x480.png").await;
     assert!(from_later == from_a || from_later == from_b);
@@ -202,7 +220,7 @@ async fn principals_are_isolated() {
     fleet.resolve(&alice, "sample-64x64.gif").await;
     fleet.resolve(&bob, "sample-64x64.gif").await;
     assert_eq!(fleet.server.stats().presign_calls, 2, "bob did not get alice's entry");
-    let mut stored = keys(&url, &prefix).await;
+    let mut stored = principal_keys(&url, &prefix).await;
     stored.sort();
     assert_eq!(stored.len(), 2);
     assert!(stored[0].contains(":sub:alice:") && stored[1].contains(":sub:bob:"), "{stored:?}");
@@ -273,7 +291,7 @@ async fn a_forged_token_naming_alice_gets_no_hit_on_her_entries_and_is_refused_a
     assert_eq!(attacker.stats().cache_hits, 0);
     assert_eq!(fleet.server.stats().presign_calls, 1, "only alice's call was answered");
     assert!(fleet.server.stats().refusals.invalid_fat >= 1, "the endpoint refused the forged token");
-    assert_eq!(keys(&url, &prefix).await.len(), 1);
+    assert_eq!(keys(&url, &prefix).await.len(), 2, "alice's entry, under her token's scope and her own");
 }
 
 #[tokio::test]
@@ -291,7 +309,7 @@ async fn an_entry_pointing_elsewhere_is_a_miss_and_is_deleted() {
     let planted = url::Url::parse("https://evil.example/demo/media/sample-64x64.gif?Expires=4000000000&Signature=x");
     let planted = Arc::new(SignedUrl::new(planted.unwrap(), now, now + Duration::from_secs(3600)));
     planter.put(&CacheKey::new("sub:alice", &media), planted).await;
-    assert_eq!(keys(&url, &prefix).await.len(), 2);
+    assert_eq!(principal_keys(&url, &prefix).await.len(), 2);
 
     let used = fleet.resolve(&a, "sample-64x64.gif").await;
     assert!(used.starts_with(&fleet.server.base_url()), "{used}");

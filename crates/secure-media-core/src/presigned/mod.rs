@@ -23,7 +23,7 @@ pub use presigner::{Presigned, Presigner, SignedUrl, MAX_URL_LIFETIME};
 use self::endpoint::saturating_add;
 use self::flights::{FlightKey, Flights, Outcome};
 use self::presigner::Destinations;
-use self::proven::{unproven_scope, ProvenTokens};
+use self::proven::{token_scope, ProvenTokens};
 use crate::counters::{bump, Counters};
 use crate::{
     AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
@@ -48,8 +48,10 @@ pub struct PresignConfig {
     pub max_waiting: usize,
     /// The cache scope; default: the token's principal, so users never share URLs. A JWT's
     /// `sub` names the scope only once the presign endpoint has accepted that token; until then
-    /// the token gets no cached URL. A fixed scope is the app's promise that all its tokens may
-    /// share URLs (a service account): logouts and user switches then purge nothing.
+    /// the token is scoped by a digest of itself (`tok:<digest>`), shared only with holders of that
+    /// very token (in any process using the same cache). A fixed scope is the app's promise that
+    /// all its tokens may share URLs (a service account): logouts and user switches then purge
+    /// nothing.
     pub scope: Option<Arc<str>>,
     /// Capacity of the default in-memory cache. Default 10,000.
     pub cache_capacity: usize,
@@ -86,7 +88,8 @@ enum Freshness {
 ///
 /// - Keyed by principal scope + clean URL, so tokens and signatures rotate without new keys and
 ///   one user's URL is never served to another; logout or a user switch purges the old scope. A
-///   JWT's `sub` is trusted as its scope only after the endpoint accepted that token.
+///   JWT's `sub` is trusted as its scope only after the endpoint accepted that token; until then
+///   the token is its own scope.
 /// - A presigned URL is used only on a secure host or a [CDN host](PresignConfig::cdn_hosts),
 ///   whether it comes from the endpoint or from a (shared) cache.
 /// - A cache hit answers synchronously ([`resolve_ready`](MediaAccessStrategy::resolve_ready)).
@@ -197,9 +200,9 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         &self.presigner
     }
 
-    /// The cache scope `token` may use, checking proof by address only (the hot path): the fixed
-    /// scope, the principal of a token without claims to prove, or of one the endpoint accepted.
-    /// `None`: its claims are unproven, so it gets no cached URL.
+    /// The shared cache scope `token` may use, checking proof by address only (the hot path): the
+    /// fixed scope, the principal of a token without claims to prove, or of one the endpoint
+    /// accepted. `None`: its claims are unproven, so it may use only its own [`token_scope`].
     fn trusted_scope<'t>(&'t self, token: &'t FileAccessToken) -> Option<&'t str> {
         if let Some(fixed) = self.config.scope.as_deref() {
             return Some(fixed);
@@ -234,13 +237,14 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
 
     /// The cached URL if fresh, else a presigned one; renews ahead of expiry.
     async fn signed_url(&self, clean: &str, token: &Arc<FileAccessToken>) -> Outcome {
-        let Some(scope) = self.proven_scope(token) else {
-            // Unproven claims: no cached URL until the endpoint accepts this token, and a flight
-            // shared only with holders of this very token.
-            bump(&self.counters.misses, 1);
-            tracing::debug!(url = clean, "presign cache skipped: the token is not yet accepted by the endpoint");
-            let ticket = self.flights.enter(&unproven_scope(token), clean, true, token)?;
-            return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+        // Unproven claims: the token's own scope, until a presign call with it succeeds.
+        let own;
+        let (scope, proving) = match self.proven_scope(token) {
+            Some(scope) => (scope, false),
+            None => {
+                own = token_scope(token);
+                (own.as_str(), true)
+            }
         };
         let key = CacheKey::new(scope, clean);
         let cached = match self.cache.get_ready(&key) {
@@ -258,7 +262,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                         return Ok(hit);
                     }
                     Freshness::RenewSoon => {
-                        let ticket = self.flights.enter(scope, clean, false, token)?;
+                        let ticket = self.flights.enter(scope, clean, proving, token)?;
                         if !ticket.opened {
                             // Someone else is renewing it: keep using the current one.
                             self.counters.hit();
@@ -273,7 +277,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         }
         bump(&self.counters.misses, 1);
         tracing::debug!(url = clean, "presign cache miss");
-        let ticket = self.flights.enter(scope, clean, false, token)?;
+        let ticket = self.flights.enter(scope, clean, proving, token)?;
         self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await
     }
 
@@ -304,9 +308,11 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         for (key, outcome) in keys.iter().zip(&outcomes) {
             match outcome {
                 Ok(signed) => {
-                    let scope = if key.proving { self.proven_scope(&token) } else { Some(&*key.scope) };
-                    if let Some(scope) = scope {
-                        self.cache.put(&CacheKey::new(scope, &key.url), signed.clone()).await;
+                    self.cache.put(&CacheKey::new(&key.scope, &key.url), signed.clone()).await;
+                    // Asked under the token's own scope, now also its proven one: this process
+                    // reads the latter from now on, other holders of the token the former.
+                    if let Some(proven) = self.proven_scope(&token).filter(|_| key.proving) {
+                        self.cache.put(&CacheKey::new(proven, &key.url), signed.clone()).await;
                     }
                 }
                 Err(error) => tracing::warn!(url = &*key.url, %error, "presign failed"),
@@ -373,14 +379,23 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
             _ => None,
         };
         let stored = refused.and_then(|signed| signed.stored_scope());
-        let scope = match (used.token(), stored, &current) {
-            (Some(token), _, _) => self.proven_scope(token),
-            (None, Some(stored), _) => Some(stored),
-            (None, None, Some(token)) => self.proven_scope(token),
-            (None, None, None) => return RetryDecision::GiveUp,
-        };
+        let token = used.token().or(current.as_ref());
+        if token.is_none() && stored.is_none() {
+            return RetryDecision::GiveUp;
+        }
+        // Every scope it may be cached under: where it was stored, the token's shared scope, and
+        // the token's own (a URL presigned before the token was proven is under both).
+        let mut scopes: Vec<String> = stored.into_iter().map(str::to_owned).collect();
+        if let Some(token) = token {
+            scopes.extend(self.proven_scope(token).map(str::to_owned));
+            if self.config.scope.is_none() && token.subject().is_some() {
+                scopes.push(token_scope(token));
+            }
+        }
+        scopes.sort_unstable();
+        scopes.dedup();
         let clean = url.clean_key();
-        if let Some(scope) = scope {
+        for scope in &scopes {
             let key = CacheKey::new(scope, &clean);
             // Only the URL that was refused: a fresher one cached meanwhile stays.
             match refused {
@@ -423,6 +438,9 @@ impl<C: PresignCache> TokenListener for ScopePurger<C> {
             if new.map(FileAccessToken::principal) != Some(old.principal()) {
                 tracing::debug!("principal changed: purging its presigned URLs");
                 self.cache.purge_scope(old.principal());
+                if old.subject().is_some() {
+                    self.cache.purge_scope(&token_scope(old));
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Tokens the presign endpoint has accepted. A JWT's claims are read, not verified (only the
 //! server can), so a token whose payload merely says `sub: alice` must not reach alice's cached
 //! URLs: its claims name a cache scope only once the endpoint has accepted that exact token.
+//! Until then it is scoped by a digest of itself ([`token_scope`]).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -18,20 +19,26 @@ const DIGESTS: usize = 4096;
 
 type TokenDigest = [u8; 32];
 
-/// A one-way digest of a token, keyed by its purpose so it matches no other digest of it.
-fn digest(token: &FileAccessToken) -> TokenDigest {
+/// A one-way digest of a token, keyed by its purpose (`domain`) so it matches no other digest of it.
+fn digest(domain: &[u8], token: &FileAccessToken) -> TokenDigest {
     let mut hasher = Sha256::new();
-    hasher.update(b"secure-media/presigned/proven-token/v1\0");
+    hasher.update(domain);
     hasher.update(token.expose_secret().as_bytes());
     hasher.finalize().into()
 }
 
-/// The flight scope of a token whose claims are not proven yet: a digest of the whole token,
-/// so only callers holding that very token share its presign call.
-pub(crate) fn unproven_scope(token: &FileAccessToken) -> String {
-    let mut scope = String::with_capacity(9 + 32);
-    scope.push_str("unproven:");
-    for byte in &digest(token)[..16] {
+fn proof_digest(token: &FileAccessToken) -> TokenDigest {
+    digest(b"secure-media/presigned/proven-token/v1\0", token)
+}
+
+/// The cache scope of a token whose claims are not proven yet: `tok:` and a digest of the whole
+/// token, the same in every process (a shared cache keys by it), so only holders of that very
+/// token, here or in another process, see the URLs presigned for it. One-way: the scope, which a
+/// shared cache stores in its keys, does not reveal the token.
+pub(crate) fn token_scope(token: &FileAccessToken) -> String {
+    let mut scope = String::with_capacity(4 + 32);
+    scope.push_str("tok:");
+    for byte in &digest(b"secure-media/presigned/token-scope/v1\0", token)[..16] {
         let _ = write!(scope, "{byte:02x}");
     }
     scope
@@ -58,7 +65,7 @@ impl ProvenTokens {
         if self.by_address(token) {
             return true;
         }
-        let known = self.digests.lock().unwrap_or_else(PoisonError::into_inner).contains(&digest(token));
+        let known = self.digests.lock().unwrap_or_else(PoisonError::into_inner).contains(&proof_digest(token));
         if known {
             self.remember_address(token);
         }
@@ -72,7 +79,7 @@ impl ProvenTokens {
             if digests.len() >= DIGESTS {
                 digests.clear();
             }
-            digests.insert(digest(token));
+            digests.insert(proof_digest(token));
         }
         self.remember_address(token);
     }
@@ -110,12 +117,14 @@ mod tests {
     }
 
     #[test]
-    fn unproven_scopes_are_digests_that_never_show_the_token() {
+    fn token_scopes_are_stable_digests_that_never_show_the_token() {
         let token = FileAccessToken::new("s3cr3t").unwrap();
-        let scope = unproven_scope(&token);
-        assert!(scope.starts_with("unproven:") && scope.len() == 41 && !scope.contains("s3cr3t"));
-        assert_eq!(scope, unproven_scope(&FileAccessToken::new("s3cr3t").unwrap()));
-        assert_ne!(scope, unproven_scope(&FileAccessToken::new("s3cr3u").unwrap()));
+        let scope = token_scope(&token);
+        assert!(scope.starts_with("tok:") && scope.len() == 36 && !scope.contains("s3cr3t"));
+        assert_eq!(scope, token_scope(&FileAccessToken::new("s3cr3t").unwrap()));
+        assert_ne!(scope, token_scope(&FileAccessToken::new("s3cr3u").unwrap()));
+        // Pinned: processes sharing a cache must agree on it.
+        assert_eq!(scope, "tok:9276c640b9cbe49f945bc75936dce226");
     }
 
     #[test]
