@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crossbeam_utils::sync::ShardedLock;
@@ -46,8 +47,12 @@ pub(crate) fn token_scope(token: &FileAccessToken) -> String {
 
 #[derive(Default)]
 pub(crate) struct ProvenTokens {
-    /// By address: the cache hit's check, with no hashing. Each `Weak` keeps its allocation, so
-    /// no other token can live at a listed address.
+    /// The address of the token proven last, or null: one load on a cache hit, the usual case
+    /// (an app holds one token at a time). Only ever an address listed in `recent`, and cleared
+    /// before its `Weak` leaves, so it always names a live allocation.
+    last: AtomicPtr<FileAccessToken>,
+    /// By address, with no hashing. Each `Weak` keeps its allocation, so no other token can live
+    /// at a listed address.
     recent: ShardedLock<Vec<Weak<FileAccessToken>>>,
     /// By digest: another `Arc` of the same secret (the app set the same token again).
     digests: Mutex<HashSet<TokenDigest>>,
@@ -56,6 +61,9 @@ pub(crate) struct ProvenTokens {
 impl ProvenTokens {
     /// Was this very token (this allocation) accepted? The hot path's check.
     pub(crate) fn by_address(&self, token: &FileAccessToken) -> bool {
+        if std::ptr::eq(self.last.load(Ordering::Acquire), token) {
+            return true;
+        }
         let recent = self.recent.read().unwrap_or_else(PoisonError::into_inner);
         recent.iter().any(|known| std::ptr::eq(known.as_ptr(), token))
     }
@@ -86,14 +94,26 @@ impl ProvenTokens {
 
     fn remember_address(&self, token: &Arc<FileAccessToken>) {
         let mut recent = self.recent.write().unwrap_or_else(PoisonError::into_inner);
-        if recent.iter().any(|known| std::ptr::eq(known.as_ptr(), Arc::as_ptr(token))) {
-            return;
+        if !recent.iter().any(|known| std::ptr::eq(known.as_ptr(), Arc::as_ptr(token))) {
+            // Whatever leaves the list leaves `last` first (we hold the write lock).
+            let forget = |known: &Weak<FileAccessToken>| {
+                let null = std::ptr::null_mut();
+                let _ =
+                    self.last.compare_exchange(known.as_ptr().cast_mut(), null, Ordering::AcqRel, Ordering::Acquire);
+            };
+            recent.retain(|known| {
+                let alive = known.strong_count() > 0;
+                if !alive {
+                    forget(known);
+                }
+                alive
+            });
+            if recent.len() >= RECENT {
+                forget(&recent.remove(0));
+            }
+            recent.push(Arc::downgrade(token));
         }
-        recent.retain(|known| known.strong_count() > 0);
-        if recent.len() >= RECENT {
-            recent.remove(0);
-        }
-        recent.push(Arc::downgrade(token));
+        self.last.store(Arc::as_ptr(token).cast_mut(), Ordering::Release);
     }
 }
 
@@ -125,6 +145,25 @@ mod tests {
         assert_ne!(scope, token_scope(&FileAccessToken::new("s3cr3u").unwrap()));
         // Pinned: processes sharing a cache must agree on it.
         assert_eq!(scope, "tok:9276c640b9cbe49f945bc75936dce226");
+    }
+
+    #[test]
+    fn the_last_address_never_outlives_its_listing() {
+        let proven = ProvenTokens::default();
+        let first = Arc::new(FileAccessToken::new("t-first").unwrap());
+        proven.insert(&first);
+        assert!(std::ptr::eq(proven.last.load(Ordering::Acquire), Arc::as_ptr(&first)));
+        drop(first);
+        // Enough others to push `first` out of the list: `last` follows each new one.
+        let others: Vec<_> =
+            (0..RECENT + 2).map(|n| Arc::new(FileAccessToken::new(format!("o{n}")).unwrap())).collect();
+        for other in &others {
+            proven.insert(other);
+            let last = proven.last.load(Ordering::Acquire);
+            let recent = proven.recent.read().unwrap();
+            assert!(last.is_null() || recent.iter().any(|known| std::ptr::eq(known.as_ptr(), last)));
+        }
+        assert!(proven.by_address(others.last().unwrap()));
     }
 
     #[test]
