@@ -23,7 +23,7 @@ pub use presigner::{Presigned, Presigner, SignedUrl, MAX_URL_LIFETIME};
 use self::endpoint::saturating_add;
 use self::flights::{FlightKey, Flights, Outcome};
 use self::presigner::Destinations;
-use self::proven::{token_scope, ProvenTokens};
+use self::proven::{token_scope, Proof, ProvenTokens};
 use crate::counters::{bump, Counters};
 use crate::{
     AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
@@ -237,48 +237,72 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
 
     /// The cached URL if fresh, else a presigned one; renews ahead of expiry.
     async fn signed_url(&self, clean: &str, token: &Arc<FileAccessToken>) -> Outcome {
-        // Unproven claims: the token's own scope, until a presign call with it succeeds.
-        let own;
-        let (scope, proving) = match self.proven_scope(token) {
-            Some(scope) => (scope, false),
-            None => {
-                own = token_scope(token);
-                (own.as_str(), true)
-            }
-        };
-        let key = CacheKey::new(scope, clean);
-        let cached = match self.cache.get_ready(&key) {
-            Some(hit) => Some(hit),
-            None => self.cache.get(&key).await,
-        };
-        if let Some(hit) = cached {
-            if !self.destinations.allows(&hit) {
-                tracing::warn!(url = clean, "a cached presigned URL points outside the secure and CDN hosts: dropped");
-                self.cache.remove_refused(&key, &hit).await;
-            } else {
-                match self.freshness(&hit, self.clock.now()) {
-                    Freshness::Fresh => {
-                        self.counters.hit();
-                        return Ok(hit);
-                    }
-                    Freshness::RenewSoon => {
-                        let ticket = self.flights.enter(scope, clean, proving, token)?;
-                        if !ticket.opened {
-                            // Someone else is renewing it: keep using the current one.
+        let mut waited_for_proof = false;
+        loop {
+            // Unproven claims: the token's own scope, until a presign call with it succeeds.
+            let own;
+            let (scope, proving) = match self.proven_scope(token) {
+                Some(scope) => (scope, false),
+                None => {
+                    own = token_scope(token);
+                    (own.as_str(), true)
+                }
+            };
+            let key = CacheKey::new(scope, clean);
+            let cached = match self.cache.get_ready(&key) {
+                Some(hit) => Some(hit),
+                None => self.cache.get(&key).await,
+            };
+            if let Some(hit) = cached {
+                if !self.destinations.allows(&hit) {
+                    tracing::warn!(
+                        url = clean,
+                        "a cached presigned URL points outside the secure and CDN hosts: dropped"
+                    );
+                    self.cache.remove_refused(&key, &hit).await;
+                } else {
+                    match self.freshness(&hit, self.clock.now()) {
+                        Freshness::Fresh => {
                             self.counters.hit();
                             return Ok(hit);
                         }
-                        tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
-                        return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+                        Freshness::RenewSoon => {
+                            let ticket = self.flights.enter(scope, clean, proving, token)?;
+                            if !ticket.opened {
+                                // Someone else is renewing it: keep using the current one.
+                                self.counters.hit();
+                                return Ok(hit);
+                            }
+                            tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
+                            return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+                        }
+                        Freshness::Expired => self.cache.remove_refused(&key, &hit).await,
                     }
-                    Freshness::Expired => self.cache.remove_refused(&key, &hit).await,
                 }
             }
+            // A token being proven: one caller's call proves it. Another caller waits for that
+            // proof when its claimed principal already holds this URL (a hint only, never an
+            // answer): once proven, a renewed token finds its principal's URLs instead of every
+            // caller presigning again. With nothing to find, it presigns along (batched).
+            let _proof = match proving.then(|| self.proven.prove(scope)) {
+                Some(Proof::Follow(done))
+                    if !waited_for_proof
+                        && self.cache.get_ready(&CacheKey::new(token.principal(), clean)).is_some() =>
+                {
+                    let _ = done.await;
+                    waited_for_proof = true;
+                    continue;
+                }
+                // Proven between our lookup and now: look again, under the proven scope.
+                Some(Proof::Lead(_)) if self.proven_scope(token).is_some() => continue,
+                Some(Proof::Lead(guard)) => Some(guard),
+                _ => None,
+            };
+            bump(&self.counters.misses, 1);
+            tracing::debug!(url = clean, "presign cache miss");
+            let ticket = self.flights.enter(scope, clean, proving, token)?;
+            return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
         }
-        bump(&self.counters.misses, 1);
-        tracing::debug!(url = clean, "presign cache miss");
-        let ticket = self.flights.enter(scope, clean, proving, token)?;
-        self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await
     }
 
     /// An answer made usable: not expired, and pointing at a secure or CDN host.

@@ -3,12 +3,14 @@
 //! URLs: its claims name a cache scope only once the endpoint has accepted that exact token.
 //! Until then it is scoped by a digest of itself ([`token_scope`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crossbeam_utils::sync::ShardedLock;
+use futures::channel::oneshot;
+use futures::future::{FutureExt, Shared};
 use sha2::{Digest as _, Sha256};
 
 use crate::FileAccessToken;
@@ -56,6 +58,34 @@ pub(crate) struct ProvenTokens {
     recent: ShardedLock<Vec<Weak<FileAccessToken>>>,
     /// By digest: another `Arc` of the same secret (the app set the same token again).
     digests: Mutex<HashSet<TokenDigest>>,
+    /// Proofs under way, by token scope: resolved (or dropped) when the proving call ends.
+    proofs: Mutex<HashMap<String, Shared<oneshot::Receiver<()>>>>,
+}
+
+/// A caller's part in proving a token: make the proving call, or wait for the one under way.
+pub(crate) enum Proof<'p> {
+    /// Prove it: the caller's own presign call. Followers wake when this is dropped.
+    Lead(ProofGuard<'p>),
+    /// Someone is proving it: wait, then look under the token's proven scope.
+    Follow(Shared<oneshot::Receiver<()>>),
+}
+
+/// Held by the caller proving a token; its drop (success, failure or cancellation) wakes the
+/// callers waiting for the proof.
+pub(crate) struct ProofGuard<'p> {
+    proofs: &'p ProvenTokens,
+    scope: String,
+    done: Shared<oneshot::Receiver<()>>,
+    _sender: oneshot::Sender<()>,
+}
+
+impl Drop for ProofGuard<'_> {
+    fn drop(&mut self) {
+        let mut proofs = self.proofs.proofs.lock().unwrap_or_else(PoisonError::into_inner);
+        if proofs.get(&self.scope).is_some_and(|done| done.ptr_eq(&self.done)) {
+            proofs.remove(&self.scope);
+        }
+    }
 }
 
 impl ProvenTokens {
@@ -78,6 +108,18 @@ impl ProvenTokens {
             self.remember_address(token);
         }
         known
+    }
+
+    /// Lead the proof of the token whose scope is `scope`, or follow the one under way.
+    pub(crate) fn prove(&self, scope: &str) -> Proof<'_> {
+        let mut proofs = self.proofs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = proofs.get(scope) {
+            return Proof::Follow(done.clone());
+        }
+        let (sender, receiver) = oneshot::channel();
+        let done = receiver.shared();
+        proofs.insert(scope.to_owned(), done.clone());
+        Proof::Lead(ProofGuard { proofs: self, scope: scope.to_owned(), done, _sender: sender })
     }
 
     /// The endpoint accepted `token`.
@@ -164,6 +206,18 @@ mod tests {
             assert!(last.is_null() || recent.iter().any(|known| std::ptr::eq(known.as_ptr(), last)));
         }
         assert!(proven.by_address(others.last().unwrap()));
+    }
+
+    #[test]
+    fn one_caller_leads_a_proof_and_the_others_wake_when_it_ends() {
+        let proven = ProvenTokens::default();
+        let lead = proven.prove("tok:a");
+        let Proof::Follow(done) = proven.prove("tok:a") else { panic!("a second caller follows") };
+        assert!(matches!(proven.prove("tok:b"), Proof::Lead(_)), "another token leads its own");
+        assert!(futures::FutureExt::now_or_never(done.clone()).is_none());
+        drop(lead);
+        assert!(futures::FutureExt::now_or_never(done).is_some());
+        assert!(matches!(proven.prove("tok:a"), Proof::Lead(_)), "a later caller leads afresh");
     }
 
     #[test]

@@ -445,6 +445,25 @@ async fn another_holder_of_the_same_token_shares_its_urls_before_proving_it() {
     assert_eq!(endpoint.calls(), 1);
 }
 
+#[tokio::test]
+async fn a_renewed_token_proves_itself_with_one_url_then_hits_its_principals_urls() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let cell = Arc::new(LoginCell::new());
+    let s = strategy(&clock, &endpoint, cell.clone(), PresignConfig::default());
+    cell.set(token("alice"));
+    let urls: Vec<String> = (0..20).map(media).collect();
+    let before = futures::future::join_all(urls.iter().map(|u| resolve(&s, u))).await;
+    let (calls, signed) = (endpoint.calls(), endpoint.signed.load(AtomicOrdering::SeqCst));
+    // A renewed token for the same user: unproven, so none of alice's URLs until it is accepted.
+    cell.set(FileAccessToken::new(jwt(r#"{"sub":"alice","exp":4000000001}"#)).unwrap());
+    let after = futures::future::join_all(urls.iter().map(|u| resolve(&s, u))).await;
+    assert_eq!(endpoint.calls(), calls + 1, "one proving call");
+    assert_eq!(endpoint.signed.load(AtomicOrdering::SeqCst), signed + 1, "with one URL");
+    let same = before.iter().zip(&after).filter(|(b, a)| b == a).count();
+    assert_eq!(same, 19, "the other 19 are alice's cached URLs");
+}
+
 // ---- Presigned URLs are checked before use ----
 
 #[tokio::test]
