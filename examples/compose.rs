@@ -76,7 +76,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .allowing_http()
             .mode(SecureMediaMode::Embedded)
             .token_source(cell.clone())
-            .presigner(Arc::new(ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse()?)))
+            .presigner(Arc::new(ReqwestPresigner::new_allowing_http(
+                reqwest::Client::new(),
+                server.presign_url().parse()?,
+            )?))
             .build()?;
         let cache = MokaManager::default();
         let client = build(media.strategy(), cache.clone())?;

@@ -26,7 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .allowing_http()
         .mode(mode)
         .token_source(login)
-        .presigner(Arc::new(ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse()?)))
+        .presigner(Arc::new(ReqwestPresigner::new_allowing_http(
+            reqwest::Client::new(),
+            server.presign_url().parse()?,
+        )?))
         .build()?;
     let fetcher = Arc::new(ReqwestFetcher::new(media.strategy())?);
     let urls: Vec<String> = ["sample-640x480.png", "sample-1920x1080.jpg", "sample-256x256.webp", "sample-64x64.gif"]

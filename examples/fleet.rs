@@ -50,7 +50,7 @@ fn pod<C: PresignCache>(
     tokens: Arc<dyn TokenSource>,
     cache: Arc<C>,
 ) -> Result<Arc<dyn MediaAccessStrategy>, Error> {
-    let presigner = ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse()?);
+    let presigner = ReqwestPresigner::new_allowing_http(reqwest::Client::new(), server.presign_url().parse()?)?;
     let hosts = SecureHosts::new().with_host(&server.host())?.allowing_http();
     Ok(Arc::new(PresignedStrategy::with_cache(hosts, tokens, presigner, cache)))
 }

@@ -47,8 +47,11 @@ async fn main() -> Result<(), Error> {
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
         for stack in ["reqwest", "tower"] {
             let presigner: Arc<dyn Presigner> = match stack {
-                "reqwest" => Arc::new(ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse()?)),
-                _ => Arc::new(TowerPresigner::new(hyper.clone(), server.presign_url().parse()?)),
+                "reqwest" => Arc::new(ReqwestPresigner::new_allowing_http(
+                    reqwest::Client::new(),
+                    server.presign_url().parse()?,
+                )?),
+                _ => Arc::new(TowerPresigner::new_allowing_http(hyper.clone(), server.presign_url().parse()?)?),
             };
             let media = SecureMedia::builder(server.app_id())
                 .secure_host(&server.host())

@@ -20,10 +20,13 @@ async fn rounds(server: &RunningServer, build: compose::Stack, mode: SecureMedia
         .mode(mode)
         .token_source(cell.clone());
     if mode == SecureMediaMode::Presigned {
-        builder = builder.presigner(Arc::new(secure_media_reqwest::ReqwestPresigner::new(
-            reqwest::Client::new(),
-            server.presign_url().parse().unwrap(),
-        )));
+        builder = builder.presigner(Arc::new(
+            secure_media_reqwest::ReqwestPresigner::new_allowing_http(
+                reqwest::Client::new(),
+                server.presign_url().parse().unwrap(),
+            )
+            .unwrap(),
+        ));
     }
     let media = builder.build().unwrap();
     let cache = MokaManager::default();

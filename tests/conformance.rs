@@ -216,10 +216,17 @@ async fn through_a_cdn(stack: Stack, cdn_status: u16) -> (Fetched, Recorder, u64
     let server = server().await;
     let hosts = secure_media::SecureHosts::new().with_host(&server.host()).unwrap().allowing_http();
     let token = Arc::new(secure_media::StaticToken::parse("T0KEN").unwrap());
-    let strategy = Arc::new(secure_media::presigned::PresignedStrategy::new(
+    // The CDN is another origin the presigned URLs may point at: configured, or they are refused.
+    let cdn = secure_media::SecureHosts::new().with_host(recorder.base_url.trim_start_matches("http://")).unwrap();
+    let config = secure_media::presigned::PresignConfig {
+        cdn_hosts: cdn.allowing_http(),
+        ..secure_media::presigned::PresignConfig::default()
+    };
+    let strategy = Arc::new(secure_media::presigned::PresignedStrategy::with_config(
         hosts,
         token,
         CdnPresigner { cdn: recorder.base_url.clone() },
+        config,
     ));
     let client: Client = match stack {
         Stack::Reqwest => Client::Reqwest(secure_media_reqwest::secure_client(strategy.clone()).unwrap()),

@@ -67,10 +67,12 @@ pub async fn http_login(login_url: &str, uid: &str) -> Result<FileAccessToken, s
 
 pub fn presigner(stack: Stack, server: &RunningServer) -> Arc<dyn Presigner> {
     match stack {
-        Stack::Reqwest => {
-            Arc::new(ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse().unwrap()))
+        Stack::Reqwest => Arc::new(
+            ReqwestPresigner::new_allowing_http(reqwest::Client::new(), server.presign_url().parse().unwrap()).unwrap(),
+        ),
+        Stack::Tower => {
+            Arc::new(TowerPresigner::new_allowing_http(hyper(), server.presign_url().parse().unwrap()).unwrap())
         }
-        Stack::Tower => Arc::new(TowerPresigner::new(hyper(), server.presign_url().parse().unwrap())),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use secure_media_core::presigned::endpoint::check_endpoint;
 use secure_media_core::{AccessError, FileAccessToken, LoginCell, SecureHosts, SecureMedia, StaticToken, TokenSource};
 use secure_media_reqwest::ReqwestPresigner;
 
@@ -14,9 +15,17 @@ pub(crate) struct Access {
     show_token: bool,
 }
 
-pub(crate) async fn login(endpoint: &str, uid: &str) -> Result<FileAccessToken, AccessError> {
+/// Logs in at `endpoint`: only over https, or plain http with `allow_http` (`--allow-http`), since
+/// the answer carries the token.
+pub(crate) async fn login(endpoint: &str, uid: &str, allow_http: bool) -> Result<FileAccessToken, AccessError> {
+    check_endpoint(endpoint, allow_http)?;
     let failed = |why: &str| AccessError::RefreshFailed(format!("login at {endpoint} failed: {why}"));
-    let response = reqwest::Client::new()
+    // No redirects: a login endpoint that redirects elsewhere does not get to choose where the token comes from.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|_| failed("no HTTP client"))?;
+    let response = client
         .post(endpoint)
         .json(&serde_json::json!({ "uid": uid }))
         .send()
@@ -43,11 +52,12 @@ pub(crate) async fn build(args: &AccessArgs) -> Result<Access, Failure> {
     let tokens: Arc<dyn TokenSource> = match (&args.token, &args.login, &args.uid) {
         (Some(token), _, _) => Arc::new(StaticToken::parse(token.clone()).map_err(|e| Failure::usage(e.to_string()))?),
         (None, Some(endpoint), Some(uid)) => {
-            let (endpoint, uid) = (endpoint.clone(), uid.clone());
-            let first = login(&endpoint, &uid).await.map_err(|e| Failure::network(e.to_string()))?;
+            let (endpoint, uid, allow_http) = (endpoint.clone(), uid.clone(), args.allow_http);
+            check_endpoint(&endpoint, allow_http).map_err(|e| Failure::usage(format!("--login: {e}")))?;
+            let first = login(&endpoint, &uid, allow_http).await.map_err(|e| Failure::network(e.to_string()))?;
             let cell = LoginCell::with_relogin(move || {
                 let (endpoint, uid) = (endpoint.clone(), uid.clone());
-                async move { login(&endpoint, &uid).await }
+                async move { login(&endpoint, &uid, allow_http).await }
             });
             cell.set(first);
             Arc::new(cell)
@@ -59,7 +69,14 @@ pub(crate) async fn build(args: &AccessArgs) -> Result<Access, Failure> {
     match (&args.presign_endpoint, args.mode) {
         (Some(endpoint), _) => {
             let endpoint = endpoint.parse().map_err(|_| Failure::usage("--presign-endpoint is not a URL"))?;
-            builder = builder.presigner(Arc::new(ReqwestPresigner::new(reqwest::Client::new(), endpoint)));
+            let client = reqwest::Client::new();
+            let presigner = if args.allow_http {
+                ReqwestPresigner::new_allowing_http(client, endpoint)
+            } else {
+                ReqwestPresigner::new(client, endpoint)
+            };
+            let presigner = presigner.map_err(|e| Failure::usage(format!("--presign-endpoint: {e}")))?;
+            builder = builder.presigner(Arc::new(presigner));
         }
         (None, Mode::Presigned) => return Err(Failure::usage("--presign-endpoint is required in presigned mode")),
         (None, _) => {}

@@ -75,7 +75,8 @@ pub(crate) struct AccessArgs {
     /// A secure host, `host` or `host:port` (repeatable).
     #[arg(long = "secure-host", required = true)]
     pub(crate) secure_hosts: Vec<String>,
-    /// Allow plain http:// on the secure hosts (local servers only).
+    /// Allow plain http:// on the secure hosts, the login endpoint and the presign endpoint (local
+    /// servers only: the token could be read on the way).
     #[arg(long)]
     pub(crate) allow_http: bool,
     /// The File Access Token.

@@ -61,7 +61,7 @@ async fn check_token(args: &AccessArgs, report: &mut Report) -> bool {
                 return false;
             }
         },
-        (None, Some(endpoint), Some(uid)) => match login(endpoint, uid).await {
+        (None, Some(endpoint), Some(uid)) => match login(endpoint, uid, args.allow_http).await {
             Ok(token) => {
                 report.ok(format!("logged in at {endpoint} as {uid}"));
                 token

@@ -132,6 +132,41 @@ fn access_flags(server: &RunningServer, mode: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_login_and_presign_endpoints_are_refused_without_allow_http() {
+    let server = server().await;
+    let url = server.media_url("sample-64x64.gif");
+    let without_allow_http = |flags: Vec<String>| -> Vec<String> {
+        let mut args = vec!["resolve".to_string()];
+        args.extend(flags.into_iter().filter(|f| f != "--allow-http"));
+        args.push(url.clone());
+        args
+    };
+    // The login endpoint: refused before anything is sent.
+    let (code, _, err) = run_async(without_allow_http(access_flags(&server, "presigned"))).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--login") && err.contains("plain http") && err.contains("--allow-http"), "{err}");
+    assert_eq!(server.stats().logins, 0, "no login request went out over http");
+    // The presign endpoint, with a token given directly.
+    let fat = server.login("cli-user").unwrap().fat;
+    let args = vec![
+        "resolve".to_string(),
+        "--mode".into(),
+        "presigned".into(),
+        "--secure-host".into(),
+        "files-us.cometchat.io".into(),
+        "--token".into(),
+        fat.clone(),
+        "--presign-endpoint".into(),
+        server.presign_url(),
+        "https://files-us.cometchat.io/app/media/a.png".into(),
+    ];
+    let (code, _, err) = run_async(args).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--presign-endpoint") && err.contains("plain http") && !err.contains(&fat), "{err}");
+    assert_eq!(server.stats().presign_calls + server.stats().requests_with_token, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolve_presigned_logs_in_and_presigns() {
     let server = server().await;
     let url = server.media_url("sample-64x64.gif");

@@ -104,4 +104,13 @@ pub enum AccessError {
     /// The presign call that this request waited for was cancelled by its caller.
     #[error("the presign call for {0} was cancelled before it finished")]
     Cancelled(String),
+    /// An endpoint that would receive the file access token (presign, login) is not safe to send
+    /// it to: plain http without an explicit opt-in, or not an http(s) URL at all.
+    #[error("refusing to send the file access token to {url}: {reason}")]
+    InsecureEndpoint {
+        /// The endpoint, without user info or query.
+        url: String,
+        /// Why, and what to do instead.
+        reason: &'static str,
+    },
 }

@@ -18,6 +18,7 @@ pub struct SecureMediaBuilder {
     tokens: Option<Arc<dyn TokenSource>>,
     presigner: Option<Arc<dyn Presigner>>,
     presign_config: PresignConfig,
+    cdn_hosts: SecureHosts,
     clock: Arc<dyn Clock>,
 }
 
@@ -70,9 +71,29 @@ impl SecureMediaBuilder {
         self
     }
 
-    /// Tuning for presigned URLs.
+    /// Tuning for presigned URLs. CDN hosts added with [`cdn_host`](Self::cdn_host) or
+    /// [`cdn_hosts`](Self::cdn_hosts) join its [`cdn_hosts`](PresignConfig::cdn_hosts), in either order.
     pub fn presign_config(mut self, config: PresignConfig) -> Self {
         self.presign_config = config;
+        self
+    }
+
+    /// Adds a host (`host` or `host:port`) that presigned URLs may point to besides the secure
+    /// hosts: the CDN that serves them. A presigned URL anywhere else is refused.
+    pub fn cdn_host(mut self, host: &str) -> Self {
+        if let Err(error) = self.cdn_hosts.add(host) {
+            self.host_error = Some(error);
+        }
+        self
+    }
+
+    /// Adds every host of `hosts` as a [CDN host](Self::cdn_host).
+    pub fn cdn_hosts(mut self, hosts: SecureHosts) -> Self {
+        for host in hosts.iter() {
+            if let Err(error) = self.cdn_hosts.add(&host) {
+                self.host_error = Some(error);
+            }
+        }
         self
     }
 
@@ -91,9 +112,13 @@ impl SecureMediaBuilder {
         let tokens = self
             .tokens
             .ok_or(AccessError::InvalidConfig("a token source is required (SecureMediaBuilder::token_source)"))?;
+        let mut presign_config = self.presign_config;
+        for host in self.cdn_hosts.iter() {
+            presign_config.cdn_hosts.add(&host)?;
+        }
         let presigned = self.presigner.map(|presigner| {
             Arc::new(
-                PresignedStrategy::with_config(self.hosts.clone(), tokens.clone(), presigner, self.presign_config)
+                PresignedStrategy::with_config(self.hosts.clone(), tokens.clone(), presigner, presign_config)
                     .with_clock(self.clock.clone()),
             )
         });
@@ -172,6 +197,7 @@ impl SecureMedia {
             tokens: None,
             presigner: None,
             presign_config: PresignConfig::default(),
+            cdn_hosts: SecureHosts::new(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -247,7 +273,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::presigned::Presigned;
+    use crate::presigned::{PresignCache, Presigned};
     use crate::token::tests::jwt;
     use crate::{LoginCell, ManualClock};
 
@@ -341,6 +367,105 @@ mod tests {
             assert_eq!(media.resolve_url(secure).await.unwrap(), expect, "{mode}");
             assert_eq!(media.mode(), mode);
         }
+    }
+
+    /// Signs onto `host`, as a CDN-fronted endpoint does.
+    struct CdnSigner(&'static str);
+
+    #[async_trait]
+    impl Presigner for CdnSigner {
+        async fn presign(&self, url: &str, _: &FileAccessToken) -> Result<Presigned, AccessError> {
+            let signed = url.replace("files-us.cometchat.io", self.0);
+            Ok(Presigned { url: format!("{signed}?Expires=4000000000&Signature=s"), expires_at: None })
+        }
+    }
+
+    #[test]
+    fn the_secure_host_and_secure_hosts_settings_apply() {
+        let login: Arc<dyn TokenSource> = Arc::new(LoginCell::new());
+        let one = SecureMedia::builder("app").secure_host("media.example.com:8443").token_source(login.clone());
+        let one = one.build().unwrap();
+        assert!(one.requires_secure_access("https://media.example.com:8443/a.png"));
+        assert!(!one.requires_secure_access("https://media.example.com/a.png"));
+        let hosts = SecureHosts::new().with_host("other.example.com").unwrap();
+        let replaced =
+            SecureMedia::builder("app").region("us").secure_hosts(hosts).token_source(login).build().unwrap();
+        assert!(replaced.requires_secure_access("https://other.example.com/a.png"));
+        assert!(!replaced.requires_secure_access("https://files-us.cometchat.io/a.png"));
+    }
+
+    #[test]
+    fn the_allowing_http_setting_applies() {
+        let login: Arc<dyn TokenSource> = Arc::new(LoginCell::new());
+        let strict = SecureMedia::builder("app").secure_host("127.0.0.1:8787").token_source(login.clone()).build();
+        assert!(!strict.unwrap().requires_secure_access("http://127.0.0.1:8787/a.png"));
+        let loose = SecureMedia::builder("app").secure_host("127.0.0.1:8787").allowing_http().token_source(login);
+        assert!(loose.build().unwrap().requires_secure_access("http://127.0.0.1:8787/a.png"));
+    }
+
+    #[tokio::test]
+    async fn the_cdn_host_settings_apply_in_either_order_with_presign_config() {
+        let secure = "https://files-us.cometchat.io/app/media/a.png";
+        let build = |builder: SecureMediaBuilder| {
+            let login = Arc::new(LoginCell::new());
+            login.set(FileAccessToken::new("t").unwrap());
+            let builder = builder.region("us").token_source(login).presigner(Arc::new(CdnSigner("cdn.example.com")));
+            builder.build().unwrap()
+        };
+        let config = || PresignConfig { batch_limit: 7, ..PresignConfig::default() };
+        let cdn = || SecureHosts::new().with_host("cdn.example.com").unwrap();
+        for media in [
+            build(SecureMedia::builder("app").cdn_host("cdn.example.com").presign_config(config())),
+            build(SecureMedia::builder("app").presign_config(config()).cdn_host("cdn.example.com")),
+            build(SecureMedia::builder("app").cdn_hosts(cdn())),
+            build(SecureMedia::builder("app").presign_config(PresignConfig { cdn_hosts: cdn(), ..config() })),
+        ] {
+            assert!(media
+                .fetch_presigned_url(secure)
+                .await
+                .unwrap()
+                .starts_with("https://cdn.example.com/app/media/a.png?"));
+        }
+        let unlisted = build(SecureMedia::builder("app").cdn_host("other.example.com"));
+        assert!(matches!(unlisted.fetch_presigned_url(secure).await, Err(AccessError::Presign { .. })));
+        let login: Arc<dyn TokenSource> = Arc::new(LoginCell::new());
+        let bad = SecureMedia::builder("app").cdn_host("a/b").token_source(login).build();
+        assert!(matches!(bad, Err(AccessError::InvalidHost { .. })));
+    }
+
+    #[tokio::test]
+    async fn the_presign_config_setting_applies_through_the_builder() {
+        let login = Arc::new(LoginCell::new());
+        let config = PresignConfig { scope: Some("team".into()), cache_capacity: 3, ..PresignConfig::default() };
+        let media = SecureMedia::builder("app")
+            .region("us")
+            .mode(SecureMediaMode::Presigned)
+            .token_source(login.clone())
+            .presigner(Arc::new(Signer))
+            .presign_config(config)
+            .build()
+            .unwrap();
+        let presigned = media.presigned.clone().unwrap();
+        assert_eq!(presigned.cache().capacity(), 3);
+        assert_eq!(presigned.config().scope.as_deref(), Some("team"));
+        login.set(FileAccessToken::new(jwt(r#"{"sub":"alice"}"#)).unwrap());
+        media.resolve_url("https://files-us.cometchat.io/app/media/a.png").await.unwrap();
+        // The app's fixed scope is the app's to manage: a user switch purges nothing.
+        login.set(FileAccessToken::new(jwt(r#"{"sub":"bob"}"#)).unwrap());
+        assert_eq!(presigned.cache().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_clock_setting_applies_to_presigned_urls() {
+        let (media, login, clock) = handle(SecureMediaMode::Presigned, true);
+        login.set(FileAccessToken::new("t").unwrap());
+        let secure = "https://files-us.cometchat.io/app/media/a.png";
+        media.resolve_url(secure).await.unwrap();
+        let presigned = media.presigned.clone().unwrap();
+        let token = login.current().unwrap();
+        let key = crate::presigned::CacheKey::new(token.principal(), secure);
+        let cached = presigned.cache().get_ready(&key).unwrap();
+        assert_eq!(cached.fetched_at(), clock.now(), "fetched at the builder's clock, not the system's");
     }
 
     #[test]

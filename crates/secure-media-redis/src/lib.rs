@@ -26,7 +26,7 @@
 //!   its lifetime, as the strategy does), so Redis drops entries before they go stale.
 //! - **What Redis holds**: presigned URLs (which are themselves time-limited credentials for one
 //!   file), clean URLs and principal scopes (`sub:<user id>`, or a one-way digest for tokens without
-//!   `sub`). Never a FAT.
+//!   `sub`, or `tok:<digest>` for a token not yet accepted by the endpoint). Never a FAT.
 //! - **L1**: an in-memory LRU in front (on by default), so hits stay in nanoseconds and Redis sees
 //!   only L1 misses.
 //! - **Redis down or slow**: every call has a timeout (default 250 ms); a failure is a miss (or a
@@ -35,6 +35,15 @@
 //! - **Across processes**: no distributed single-flight; two processes that miss at once both
 //!   presign and both end with a valid URL (the later write wins), and a process that misses later
 //!   finds the stored entry.
+//! - **Whose entries**: a JWT's `sub` is read, not verified, so a process uses `sub:<user>` entries
+//!   for a token only after the presign endpoint accepted that token there (its first successful
+//!   presign call); before that, only entries under the token's own `tok:<digest>` scope, which
+//!   the first process to presign with that very token also wrote. A token whose payload merely
+//!   claims a user gets none of that user's entries.
+//! - **What is read back is checked**: an entry is used only if its URL is on a secure or CDN host
+//!   under the secure hosts' scheme rule; anything else is a miss and is deleted (only if it is
+//!   still the same entry). A refusal deletes only the refused URL, never a fresher one another
+//!   process stored meanwhile.
 //! - **Purge** (logout, user switch) clears this process's L1; Redis entries expire on their own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -49,7 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
-use secure_media_core::presigned::{CacheKey, MemoryPresignCache, PresignCache, SignedUrl};
+use secure_media_core::presigned::{CacheKey, MemoryPresignCache, PresignCache, SignedUrl, MAX_URL_LIFETIME};
 
 /// Why the cache could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +71,16 @@ pub enum RedisCacheError {
 
 /// Keys longer than this are stored by hash.
 const MAX_PLAIN_KEY: usize = 256;
+
+/// Deletes `KEYS[1]` only while it still holds the URL `ARGV[1]` (or something unreadable): the
+/// check and the delete are one step, so a fresher entry another process wrote is never lost.
+const DELETE_IF_SAME: &str = r"
+local stored = redis.call('GET', KEYS[1])
+if not stored then return 0 end
+local ok, entry = pcall(cjson.decode, stored)
+if ok and type(entry) == 'table' and entry.url ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+";
 
 /// A presign cache on Redis with an optional in-memory L1. See the [crate docs](crate).
 pub struct RedisPresignCache {
@@ -202,7 +221,8 @@ fn decode(key: &CacheKey<'_>, text: &str) -> Option<SignedUrl> {
         return None; // a hashed key shared by two URLs: a miss, never the other URL
     }
     let url = url::Url::parse(value.get("url")?.as_str()?).ok()?;
-    let at = |field: &str| value.get(field).and_then(|v| v.as_u64()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    // Anyone who can write to Redis can write here: no arithmetic that could overflow.
+    let at = |field: &str| UNIX_EPOCH.checked_add(Duration::from_millis(value.get(field)?.as_u64()?));
     Some(SignedUrl::new(url, at("fetched_at_ms")?, at("expires_at_ms")?))
 }
 
@@ -231,10 +251,12 @@ impl PresignCache for RedisPresignCache {
             l1.put(key, url.clone()).await;
         }
         let margin = self.safety_margin.min(url.lifetime() / 4);
-        let Ok(left) = (url.expires_at() - margin).duration_since(SystemTime::now()) else {
+        let Some(Ok(left)) = url.expires_at().checked_sub(margin).map(|stale| stale.duration_since(SystemTime::now()))
+        else {
             return; // already within the margin: not worth sharing
         };
-        let ttl_ms = (left.as_millis() as u64).max(1);
+        // The strategy trusts no URL longer than this; Redis refuses absurd TTLs anyway.
+        let ttl_ms = u64::try_from(left.min(MAX_URL_LIFETIME).as_millis()).unwrap_or(u64::MAX).max(1);
         let (redis_key, value) = (self.redis_key(key), encode(key, &url));
         let mut redis = self.redis.clone();
         let _: Option<()> = self.call("SET", async move { redis.pset_ex(redis_key, value, ttl_ms).await }).await;
@@ -247,6 +269,18 @@ impl PresignCache for RedisPresignCache {
         let redis_key = self.redis_key(key);
         let mut redis = self.redis.clone();
         let _: Option<()> = self.call("DEL", async move { redis.del(redis_key).await }).await;
+    }
+
+    async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
+        if let Some(l1) = &self.l1 {
+            l1.remove_refused(key, refused).await;
+        }
+        let (redis_key, url) = (self.redis_key(key), refused.as_str().to_owned());
+        let mut redis = self.redis.clone();
+        let delete = async move {
+            redis::cmd("EVAL").arg(DELETE_IF_SAME).arg(1).arg(redis_key).arg(url).query_async::<i64>(&mut redis).await
+        };
+        let _: Option<i64> = self.call("EVAL", delete).await;
     }
 
     fn purge_scope(&self, scope: &str) {
@@ -282,6 +316,21 @@ mod tests {
         assert_eq!((back.as_str(), back.expires_at(), back.fetched_at()), (signed.as_str(), signed.expires_at(), now));
         assert!(decode(&CacheKey::new("sub:a", "https://m.io/b"), &text).is_none());
         assert!(decode(&key, "not json").is_none());
+    }
+
+    #[test]
+    fn absurd_times_in_a_stored_value_are_a_miss_not_a_panic() {
+        let key = CacheKey::new("sub:a", "https://m.io/a");
+        for (fetched, expires) in
+            [("18446744073709551615", "1"), ("1", "18446744073709551615"), ("-1", "5"), ("1.5", "2")]
+        {
+            let text = format!(
+                r#"{{"key":"https://m.io/a","url":"https://m.io/a?s=1","fetched_at_ms":{fetched},"expires_at_ms":{expires}}}"#
+            );
+            if let Some(url) = decode(&key, &text) {
+                let _ = (url.lifetime(), url.expires_at());
+            }
+        }
     }
 
     #[test]

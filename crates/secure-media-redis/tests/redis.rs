@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use secure_media_core::presigned::{PresignConfig, PresignedStrategy};
-use secure_media_core::{resolve_str, MediaAccessStrategy, SecureHosts, TokenSource};
+use secure_media_core::presigned::{CacheKey, PresignCache, PresignConfig, PresignedStrategy, SignedUrl};
+use secure_media_core::{
+    resolve_str, AccessError, FileAccessToken, LoginCell, MediaAccessStrategy, SecureHosts, TokenSource,
+};
 use secure_media_redis::RedisPresignCache;
 use secure_media_reqwest::ReqwestPresigner;
 use secure_media_server::{ReferenceServer, RunningServer, ServerConfig};
@@ -110,7 +112,9 @@ impl Fleet {
     fn process(&self, redis_url: &str, prefix: &str, tokens: Arc<dyn TokenSource>) -> Arc<dyn MediaAccessStrategy> {
         let cache =
             RedisPresignCache::new(redis_url).unwrap().with_prefix(prefix).with_timeout(Duration::from_millis(200));
-        let presigner = ReqwestPresigner::new(reqwest::Client::new(), self.server.presign_url().parse().unwrap());
+        let presigner =
+            ReqwestPresigner::new_allowing_http(reqwest::Client::new(), self.server.presign_url().parse().unwrap())
+                .unwrap();
         let hosts = SecureHosts::new().with_host(&self.server.host()).unwrap().allowing_http();
         Arc::new(
             PresignedStrategy::with_cache(hosts, tokens, presigner, Arc::new(cache))
@@ -132,6 +136,11 @@ async fn keys(redis_url: &str, prefix: &str) -> Vec<String> {
     conn.keys(format!("{prefix}:*")).await.unwrap()
 }
 
+/// The keys of entries under a principal (`sub:`) scope, leaving out token (`tok:`) scopes.
+async fn principal_keys(redis_url: &str, prefix: &str) -> Vec<String> {
+    keys(redis_url, prefix).await.into_iter().filter(|k| k.starts_with(&format!("{prefix}:sub:"))).collect()
+}
+
 #[tokio::test]
 async fn two_processes_share_one_presign_call() {
     let (_guard, url) = redis();
@@ -142,10 +151,26 @@ async fn two_processes_share_one_presign_call() {
     let b = fleet.process(&url, &prefix, token);
     let from_a = fleet.resolve(&a, "sample-64x64.gif").await;
     let from_b = fleet.resolve(&b, "sample-64x64.gif").await;
-    assert_eq!(from_a, from_b, "b found a's entry");
+    assert_eq!(from_a, from_b, "b found a's entry (under the token's own scope: b has not proven it)");
     assert_eq!(fleet.server.stats().presign_calls, 1);
     assert_eq!(fleet.fetch_status(&from_b).await, 200);
-    assert_eq!(keys(&url, &prefix).await.len(), 1);
+    // Presigned before the token was accepted: stored under the token's scope and alice's.
+    assert_eq!(keys(&url, &prefix).await.len(), 2);
+    assert_eq!(principal_keys(&url, &prefix).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_second_process_with_a_renewed_token_uses_alices_entries_once_its_token_is_accepted() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("renewed");
+    let a = fleet.process(&url, &prefix, fleet.token("alice"));
+    let from_a = fleet.resolve(&a, "sample-64x64.gif").await;
+    // Another of alice's tokens: nothing of hers until the endpoint accepts it, then all of it.
+    let b = fleet.process(&url, &prefix, fleet.token("alice"));
+    fleet.resolve(&b, "sample-640x480.png").await;
+    assert_eq!(fleet.resolve(&b, "sample-64x64.gif").await, from_a);
+    assert_eq!(fleet.server.stats().presign_calls, 2);
 }
 
 #[tokio::test]
@@ -195,7 +220,7 @@ async fn principals_are_isolated() {
     fleet.resolve(&alice, "sample-64x64.gif").await;
     fleet.resolve(&bob, "sample-64x64.gif").await;
     assert_eq!(fleet.server.stats().presign_calls, 2, "bob did not get alice's entry");
-    let mut stored = keys(&url, &prefix).await;
+    let mut stored = principal_keys(&url, &prefix).await;
     stored.sort();
     assert_eq!(stored.len(), 2);
     assert!(stored[0].contains(":sub:alice:") && stored[1].contains(":sub:bob:"), "{stored:?}");
@@ -235,4 +260,85 @@ async fn redis_stopped_then_restarted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(stored, "after the restart the shared cache is used again");
+}
+
+/// Alice's token with its signature replaced: the payload still says `sub: alice`.
+fn forged_from(real: &str) -> FileAccessToken {
+    let unsigned = real.rsplit_once('.').unwrap().0;
+    FileAccessToken::new(format!("{unsigned}.Zm9yZ2VkLXNpZ25hdHVyZQ")).unwrap()
+}
+
+#[tokio::test]
+async fn a_forged_token_naming_alice_gets_no_hit_on_her_entries_and_is_refused_at_presign() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("forged");
+    let alice_fat = fleet.server.login("alice").unwrap().fat;
+    let alice_cell = LoginCell::new();
+    alice_cell.set(FileAccessToken::new(alice_fat.clone()).unwrap());
+    let alice = fleet.process(&url, &prefix, Arc::new(alice_cell));
+    let hers = fleet.resolve(&alice, "sample-64x64.gif").await;
+    assert_eq!(fleet.fetch_status(&hers).await, 200);
+
+    let forged = forged_from(&alice_fat);
+    assert_eq!(forged.subject(), Some("alice"));
+    let cell = LoginCell::new();
+    cell.set(forged);
+    let attacker = fleet.process(&url, &prefix, Arc::new(cell));
+    let media = fleet.server.media_url("sample-64x64.gif");
+    let attempt = resolve_str(&*attacker, &media).await.map(|(url, _)| url.into_owned());
+    assert!(matches!(attempt, Err(AccessError::RefreshFailed(_))), "{attempt:?}");
+    assert_eq!(attacker.stats().cache_hits, 0);
+    assert_eq!(fleet.server.stats().presign_calls, 1, "only alice's call was answered");
+    assert!(fleet.server.stats().refusals.invalid_fat >= 1, "the endpoint refused the forged token");
+    assert_eq!(keys(&url, &prefix).await.len(), 2, "alice's entry, under her token's scope and her own");
+}
+
+#[tokio::test]
+async fn an_entry_pointing_elsewhere_is_a_miss_and_is_deleted() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("planted");
+    let a = fleet.process(&url, &prefix, fleet.token("alice"));
+    fleet.resolve(&a, "sample-640x480.png").await; // alice's token is accepted in this process
+
+    // A writer to the shared cache plants a URL on another origin for a file alice has not loaded.
+    let media = fleet.server.media_url("sample-64x64.gif");
+    let planter = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0);
+    let now = std::time::SystemTime::now();
+    let planted = url::Url::parse("https://evil.example/demo/media/sample-64x64.gif?Expires=4000000000&Signature=x");
+    let planted = Arc::new(SignedUrl::new(planted.unwrap(), now, now + Duration::from_secs(3600)));
+    planter.put(&CacheKey::new("sub:alice", &media), planted).await;
+    assert_eq!(principal_keys(&url, &prefix).await.len(), 2);
+
+    let used = fleet.resolve(&a, "sample-64x64.gif").await;
+    assert!(used.starts_with(&fleet.server.base_url()), "{used}");
+    assert_eq!(fleet.fetch_status(&used).await, 200);
+    assert_eq!(fleet.server.stats().presign_calls, 2, "the planted entry was a miss");
+    let stored = planter.get(&CacheKey::new("sub:alice", &media)).await.expect("the fresh URL replaced it");
+    assert_eq!(stored.as_str(), used);
+}
+
+#[tokio::test]
+async fn removing_a_refused_url_keeps_a_fresher_one_another_process_stored() {
+    let (_guard, url) = redis();
+    let prefix = prefix("refused");
+    let (one, two) = (
+        RedisPresignCache::new(&url).unwrap().with_prefix(&prefix),
+        RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0),
+    );
+    let key = CacheKey::new("sub:alice", "https://media.example.com/a.png");
+    let now = std::time::SystemTime::now();
+    let signed = |sig: &str| {
+        let url = url::Url::parse(&format!("https://media.example.com/a.png?Signature={sig}")).unwrap();
+        Arc::new(SignedUrl::new(url, now, now + Duration::from_secs(3600)))
+    };
+    let (refused, fresher) = (signed("old"), signed("new"));
+    one.put(&key, refused.clone()).await;
+    two.put(&key, fresher.clone()).await; // another process renewed it meanwhile
+    one.remove_refused(&key, &refused).await;
+    assert_eq!(two.get(&key).await.unwrap().as_str(), fresher.as_str(), "the fresher URL stays in Redis");
+    one.remove_refused(&key, &fresher).await;
+    assert!(two.get(&key).await.is_none());
+    assert!(keys(&url, &prefix).await.is_empty());
 }

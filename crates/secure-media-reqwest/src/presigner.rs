@@ -5,61 +5,76 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use reqwest::{header, Client, Url};
-use secure_media_core::presigned::{endpoint, Presigned, Presigner};
+use secure_media_core::presigned::endpoint::{self, RetryPolicy, Unreachable};
+use secure_media_core::presigned::{Presigned, Presigner};
 use secure_media_core::{AccessError, FileAccessToken};
 
 /// Presigns through the presign endpoint ([`endpoint`](secure_media_core::presigned::endpoint)
-/// format): batch calls, a timeout per call, bounded retries with exponential backoff on 5xx,
-/// 429 and connection errors, and a clear error for a malformed answer.
+/// format): batch calls under the core's [`RetryPolicy`] (a timeout per call, bounded jittered
+/// backoff on 5xx, 429, connection errors and cut-off answers), answers read in chunks up to
+/// [`MAX_ANSWER_BYTES`](endpoint::MAX_ANSWER_BYTES), and a clear error for a malformed answer.
+///
+/// The token goes to the endpoint only over https; [`new_allowing_http`](Self::new_allowing_http)
+/// opts into plain http for a loopback test server.
 ///
 /// ```
 /// use std::time::Duration;
 /// use secure_media_reqwest::ReqwestPresigner;
 ///
-/// let presigner = ReqwestPresigner::new(reqwest::Client::new(), "http://127.0.0.1:8787/v1/media/presign".parse().unwrap())
+/// let endpoint = "https://api.example.com/v1/media/presign".parse().unwrap();
+/// let presigner = ReqwestPresigner::new(reqwest::Client::new(), endpoint)?
 ///     .with_timeout(Duration::from_secs(5))
 ///     .with_retries(2, Duration::from_millis(100));
+/// assert!(ReqwestPresigner::new(reqwest::Client::new(), "http://127.0.0.1:8787/v1/media/presign".parse().unwrap()).is_err());
 /// # let _ = presigner;
+/// # Ok::<(), secure_media_core::AccessError>(())
 /// ```
 #[derive(Clone)]
 pub struct ReqwestPresigner {
     client: Client,
     endpoint: Url,
-    timeout: Duration,
-    retries: u32,
-    backoff: Duration,
+    retry: RetryPolicy,
     max_batch: usize,
 }
 
-enum Failure {
-    Retryable(AccessError),
-    Final(AccessError),
-}
-
 impl ReqwestPresigner {
-    /// Presigns at `endpoint` with `client`: 10 s timeout, 2 retries from 100 ms, 100 URLs a call.
-    pub fn new(client: Client, endpoint: Url) -> Self {
-        Self {
-            client,
-            endpoint,
-            timeout: Duration::from_secs(10),
-            retries: 2,
-            backoff: Duration::from_millis(100),
-            max_batch: 100,
-        }
+    /// Presigns at the https `endpoint` with `client`: the default [`RetryPolicy`] (10 s per
+    /// call, 2 retries from 100 ms), 100 URLs a call. Errors
+    /// ([`AccessError::InsecureEndpoint`]): a plain-http or non-http(s) endpoint.
+    pub fn new(client: Client, endpoint: Url) -> Result<Self, AccessError> {
+        endpoint::check_endpoint(endpoint.as_str(), false)?;
+        Ok(Self::unchecked(client, endpoint))
     }
 
-    /// The timeout of each call.
+    /// The same, also accepting a plain `http://` endpoint: for loopback test servers only, since
+    /// the token could be read on the way.
+    pub fn new_allowing_http(client: Client, endpoint: Url) -> Result<Self, AccessError> {
+        endpoint::check_endpoint(endpoint.as_str(), true)?;
+        Ok(Self::unchecked(client, endpoint))
+    }
+
+    fn unchecked(client: Client, endpoint: Url) -> Self {
+        Self { client, endpoint, retry: RetryPolicy::default(), max_batch: 100 }
+    }
+
+    /// The timeout of each call (sending and reading the answer).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.retry = self.retry.with_timeout(timeout);
         self
     }
 
-    /// Retries after 5xx, 429 or connection errors, waiting `backoff`, then twice that, and so on.
+    /// Retries after 5xx, 429, connection errors or cut-off answers, waiting about `backoff`, then
+    /// twice that, and so on (jittered).
     pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
-        self.retries = retries;
-        self.backoff = backoff;
+        self.retry = self.retry.with_retries(retries, backoff);
+        self
+    }
+
+    /// The whole retry policy at once.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
@@ -67,53 +82,6 @@ impl ReqwestPresigner {
     pub fn with_max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.max(1);
         self
-    }
-
-    async fn call(
-        &self,
-        urls: &[Arc<str>],
-        token: &FileAccessToken,
-    ) -> Result<Vec<Result<Presigned, AccessError>>, Failure> {
-        let auth = token.header_value("Bearer").map_err(Failure::Final)?;
-        let sent = self
-            .client
-            .post(self.endpoint.clone())
-            .timeout(self.timeout)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::AUTHORIZATION, auth)
-            .body(endpoint::request_body(urls))
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            // No URL in the reason: reqwest's Display would print the endpoint's.
-            Err(error) => {
-                let reason = if error.is_timeout() {
-                    "the presign call timed out"
-                } else {
-                    "the presign endpoint is unreachable"
-                };
-                return Err(Failure::Retryable(endpoint::batch_error(urls, reason)));
-            }
-        };
-        let status = response.status();
-        if endpoint::is_retryable(status) {
-            return Err(Failure::Retryable(endpoint::batch_error(
-                urls,
-                format!("the presign endpoint answered {status}"),
-            )));
-        }
-        if response.content_length().is_some_and(|len| len > endpoint::MAX_ANSWER_BYTES as u64) {
-            return Err(Failure::Final(endpoint::batch_error(urls, "the presign answer is too large")));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|_| Failure::Retryable(endpoint::batch_error(urls, "the presign answer was cut off")))?;
-        if body.len() > endpoint::MAX_ANSWER_BYTES {
-            return Err(Failure::Final(endpoint::batch_error(urls, "the presign answer is too large")));
-        }
-        endpoint::parse_answer(status, &body, urls).map_err(Failure::Final)
     }
 }
 
@@ -126,20 +94,22 @@ impl Presigner for ReqwestPresigner {
     }
 
     async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
-        let mut attempt = 0;
-        let error = loop {
-            match self.call(urls, token).await {
-                Ok(answers) => return answers,
-                Err(Failure::Retryable(error)) if attempt < self.retries => {
-                    let wait = self.backoff.saturating_mul(2u32.saturating_pow(attempt));
-                    tracing::warn!(%error, attempt, "presign call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(Failure::Retryable(error) | Failure::Final(error)) => break error,
-            }
+        let auth = match token.header_value("Bearer") {
+            Ok(auth) => auth,
+            Err(error) => return urls.iter().map(|_| Err(error.clone())).collect(),
         };
-        urls.iter().map(|_| Err(error.clone())).collect()
+        let body = Bytes::from(endpoint::request_body(urls));
+        let send = || {
+            let request = self
+                .client
+                .post(self.endpoint.clone())
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, auth.clone())
+                .body(body.clone());
+            // No reqwest error past this point: its Display would print the endpoint's URL.
+            async move { request.send().await.map(http::Response::from).map_err(|_| Unreachable) }
+        };
+        self.retry.presign(urls, send, tokio::time::sleep).await
     }
 
     fn max_batch(&self) -> usize {
@@ -149,10 +119,12 @@ impl Presigner for ReqwestPresigner {
 
 impl fmt::Debug for ReqwestPresigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let endpoint = &self.endpoint;
+        let port = endpoint.port().map(|port| format!(":{port}")).unwrap_or_default();
+        let clean = format!("{}://{}{port}{}", endpoint.scheme(), endpoint.host_str().unwrap_or(""), endpoint.path());
         f.debug_struct("ReqwestPresigner")
-            .field("endpoint", &self.endpoint.as_str())
-            .field("timeout", &self.timeout)
-            .field("retries", &self.retries)
+            .field("endpoint", &clean)
+            .field("retry", &self.retry)
             .field("max_batch", &self.max_batch)
             .finish()
     }

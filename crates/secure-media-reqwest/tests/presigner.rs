@@ -1,18 +1,21 @@
 //! ReqwestPresigner against the reference server's presign endpoint.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use secure_media_core::presigned::Presigner;
 use secure_media_core::{AccessError, FileAccessToken};
 use secure_media_reqwest::ReqwestPresigner;
 use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup() -> (RunningServer, FileAccessToken, ReqwestPresigner) {
     let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
     let token = FileAccessToken::new(server.login("p").unwrap().fat).unwrap();
-    let presigner = ReqwestPresigner::new(reqwest::Client::new(), server.presign_url().parse().unwrap())
+    let presigner = ReqwestPresigner::new_allowing_http(reqwest::Client::new(), server.presign_url().parse().unwrap())
+        .unwrap()
         .with_retries(2, Duration::from_millis(10))
         .with_timeout(Duration::from_millis(500));
     (server, token, presigner)
@@ -90,4 +93,97 @@ async fn a_refused_token_is_unauthorized_and_never_shown() {
     assert!(matches!(error, AccessError::PresignUnauthorized { status } if status == StatusCode::UNAUTHORIZED));
     assert!(!error.to_string().contains(forged.expose_secret()));
     assert!(!format!("{presigner:?}").contains("Zm9yZ2Vk"));
+}
+
+#[tokio::test]
+async fn a_plain_http_endpoint_is_refused_at_construction() {
+    let http = "http://127.0.0.1:8787/v1/media/presign?fat=SECRET".parse().unwrap();
+    let error = ReqwestPresigner::new(reqwest::Client::new(), http).unwrap_err();
+    assert!(matches!(error, AccessError::InsecureEndpoint { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("http://127.0.0.1:8787/v1/media/presign") && text.contains("new_allowing_http"), "{text}");
+    assert!(!text.contains("SECRET"));
+    let https = "https://api.example.com/v1/media/presign".parse().unwrap();
+    assert!(ReqwestPresigner::new(reqwest::Client::new(), https).is_ok());
+    let ftp = "ftp://api.example.com/presign".parse().unwrap();
+    assert!(ReqwestPresigner::new_allowing_http(reqwest::Client::new(), ftp).is_err());
+}
+
+/// A server that answers every request with a chunked body (no Content-Length) of `total` bytes,
+/// and counts connections and the bytes it managed to send.
+async fn chunked_server(total: usize) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v1/media/presign", listener.local_addr().unwrap());
+    let (connections, sent_bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, sent_total) = (connections.clone(), sent_bytes.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let sent_total = sent_total.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                let mut sent = 0;
+                while sent < total {
+                    let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+                    frame.extend_from_slice(&chunk);
+                    frame.extend_from_slice(b"\r\n");
+                    if socket.write_all(&frame).await.is_err() {
+                        return; // the client stopped reading
+                    }
+                    sent += chunk.len();
+                    sent_total.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    (endpoint, connections, sent_bytes)
+}
+
+#[tokio::test]
+async fn a_chunked_answer_over_the_cap_is_a_clear_error_without_reading_it_all() {
+    let (endpoint, connections, sent) = chunked_server(128 * 1024 * 1024).await;
+    let presigner = ReqwestPresigner::new_allowing_http(reqwest::Client::new(), endpoint.parse().unwrap())
+        .unwrap()
+        .with_retries(2, Duration::from_millis(10));
+    let token = FileAccessToken::new("t").unwrap();
+    let started = Instant::now();
+    let error = presigner.presign("https://h.io/a.png", &token).await.unwrap_err();
+    assert!(error.to_string().contains("larger than 4194304 bytes"), "{error}");
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "an oversized answer is final, not retried");
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped at the cap");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent < 32 * 1024 * 1024, "the client stopped reading near the cap, not after {sent} bytes");
+}
+
+#[tokio::test]
+async fn a_503_and_a_dropped_connection_are_retried_and_the_batch_succeeds() {
+    let (server, token, presigner) = setup().await;
+    let urls = urls(&server);
+    server.faults().fail_next(Route::Presign, 1, StatusCode::SERVICE_UNAVAILABLE);
+    let answers = presigner.presign_batch(&urls[..2], &token).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    server.faults().drop_next(Route::Presign, 1);
+    let answers = presigner.presign_batch(&urls[..2], &token).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!((server.stats().faults_injected, server.stats().presign_calls), (2, 2));
+}
+
+#[tokio::test]
+async fn a_permanent_503_ends_in_a_clear_error_after_the_bounded_attempts() {
+    let (server, token, presigner) = setup().await;
+    server.faults().fail_next(Route::Presign, 100, StatusCode::SERVICE_UNAVAILABLE);
+    let answers = presigner.presign_batch(&urls(&server)[..2], &token).await;
+    for answer in &answers {
+        let error = answer.as_ref().unwrap_err().to_string();
+        assert!(error.contains("503") && !error.contains(token.expose_secret()), "{error}");
+    }
+    assert_eq!(server.stats().faults_injected, 3, "one try and two retries");
 }

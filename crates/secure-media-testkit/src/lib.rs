@@ -31,7 +31,10 @@ pub fn media(server: &RunningServer, mode: SecureMediaMode, tokens: Arc<dyn Toke
         .allowing_http()
         .mode(mode)
         .token_source(tokens)
-        .presigner(Arc::new(ReqwestPresigner::new(reqwest::Client::new(), endpoint)))
+        .presigner(Arc::new(
+            ReqwestPresigner::new_allowing_http(reqwest::Client::new(), endpoint)
+                .unwrap_or_else(|e| panic!("presigner: {e}")),
+        ))
         .build()
         .unwrap_or_else(|e| panic!("secure media config: {e}"))
 }

@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use secure_media_core::presigned::{endpoint, Presigned, Presigner};
+use http_body_util::Full;
+use secure_media_core::presigned::endpoint::{self, RetryPolicy, Unreachable};
+use secure_media_core::presigned::{Presigned, Presigner};
 use secure_media_core::{AccessError, FileAccessToken};
 use tower::ServiceExt;
 use tower_service::Service;
@@ -16,19 +18,72 @@ use crate::BoxError;
 
 /// Presigns through any tower HTTP service (a hyper-util client, say) that takes
 /// `Request<Full<Bytes>>`, speaking the presign endpoint's format
-/// ([`endpoint`](secure_media_core::presigned::endpoint)). Add timeouts and retries with tower
-/// layers around the service.
+/// ([`endpoint`](secure_media_core::presigned::endpoint)) under the core's [`RetryPolicy`]: a
+/// timeout per call, bounded jittered backoff on 5xx, 429, connection errors and cut-off answers,
+/// and answers read in chunks up to [`MAX_ANSWER_BYTES`](endpoint::MAX_ANSWER_BYTES). It behaves
+/// on faults exactly as the reqwest presigner does; keep retry layers for presign calls out of
+/// `service`, or attempts multiply.
+///
+/// The token goes to the endpoint only over https; [`new_allowing_http`](Self::new_allowing_http)
+/// opts into plain http for a loopback test server. Needs a tokio runtime (its timer).
+///
+/// ```
+/// use secure_media_tower::TowerPresigner;
+///
+/// # fn main() -> Result<(), secure_media_core::AccessError> {
+/// let endpoint: http::Uri = "http://127.0.0.1:8787/v1/media/presign".parse().unwrap();
+/// assert!(TowerPresigner::new((), endpoint.clone()).is_err()); // plain http: refused
+/// let presigner = TowerPresigner::new_allowing_http((), endpoint)?.with_max_batch(50);
+/// # let _ = presigner;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct TowerPresigner<S> {
     service: S,
     endpoint: Uri,
+    retry: RetryPolicy,
     max_batch: usize,
 }
 
 impl<S> TowerPresigner<S> {
-    /// Presigns at `endpoint` (e.g. `http://127.0.0.1:8787/v1/media/presign`) through `service`.
-    pub fn new(service: S, endpoint: Uri) -> Self {
-        Self { service, endpoint, max_batch: 100 }
+    /// Presigns at the https `endpoint` through `service`: the default [`RetryPolicy`] (10 s per
+    /// call, 2 retries from 100 ms), 100 URLs a call. Errors
+    /// ([`AccessError::InsecureEndpoint`]): a plain-http or non-http(s) endpoint.
+    pub fn new(service: S, endpoint: Uri) -> Result<Self, AccessError> {
+        endpoint::check_endpoint(&endpoint.to_string(), false)?;
+        Ok(Self::unchecked(service, endpoint))
+    }
+
+    /// The same, also accepting a plain `http://` endpoint (e.g.
+    /// `http://127.0.0.1:8787/v1/media/presign`): for loopback test servers only, since the token
+    /// could be read on the way.
+    pub fn new_allowing_http(service: S, endpoint: Uri) -> Result<Self, AccessError> {
+        endpoint::check_endpoint(&endpoint.to_string(), true)?;
+        Ok(Self::unchecked(service, endpoint))
+    }
+
+    fn unchecked(service: S, endpoint: Uri) -> Self {
+        Self { service, endpoint, retry: RetryPolicy::default(), max_batch: 100 }
+    }
+
+    /// The timeout of each call (sending and reading the answer).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.retry = self.retry.with_timeout(timeout);
+        self
+    }
+
+    /// Retries after 5xx, 429, connection errors or cut-off answers, waiting about `backoff`, then
+    /// twice that, and so on (jittered).
+    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retry = self.retry.with_retries(retries, backoff);
+        self
+    }
+
+    /// The whole retry policy at once.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
     }
 
     /// The most URLs per call (default 100).
@@ -55,28 +110,22 @@ where
     }
 
     async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
-        let network = |what: &str| endpoint::batch_error(urls, format!("the presign call failed: {what}"));
-        let call = async {
-            let mut request = Request::new(Full::new(Bytes::from(endpoint::request_body(urls))));
+        let auth = match token.header_value("Bearer") {
+            Ok(auth) => auth,
+            Err(error) => return urls.iter().map(|_| Err(error.clone())).collect(),
+        };
+        let body = Bytes::from(endpoint::request_body(urls));
+        let send = || {
+            let mut request = Request::new(Full::new(body.clone()));
             *request.method_mut() = Method::POST;
             *request.uri_mut() = self.endpoint.clone();
             request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            request.headers_mut().insert(header::AUTHORIZATION, token.header_value("Bearer")?);
-            let mut service = self.service.clone();
-            let ready = service.ready().await.map_err(|_| network("service not ready"))?;
-            let response = ready.call(request).await.map_err(|_| network("no response"))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), endpoint::MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|_| network("the answer could not be read"))?
-                .to_bytes();
-            endpoint::parse_answer(status, &body, urls)
+            request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+            let service = self.service.clone();
+            // The service's error is dropped unread: its text may carry the endpoint's URL.
+            async move { service.oneshot(request).await.map_err(|_| Unreachable) }
         };
-        match call.await {
-            Ok(answers) => answers,
-            Err(error) => urls.iter().map(|_| Err(error.clone())).collect(),
-        }
+        self.retry.presign(urls, send, tokio::time::sleep).await
     }
 
     fn max_batch(&self) -> usize {
@@ -86,6 +135,14 @@ where
 
 impl<S> fmt::Debug for TowerPresigner<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TowerPresigner").field("endpoint", &self.endpoint).field("max_batch", &self.max_batch).finish()
+        let endpoint = &self.endpoint;
+        let port = endpoint.port_u16().map(|port| format!(":{port}")).unwrap_or_default();
+        let (scheme, host) = (endpoint.scheme_str().unwrap_or(""), endpoint.host().unwrap_or(""));
+        let clean = format!("{scheme}://{host}{port}{}", endpoint.path());
+        f.debug_struct("TowerPresigner")
+            .field("endpoint", &clean)
+            .field("retry", &self.retry)
+            .field("max_batch", &self.max_batch)
+            .finish()
     }
 }

@@ -107,6 +107,14 @@ pub trait PresignCache: Send + Sync + 'static {
     /// Forgets a URL (the media server refused it).
     async fn remove(&self, key: &CacheKey<'_>);
 
+    /// Forgets `refused` if it is still what `key` holds, and keeps a fresher URL stored there
+    /// since (the media server refused, or the strategy could not use, that one URL). Default:
+    /// [`remove`](Self::remove), for caches that cannot compare.
+    async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
+        let _ = refused;
+        self.remove(key).await
+    }
+
     /// Forgets everything this process holds for one principal (logout, user switch).
     fn purge_scope(&self, scope: &str);
 }
@@ -124,6 +132,9 @@ impl<C: PresignCache + ?Sized> PresignCache for Arc<C> {
     }
     async fn remove(&self, key: &CacheKey<'_>) {
         (**self).remove(key).await
+    }
+    async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
+        (**self).remove_refused(key, refused).await
     }
     fn purge_scope(&self, scope: &str) {
         (**self).purge_scope(scope)
@@ -387,6 +398,16 @@ impl PresignCache for MemoryPresignCache {
         }
     }
 
+    async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
+        let mut shard = write(self.shard(key));
+        let same = |slot: &Slot| {
+            slot.is(key) && (std::ptr::eq(&*slot.value, refused) || slot.value.as_str() == refused.as_str())
+        };
+        if let Some(index) = shard.find(key.hash).filter(|&i| same(&shard.slots[i])) {
+            shard.remove(index);
+        }
+    }
+
     fn purge_scope(&self, scope: &str) {
         for shard in self.shards.iter() {
             let mut shard = write(&shard.0);
@@ -460,6 +481,19 @@ mod tests {
         assert!(cache.get_ready(&bob).is_some());
         cache.remove(&bob).await;
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn removing_a_refused_url_keeps_a_fresher_one() {
+        let cache = MemoryPresignCache::new(10);
+        let key = CacheKey::new("sub:a", "https://h.io/a");
+        let (refused, fresher) = (signed(1), signed(2));
+        cache.put(&key, refused.clone()).await;
+        cache.put(&key, fresher.clone()).await;
+        cache.remove_refused(&key, &refused).await;
+        assert_eq!(cache.get_ready(&key).unwrap().as_str(), fresher.as_str());
+        cache.remove_refused(&key, &fresher).await;
+        assert!(cache.get_ready(&key).is_none());
     }
 
     #[test]

@@ -1,18 +1,87 @@
-//! The presign endpoint's wire format, shared by the tower and reqwest presigners:
-//! `POST {"urls": [...]}` with `Authorization: Bearer <fat>`, answered by
+//! The presign endpoint's wire format and call discipline, shared by the tower and reqwest
+//! presigners: `POST {"urls": [...]}` with `Authorization: Bearer <fat>`, answered by
 //! `{"urls": [{"url", "presigned_url", "expires_at"} | {"url", "error"}]}`.
+//!
+//! The adapters only send the request; [`RetryPolicy::presign`] owns everything after it (the
+//! timeout, which failures are retried and how long to wait, the capped body read, the parse), so
+//! both stacks behave alike on every fault.
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Buf;
+use futures::future::{self, Either};
 use http::StatusCode;
+use http_body_util::BodyExt;
+use retry_policies::policies::ExponentialBackoff;
+use retry_policies::{Jitter, RetryDecision, RetryPolicy as _};
 use serde_json::Value;
+use url::Url;
 
 use super::Presigned;
 use crate::AccessError;
 
-/// The most bytes of an answer the presigners read.
+/// The most bytes of an answer the presigners read, with or without a `Content-Length`.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The latest expiry we represent: 9999-12-31T23:59:59Z. Later ones (say `u64::MAX` seconds) are
+/// read as this, so no time arithmetic can overflow on what an endpoint or a cache sends.
+pub(crate) const MAX_UNIX_SECS: u64 = 253_402_300_799;
+
+/// The longest wait between two attempts, whatever the configured backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// `secs` after the epoch, clamped to [`MAX_UNIX_SECS`].
+pub(crate) fn unix_secs(secs: u64) -> SystemTime {
+    let clamped = Duration::from_secs(secs.min(MAX_UNIX_SECS));
+    // A platform whose time cannot reach year 9999 gets its own latest second instead.
+    UNIX_EPOCH
+        .checked_add(clamped)
+        .or_else(|| UNIX_EPOCH.checked_add(Duration::from_secs(i32::MAX as u64)))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// `at + by`, or the latest representable expiry when that overflows.
+pub(crate) fn saturating_add(at: SystemTime, by: Duration) -> SystemTime {
+    at.checked_add(by).unwrap_or_else(|| unix_secs(MAX_UNIX_SECS).max(at))
+}
+
+/// Refuses an endpoint that would receive the token (presign, login) unless it is https, or
+/// plain http with `allow_http` (a loopback test server). Errors name only the clean URL (no user
+/// info, no query). The presigners check their endpoint with it once, when built.
+///
+/// ```
+/// use secure_media_core::presigned::endpoint::check_endpoint;
+///
+/// assert!(check_endpoint("https://api.example.com/v1/media/presign", false).is_ok());
+/// assert!(check_endpoint("http://127.0.0.1:8787/v1/media/presign", false).is_err());
+/// assert!(check_endpoint("http://127.0.0.1:8787/v1/media/presign", true).is_ok());
+/// ```
+pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), AccessError> {
+    let Ok(url) = Url::parse(endpoint) else {
+        return Err(AccessError::InsecureEndpoint {
+            url: "an unparsable endpoint".into(),
+            reason: "it is not an absolute http(s) URL",
+        });
+    };
+    let port = url.port().map(|port| format!(":{port}")).unwrap_or_default();
+    let clean = || format!("{}://{}{port}{}", url.scheme(), url.host_str().unwrap_or(""), url.path());
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(AccessError::InsecureEndpoint { url: clean(), reason: "it has no host" });
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => Err(AccessError::InsecureEndpoint {
+            url: clean(),
+            reason: "plain http would expose the file access token on the way; use https, or allow http \
+                     explicitly (`new_allowing_http`, `--allow-http`) for a loopback test server",
+        }),
+        _ => Err(AccessError::InsecureEndpoint { url: clean(), reason: "it is not an http(s) URL" }),
+    }
+}
 
 /// The JSON body for a batch of clean URLs.
 pub fn request_body(urls: &[Arc<str>]) -> Vec<u8> {
@@ -39,7 +108,9 @@ pub fn batch_error(urls: &[Arc<str>], reason: impl Into<String>) -> AccessError 
 }
 
 /// Reads an answer: one result per asked URL, matched by `url`. Whole-call failures (a refused
-/// token, another status, malformed JSON) are an `Err`.
+/// token, another status, malformed JSON) are an `Err`. Never panics, whatever the body: an
+/// `expires_at` past year 9999 is read as 9999, one that is not a non-negative number is an error
+/// for its URL.
 pub fn parse_answer(
     status: StatusCode,
     body: &[u8],
@@ -72,16 +143,198 @@ pub fn parse_answer(
                 .get("presigned_url")
                 .and_then(Value::as_str)
                 .ok_or_else(|| failed("the presign answer has no presigned_url"))?;
-            let expires_at =
-                item.get("expires_at").and_then(Value::as_u64).map(|s| UNIX_EPOCH + Duration::from_secs(s));
+            let expires_at = match item.get("expires_at") {
+                None | Some(Value::Null) => None,
+                Some(value) => {
+                    Some(unix_time(value).ok_or_else(|| failed("the presign answer's expires_at is not a unix time"))?)
+                }
+            };
             Ok(Presigned { url: presigned.to_owned(), expires_at })
         })
         .collect())
 }
 
+/// A JSON number of seconds since the epoch: non-negative, clamped to [`MAX_UNIX_SECS`].
+fn unix_time(value: &Value) -> Option<SystemTime> {
+    if let Some(secs) = value.as_u64() {
+        return Some(unix_secs(secs));
+    }
+    let secs = value.as_f64().filter(|s| s.is_finite() && *s >= 0.0)?;
+    // Float to int casts saturate; the clamp in `unix_secs` does the rest.
+    Some(unix_secs(secs as u64))
+}
+
+/// The presign endpoint could not be reached (connection refused or reset, DNS, TLS, a service
+/// that is not ready): worth another try. Adapters report it instead of their own error, whose
+/// text may carry the endpoint's URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable;
+
+/// How both presigners call the endpoint: a timeout per attempt (sending and reading the answer),
+/// and bounded, jittered exponential backoff after a 5xx, a 429, a connection error, a timeout or
+/// an answer cut off mid-body. Refusals (401/403), other statuses, malformed or oversized answers
+/// are final. Default: 10 s per attempt, 2 retries waiting from 100 ms (at most 30 s).
+///
+/// ```
+/// use std::time::Duration;
+/// use secure_media_core::presigned::endpoint::RetryPolicy;
+///
+/// let policy = RetryPolicy::default().with_timeout(Duration::from_secs(5)).with_retries(3, Duration::from_millis(50));
+/// assert_eq!((policy.timeout(), policy.retries()), (Duration::from_secs(5), 3));
+/// assert!(policy.backoff(0).is_some_and(|wait| wait <= Duration::from_secs(30)));
+/// assert_eq!(policy.backoff(3), None); // three retries done: give up
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    timeout: Duration,
+    backoff: ExponentialBackoff,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(10), backoff: backoff(2, Duration::from_millis(100)) }
+    }
+}
+
+fn backoff(retries: u32, first: Duration) -> ExponentialBackoff {
+    let first = first.min(MAX_BACKOFF);
+    // Doubling from `first` for a handful of retries, never past the cap: min <= max always holds.
+    let most = first.saturating_mul(16).clamp(first, MAX_BACKOFF.max(first));
+    ExponentialBackoff::builder().retry_bounds(first, most).jitter(Jitter::Bounded).build_with_max_retries(retries)
+}
+
+enum Failure {
+    Retryable(AccessError),
+    Final(AccessError),
+}
+
+impl RetryPolicy {
+    /// The default policy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bound on each attempt, from sending the request to the last byte of the answer.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// At most `retries` more attempts after the first, waiting about `first_backoff`, then twice
+    /// that, and so on (jittered, each wait at most 30 s).
+    pub fn with_retries(mut self, retries: u32, first_backoff: Duration) -> Self {
+        self.backoff = backoff(retries, first_backoff);
+        self
+    }
+
+    /// The bound on each attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The most retries after the first attempt.
+    pub fn retries(&self) -> u32 {
+        self.backoff.max_n_retries.unwrap_or(0)
+    }
+
+    /// How long to wait after `past_retries` retries have failed, or `None` to give up.
+    pub fn backoff(&self, past_retries: u32) -> Option<Duration> {
+        let now = SystemTime::now();
+        match self.backoff.should_retry(now, past_retries) {
+            RetryDecision::Retry { execute_after } => Some(execute_after.duration_since(now).unwrap_or_default()),
+            RetryDecision::DoNotRetry => None,
+        }
+    }
+
+    /// Presigns `urls` with this policy. `send` makes one attempt's request (the adapter's only
+    /// job); `sleep` is the adapter's timer (`tokio::time::sleep`). One answer per URL, in order;
+    /// a failed call is the same clear error for every URL.
+    pub async fn presign<B, S, SF, W, WF>(
+        &self,
+        urls: &[Arc<str>],
+        mut send: S,
+        sleep: W,
+    ) -> Vec<Result<Presigned, AccessError>>
+    where
+        S: FnMut() -> SF,
+        SF: Future<Output = Result<http::Response<B>, Unreachable>>,
+        B: http_body::Body,
+        W: Fn(Duration) -> WF,
+        WF: Future<Output = ()>,
+    {
+        let mut past_retries = 0;
+        let error = loop {
+            let sent = send();
+            let attempt = pin!(async move {
+                let response = sent
+                    .await
+                    .map_err(|_| Failure::Retryable(batch_error(urls, "the presign endpoint is unreachable")))?;
+                read_answer(response, urls).await
+            });
+            let outcome = match future::select(attempt, pin!(sleep(self.timeout))).await {
+                Either::Left((outcome, _)) => outcome,
+                Either::Right(_) => Err(Failure::Retryable(batch_error(urls, "the presign call timed out"))),
+            };
+            match outcome {
+                Ok(answers) => return answers,
+                Err(Failure::Retryable(error)) => match self.backoff(past_retries) {
+                    Some(wait) => {
+                        tracing::warn!(%error, retry = past_retries + 1, "presign call failed; retrying");
+                        sleep(wait).await;
+                        past_retries += 1;
+                    }
+                    None => break error,
+                },
+                Err(Failure::Final(error)) => break error,
+            }
+        };
+        urls.iter().map(|_| Err(error.clone())).collect()
+    }
+}
+
+/// The status decides first (a 5xx is retried without reading its body); the body is read in
+/// chunks and given up past [`MAX_ANSWER_BYTES`], whether or not a `Content-Length` said so.
+async fn read_answer<B: http_body::Body>(
+    response: http::Response<B>,
+    urls: &[Arc<str>],
+) -> Result<Vec<Result<Presigned, AccessError>>, Failure> {
+    let status = response.status();
+    if is_retryable(status) {
+        return Err(Failure::Retryable(batch_error(urls, format!("the presign endpoint answered {status}"))));
+    }
+    let too_large =
+        || Failure::Final(batch_error(urls, format!("the presign answer is larger than {MAX_ANSWER_BYTES} bytes")));
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_ANSWER_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = pin!(response.into_body());
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Failure::Retryable(batch_error(urls, "the presign answer was cut off")))?;
+        if let Ok(mut data) = frame.into_data() {
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(chunk);
+                let read = chunk.len();
+                data.advance(read);
+            }
+        }
+    }
+    parse_answer(status, &bytes, urls).map_err(Failure::Final)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn urls() -> Vec<Arc<str>> {
         vec![Arc::from("https://h.io/a"), Arc::from("https://h.io/b"), Arc::from("https://h.io/c")]
@@ -111,5 +364,99 @@ mod tests {
         assert!(parse_answer(StatusCode::BAD_GATEWAY, b"", &urls()).unwrap_err().to_string().contains("502"));
         assert!(is_retryable(StatusCode::SERVICE_UNAVAILABLE) && !is_retryable(StatusCode::BAD_REQUEST));
         assert_eq!(request_body(&urls()[..1]), br#"{"urls":["https://h.io/a"]}"#.to_vec());
+    }
+
+    #[test]
+    fn huge_expires_at_is_clamped_and_a_negative_one_is_an_error() {
+        let urls = &urls()[..1];
+        for huge in [u64::MAX.to_string(), "9223372036854775808".into(), "1e300".into()] {
+            let body = format!(
+                r#"{{"urls":[{{"url":"https://h.io/a","presigned_url":"https://h.io/a?s=1","expires_at":{huge}}}]}}"#
+            );
+            let out = parse_answer(StatusCode::OK, body.as_bytes(), urls).unwrap();
+            assert_eq!(out[0].as_ref().unwrap().expires_at, Some(unix_secs(MAX_UNIX_SECS)), "{huge}");
+        }
+        for bad in ["-1", "\"tomorrow\"", "-1e300", "[1]"] {
+            let body = format!(
+                r#"{{"urls":[{{"url":"https://h.io/a","presigned_url":"https://h.io/a?s=1","expires_at":{bad}}}]}}"#
+            );
+            let out = parse_answer(StatusCode::OK, body.as_bytes(), urls).unwrap();
+            let error = out[0].as_ref().unwrap_err().to_string();
+            assert!(
+                error.contains("expires_at is not a unix time") && error.contains("https://h.io/a"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_http_endpoint_is_refused_unless_allowed() {
+        let http = "http://user:pw@127.0.0.1:8787/v1/media/presign?fat=SECRET";
+        let error = check_endpoint(http, false).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, AccessError::InsecureEndpoint { .. }));
+        assert!(text.contains("http://127.0.0.1:8787/v1/media/presign") && text.contains("https"), "{text}");
+        assert!(!text.contains("SECRET") && !text.contains("pw"), "{text}");
+        assert!(check_endpoint(http, true).is_ok());
+        assert!(check_endpoint("https://api.example.com/presign", false).is_ok());
+        assert!(check_endpoint("ftp://api.example.com/presign", true).is_err());
+        let garbage = check_endpoint("not a url ?fat=SECRET", true).unwrap_err().to_string();
+        assert!(!garbage.contains("SECRET"), "{garbage}");
+    }
+
+    #[test]
+    fn the_backoff_is_bounded_jittered_and_ends() {
+        let policy = RetryPolicy::default().with_retries(4, Duration::from_millis(100));
+        for retry in 0..4 {
+            let wait = policy.backoff(retry).unwrap();
+            assert!(wait >= Duration::from_millis(45) && wait <= Duration::from_millis(1_600), "{retry}: {wait:?}");
+        }
+        assert_eq!(policy.backoff(4), None);
+        let huge = RetryPolicy::default().with_retries(u32::MAX, Duration::MAX);
+        assert!(huge.backoff(u32::MAX - 1).is_some_and(|wait| wait <= MAX_BACKOFF));
+        assert_eq!(RetryPolicy::default().with_retries(0, Duration::ZERO).backoff(0), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever bytes and status an endpoint sends, the parser answers (never panics), one
+        /// result per URL when it answers at all.
+        #[test]
+        fn parse_answer_never_panics_on_arbitrary_bytes(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let status = StatusCode::from_u16(status).unwrap();
+            if let Ok(out) = parse_answer(status, &body, &urls()) {
+                prop_assert_eq!(out.len(), 3);
+            }
+        }
+
+        /// Well-formed answers with arbitrary numbers and strings in every field never panic, and
+        /// an expiry is always a time we can add to.
+        #[test]
+        fn parse_answer_never_panics_on_arbitrary_fields(
+            url in "https://h\\.io/[abc]",
+            presigned in ".{0,40}",
+            expires in prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|f| if f.is_finite() { format!("{f:e}") } else { "null".into() }),
+                ".{0,12}".prop_map(|s| serde_json::Value::String(s).to_string()),
+            ],
+        ) {
+            let item = format!(
+                r#"{{"url":{},"presigned_url":{},"expires_at":{expires}}}"#,
+                serde_json::Value::String(url),
+                serde_json::Value::String(presigned),
+            );
+            let body = format!(r#"{{"urls":[{item}]}}"#);
+            if let Ok(out) = parse_answer(StatusCode::OK, body.as_bytes(), &urls()) {
+                for answer in out.into_iter().flatten() {
+                    if let Some(at) = answer.expires_at {
+                        prop_assert!(at <= unix_secs(MAX_UNIX_SECS));
+                        let _ = saturating_add(at, Duration::MAX);
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,11 +1,15 @@
 //! When does a signed URL stop working? Read from the URL itself.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use url::Url;
 
+use super::endpoint::{saturating_add, unix_secs, MAX_UNIX_SECS};
+
 /// The expiry a signed URL carries, the earliest of: CloudFront's `Expires=<unix seconds>`,
 /// S3's `X-Amz-Date` + `X-Amz-Expires`, and Azure's `se=<ISO 8601>`. `None` when it has none.
+/// Never panics: values that are not numbers are ignored, and times past year 9999 (say
+/// `Expires=9223372036854775808` or a huge `X-Amz-Expires`) are read as 9999.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -18,14 +22,14 @@ pub fn expiry_of(url: &Url) -> Option<SystemTime> {
     let (mut expires, mut amz_date, mut amz_expires, mut azure) = (None, None, None, None);
     for (name, value) in url.query_pairs() {
         match &*name {
-            "Expires" => expires = value.parse::<u64>().ok().map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            "Expires" => expires = value.parse::<u64>().ok().map(unix_secs),
             "X-Amz-Date" => amz_date = parse_compact_utc(&value),
             "X-Amz-Expires" => amz_expires = value.parse::<u64>().ok().map(Duration::from_secs),
             "se" => azure = parse_iso_utc(&value),
             _ => {}
         }
     }
-    let amz = amz_date.zip(amz_expires).map(|(date, ttl)| date + ttl);
+    let amz = amz_date.zip(amz_expires).map(|(date, ttl)| saturating_add(date, ttl).min(unix_secs(MAX_UNIX_SECS)));
     [expires, amz, azure].into_iter().flatten().min()
 }
 
@@ -75,12 +79,14 @@ fn civil(year: u32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
-    u64::try_from(secs).ok().map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    u64::try_from(secs).ok().map(unix_secs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::time::UNIX_EPOCH;
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
@@ -118,6 +124,62 @@ mod tests {
             "https://m.io/a?X-Amz-Date=2026&X-Amz-Expires=9",
         ] {
             assert_eq!(expiry_of(&Url::parse(bad).unwrap()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn huge_expiries_are_clamped_not_a_panic() {
+        let far = unix_secs(MAX_UNIX_SECS);
+        for url in [
+            "https://m.io/a?Expires=9223372036854775808&Signature=s",
+            "https://m.io/a?Expires=18446744073709551615",
+            "https://m.io/a?X-Amz-Date=20261128T101500Z&X-Amz-Expires=18446744073709551615",
+            "https://m.io/a?X-Amz-Date=99991231T235959Z&X-Amz-Expires=9999999999",
+        ] {
+            assert_eq!(expiry_of(&Url::parse(url).unwrap()), Some(far), "{url}");
+        }
+        // Zero and negative lifetimes: the epoch (already expired), or ignored when not a number.
+        assert_eq!(expiry_of(&Url::parse("https://m.io/a?Expires=0").unwrap()), Some(UNIX_EPOCH));
+        assert_eq!(expiry_of(&Url::parse("https://m.io/a?Expires=-5").unwrap()), None);
+        let amz = Url::parse("https://m.io/a?X-Amz-Date=20261128T101500Z&X-Amz-Expires=-900").unwrap();
+        assert_eq!(expiry_of(&amz), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Any query, made of the names we read and arbitrary values, gives an expiry or none,
+        /// never a panic, and never one past year 9999.
+        #[test]
+        fn expiry_of_never_panics_on_arbitrary_values(
+            pairs in proptest::collection::vec(
+                (
+                    prop_oneof![Just("Expires"), Just("X-Amz-Date"), Just("X-Amz-Expires"), Just("se"), Just("x")],
+                    prop_oneof![
+                        any::<u64>().prop_map(|n| n.to_string()),
+                        any::<i64>().prop_map(|n| n.to_string()),
+                        "[0-9]{8}T[0-9]{6}Z",
+                        "[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?",
+                        ".{0,24}",
+                    ],
+                ),
+                0..6,
+            )
+        ) {
+            let mut url = Url::parse("https://m.io/a").unwrap();
+            url.query_pairs_mut().extend_pairs(pairs);
+            if let Some(at) = expiry_of(&url) {
+                prop_assert!(at <= unix_secs(MAX_UNIX_SECS));
+                let _ = saturating_add(at, Duration::MAX);
+            }
+        }
+
+        /// The same for a raw query string, as an endpoint or a cache may hand one over.
+        #[test]
+        fn expiry_of_never_panics_on_arbitrary_queries(query in ".{0,80}") {
+            if let Ok(url) = Url::parse(&format!("https://m.io/a?{query}")) {
+                let _ = expiry_of(&url);
+            }
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Presign flights with group commit: concurrent misses for one key share one call, and misses
 //! that arrive while a call is in flight ride together in the next call (up to the batch limit).
 //! No timers and no runtime: whoever is waiting drives the next call.
+//!
+//! A flight lives as long as someone waits for it: each caller holds a [`Ticket`], and the last
+//! ticket dropped before the flight is put into a call closes it. So a caller that goes away
+//! (a dropped future, a cancelled task) never leaves a flight behind for later callers to join,
+//! and the waiting bound counts only flights someone still waits for.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -20,30 +25,64 @@ type Waiter = Shared<oneshot::Receiver<Outcome>>;
 pub(crate) struct FlightKey {
     pub(crate) scope: Arc<str>,
     pub(crate) url: Arc<str>,
+    /// The scope is a digest of a token whose claims are not yet proven: the call proves them.
+    pub(crate) proving: bool,
 }
 
 struct Flight {
     id: u64,
+    /// The opener's token: later keys ride in a call only with the same token.
     token: Arc<FileAccessToken>,
     /// Taken by the caller that puts this flight into a presign call.
     sender: Option<oneshot::Sender<Outcome>>,
     waiter: Waiter,
+    /// Tickets not yet dropped.
+    live: usize,
 }
 
 #[derive(Default)]
 struct State {
     flights: HashMap<FlightKey, Flight>,
-    /// Keys waiting for a call, oldest first.
+    /// Keys waiting for a call, oldest first (closed ones are skipped, and swept now and then).
     queue: VecDeque<FlightKey>,
     next_id: u64,
 }
 
-/// A place in a flight, new or joined.
-pub(crate) struct Ticket {
+impl State {
+    /// Drops queue entries of closed flights once they outnumber the open ones.
+    fn sweep_queue(&mut self) {
+        if self.queue.len() > 2 * self.flights.len() + 16 {
+            let flights = &self.flights;
+            self.queue.retain(|key| flights.get(key).is_some_and(|f| f.sender.is_some()));
+        }
+    }
+}
+
+/// A place in a flight, new or joined. Dropping it gives the place up.
+pub(crate) struct Ticket<'f> {
+    flights: &'f Flights,
     key: FlightKey,
+    id: u64,
+    /// The caller's own token: a call this caller drives is made with it.
+    token: Arc<FileAccessToken>,
     waiter: Waiter,
     /// This caller opened the flight (nobody was fetching the key).
     pub(crate) opened: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut state = self.flights.state();
+        let Some(flight) = state.flights.get_mut(&self.key).filter(|f| f.id == self.id) else {
+            return;
+        };
+        flight.live = flight.live.saturating_sub(1);
+        // Nobody waits and no call has it: close it, so nobody joins a flight nobody drives.
+        if flight.live == 0 && flight.sender.is_some() {
+            state.flights.remove(&self.key);
+            state.sweep_queue();
+        }
+    }
 }
 
 /// One batch taken for a presign call: the keys in order and their senders.
@@ -61,6 +100,10 @@ pub(crate) struct Flights {
     max_waiting: usize,
 }
 
+fn same_token(a: &FileAccessToken, b: &FileAccessToken) -> bool {
+    std::ptr::eq(a, b) || a.expose_secret() == b.expose_secret()
+}
+
 impl Flights {
     pub(crate) fn new(batch_limit: usize, max_waiting: usize) -> Self {
         Self {
@@ -76,12 +119,19 @@ impl Flights {
     }
 
     /// Joins the flight for `key`, or opens one. Errors when too many flights are waiting.
-    pub(crate) fn enter(&self, scope: &str, url: &str, token: &Arc<FileAccessToken>) -> Result<Ticket, AccessError> {
-        let key = FlightKey { scope: scope.into(), url: url.into() };
+    pub(crate) fn enter(
+        &self,
+        scope: &str,
+        url: &str,
+        proving: bool,
+        token: &Arc<FileAccessToken>,
+    ) -> Result<Ticket<'_>, AccessError> {
+        let key = FlightKey { scope: scope.into(), url: url.into(), proving };
         let mut state = self.state();
-        if let Some(flight) = state.flights.get(&key) {
-            let waiter = flight.waiter.clone();
-            return Ok(Ticket { key, waiter, opened: false });
+        if let Some(flight) = state.flights.get_mut(&key) {
+            flight.live += 1;
+            let (id, waiter) = (flight.id, flight.waiter.clone());
+            return Ok(Ticket { flights: self, key, id, token: token.clone(), waiter, opened: false });
         }
         if state.flights.len() >= self.max_waiting {
             return Err(AccessError::Busy(state.flights.len()));
@@ -90,16 +140,16 @@ impl Flights {
         let waiter = receiver.shared();
         state.next_id += 1;
         let id = state.next_id;
-        state
-            .flights
-            .insert(key.clone(), Flight { id, token: token.clone(), sender: Some(sender), waiter: waiter.clone() });
+        let flight = Flight { id, token: token.clone(), sender: Some(sender), waiter: waiter.clone(), live: 1 };
+        state.flights.insert(key.clone(), flight);
         state.queue.push_back(key.clone());
-        Ok(Ticket { key, waiter, opened: true })
+        Ok(Ticket { flights: self, key, id, token: token.clone(), waiter, opened: true })
     }
 
     /// Waits for the ticket's outcome. Whenever no call is running, the waiter takes the call slot
-    /// and, if its key has not been taken yet, presigns it with the other waiting keys via `run`.
-    pub(crate) async fn wait<R, F>(&self, ticket: Ticket, run: R) -> Outcome
+    /// and, if its key has not been taken yet, presigns it with the other waiting keys via `run`,
+    /// with its own token.
+    pub(crate) async fn wait<R, F>(&self, ticket: Ticket<'_>, run: R) -> Outcome
     where
         R: FnOnce(Arc<FileAccessToken>, Vec<FlightKey>) -> F,
         F: Future<Output = Vec<Outcome>>,
@@ -109,7 +159,7 @@ impl Flights {
         let waiter = match future::select(ticket.waiter.clone(), slot).await {
             Either::Left((outcome, _)) => return outcome.unwrap_or_else(|_| Err(cancelled())),
             Either::Right((guard, waiter)) => {
-                if let Some(batch) = self.take_batch(&ticket.key) {
+                if let Some(batch) = self.take_batch(&ticket.key, &ticket.token) {
                     let mut cleanup = Cleanup { flights: self, keys: batch.keys.clone(), armed: true };
                     let outcomes = run(batch.token.clone(), batch.keys.clone()).await;
                     self.deliver(batch, outcomes);
@@ -122,21 +172,20 @@ impl Flights {
         waiter.await.unwrap_or_else(|_| Err(cancelled()))
     }
 
-    /// Takes `first` (if still waiting) and up to `batch_limit - 1` more waiting keys that use the
-    /// same token, oldest first.
-    fn take_batch(&self, first: &FlightKey) -> Option<Batch> {
+    /// Takes `first` (if still waiting) and up to `batch_limit - 1` more waiting keys opened with
+    /// the same token, oldest first.
+    fn take_batch(&self, first: &FlightKey, token: &Arc<FileAccessToken>) -> Option<Batch> {
         let mut state = self.state();
         let State { flights, queue, .. } = &mut *state;
         let head = flights.get_mut(first)?;
         let sender = head.sender.take()?;
-        let token = head.token.clone();
         let mut batch = Batch { token: token.clone(), keys: vec![first.clone()], senders: vec![(head.id, sender)] };
         for key in queue.iter() {
             if batch.keys.len() >= self.batch_limit {
                 break;
             }
             if let Some(flight) = flights.get_mut(key) {
-                if Arc::ptr_eq(&flight.token, &token) {
+                if same_token(&flight.token, token) {
                     if let Some(sender) = flight.sender.take() {
                         batch.keys.push(key.clone());
                         batch.senders.push((flight.id, sender));
@@ -190,5 +239,60 @@ impl Drop for Cleanup<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(secret: &str) -> Arc<FileAccessToken> {
+        Arc::new(FileAccessToken::new(secret).unwrap())
+    }
+
+    #[test]
+    fn a_flight_whose_callers_all_left_is_closed_and_frees_its_place() {
+        let flights = Flights::new(10, 2);
+        let t = token("one");
+        let a = flights.enter("s", "a", false, &t).unwrap();
+        let b = flights.enter("s", "b", false, &t).unwrap();
+        assert!(matches!(flights.enter("s", "c", false, &t), Err(AccessError::Busy(2))));
+        let joined = flights.enter("s", "a", false, &t).unwrap();
+        drop(a);
+        assert_eq!(flights.waiting(), 2, "a is still awaited by the caller that joined it");
+        drop(joined);
+        drop(b);
+        assert_eq!(flights.waiting(), 0);
+        assert!(flights.enter("s", "c", false, &t).is_ok());
+    }
+
+    #[test]
+    fn after_a_rotation_a_later_caller_opens_its_own_flight_and_drives_it_with_its_token() {
+        let flights = Flights::new(10, 10);
+        let (old, new) = (token("old"), token("new"));
+        drop(flights.enter("sub:alice", "a", false, &old).unwrap());
+        let ticket = flights.enter("sub:alice", "a", false, &new).unwrap();
+        assert!(ticket.opened, "the abandoned flight was closed, not joined");
+        let used = Mutex::new(None);
+        let outcome = futures::executor::block_on(flights.wait(ticket, |token, keys| {
+            *used.lock().unwrap() = Some(token.expose_secret().to_owned());
+            async move {
+                keys.iter().map(|k| Err(AccessError::Presign { url: k.url.to_string(), reason: "x".into() })).collect()
+            }
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(used.lock().unwrap().as_deref(), Some("new"));
+        assert_eq!(flights.waiting(), 0);
+    }
+
+    #[test]
+    fn many_abandoned_flights_leave_no_queue_behind() {
+        let flights = Flights::new(10, 10);
+        let t = token("one");
+        for n in 0..10_000 {
+            drop(flights.enter("s", &n.to_string(), false, &t).unwrap());
+        }
+        assert_eq!(flights.waiting(), 0);
+        assert!(flights.state().queue.len() <= 16);
     }
 }

@@ -6,8 +6,10 @@ pub mod endpoint;
 mod expiry;
 mod flights;
 mod presigner;
+mod proven;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -16,9 +18,12 @@ use http::StatusCode;
 
 pub use cache::{CacheKey, MemoryPresignCache, PresignCache};
 pub use expiry::expiry_of;
-pub use presigner::{Presigned, Presigner, SignedUrl};
+pub use presigner::{Presigned, Presigner, SignedUrl, MAX_URL_LIFETIME};
 
+use self::endpoint::saturating_add;
 use self::flights::{FlightKey, Flights, Outcome};
+use self::presigner::Destinations;
+use self::proven::{token_scope, Proof, ProvenTokens};
 use crate::counters::{bump, Counters};
 use crate::{
     AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
@@ -41,10 +46,19 @@ pub struct PresignConfig {
     pub batch_limit: usize,
     /// The most distinct keys waiting for a presign at once; beyond it, [`AccessError::Busy`]. Default 10,000.
     pub max_waiting: usize,
-    /// The cache scope; default: the token's principal (`sub`), so users never share URLs.
+    /// The cache scope; default: the token's principal, so users never share URLs. A JWT's
+    /// `sub` names the scope only once the presign endpoint has accepted that token; until then
+    /// the token is scoped by a digest of itself (`tok:<digest>`), shared only with holders of that
+    /// very token (in any process using the same cache). A fixed scope is the app's promise that
+    /// all its tokens may share URLs (a service account): logouts and user switches then purge
+    /// nothing.
     pub scope: Option<Arc<str>>,
     /// Capacity of the default in-memory cache. Default 10,000.
     pub cache_capacity: usize,
+    /// Hosts besides the secure hosts that presigned URLs may point to (the CDN that serves
+    /// them), under the secure hosts' scheme rule. A URL elsewhere, from the endpoint or from a
+    /// cache, is not used. Default: none.
+    pub cdn_hosts: SecureHosts,
 }
 
 impl Default for PresignConfig {
@@ -57,6 +71,7 @@ impl Default for PresignConfig {
             max_waiting: 10_000,
             scope: None,
             cache_capacity: 10_000,
+            cdn_hosts: SecureHosts::new(),
         }
     }
 }
@@ -72,7 +87,11 @@ enum Freshness {
 /// (memory by default, Redis for a fleet, or yours).
 ///
 /// - Keyed by principal scope + clean URL, so tokens and signatures rotate without new keys and
-///   one user's URL is never served to another; logout or a user switch purges the old scope.
+///   one user's URL is never served to another; logout or a user switch purges the old scope. A
+///   JWT's `sub` is trusted as its scope only after the endpoint accepted that token; until then
+///   the token is its own scope.
+/// - A presigned URL is used only on a secure host or a [CDN host](PresignConfig::cdn_hosts),
+///   whether it comes from the endpoint or from a (shared) cache.
 /// - A cache hit answers synchronously ([`resolve_ready`](MediaAccessStrategy::resolve_ready)).
 /// - Never hands out a URL within the safety margin of its expiry; renews ahead of it.
 /// - Concurrent misses for one key make one presign call; misses arriving during a call join the
@@ -106,6 +125,8 @@ pub struct PresignedStrategy<P, C = MemoryPresignCache> {
     cache: Arc<C>,
     clock: Arc<dyn Clock>,
     config: PresignConfig,
+    destinations: Destinations,
+    proven: ProvenTokens,
     flights: Flights,
     counters: Counters,
     purger: Arc<ScopePurger<C>>,
@@ -129,11 +150,13 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     /// Presigned URLs for `hosts` from `presigner`, cached in `cache`.
     pub fn with_cache(hosts: SecureHosts, tokens: Arc<dyn TokenSource>, presigner: P, cache: Arc<C>) -> Self {
         let config = PresignConfig::default();
-        let purger = Arc::new(ScopePurger { cache: cache.clone(), fixed_scope: false });
+        let purger = Arc::new(ScopePurger { cache: cache.clone(), fixed_scope: AtomicBool::new(false) });
         let weak: Weak<dyn TokenListener> = Arc::downgrade(&purger) as Weak<dyn TokenListener>;
         tokens.subscribe(weak);
         Self {
             flights: Flights::new(config.batch_limit.min(presigner.max_batch()), config.max_waiting),
+            destinations: Destinations::new(&hosts, &config.cdn_hosts),
+            proven: ProvenTokens::default(),
             hosts,
             tokens,
             presigner,
@@ -145,14 +168,20 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         }
     }
 
-    /// Applies a configuration (batch limit, margins, scope). The cache is not resized.
+    /// Applies a configuration (every setting but `cache_capacity`: a cache given to
+    /// [`with_cache`](Self::with_cache) keeps its own size).
     pub fn configured(mut self, config: PresignConfig) -> Self {
         self.flights = Flights::new(config.batch_limit.min(self.presigner.max_batch()), config.max_waiting);
-        if let Some(purger) = Arc::get_mut(&mut self.purger) {
-            purger.fixed_scope = config.scope.is_some();
-        }
+        self.destinations = Destinations::new(&self.hosts, &config.cdn_hosts);
+        // The token source already holds the purger (weakly): a flag it reads, not a rebuild.
+        self.purger.fixed_scope.store(config.scope.is_some(), Ordering::Relaxed);
         self.config = config;
         self
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &PresignConfig {
+        &self.config
     }
 
     /// Uses another clock (tests).
@@ -171,16 +200,30 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         &self.presigner
     }
 
-    fn scope<'t>(&'t self, token: &'t FileAccessToken) -> &'t str {
-        self.config.scope.as_deref().unwrap_or(token.principal())
+    /// The shared cache scope `token` may use, checking proof by address only (the hot path): the
+    /// fixed scope, the principal of a token without claims to prove, or of one the endpoint
+    /// accepted. `None`: its claims are unproven, so it may use only its own [`token_scope`].
+    fn trusted_scope<'t>(&'t self, token: &'t FileAccessToken) -> Option<&'t str> {
+        if let Some(fixed) = self.config.scope.as_deref() {
+            return Some(fixed);
+        }
+        (token.subject().is_none() || self.proven.by_address(token)).then(|| token.principal())
+    }
+
+    /// [`trusted_scope`](Self::trusted_scope), also recognising another copy of an accepted token.
+    fn proven_scope<'t>(&'t self, token: &'t Arc<FileAccessToken>) -> Option<&'t str> {
+        self.trusted_scope(token).or_else(|| self.proven.contains(token).then(|| token.principal()))
     }
 
     fn freshness(&self, signed: &SignedUrl, now: SystemTime) -> Freshness {
         let (renew_from, usable_until) = signed.windows(|| {
-            let lifetime = signed.lifetime();
+            // Whatever a cache holds, trust it for at most MAX_URL_LIFETIME after it was fetched.
+            let expires_at = signed.expires_at().min(saturating_add(signed.fetched_at(), MAX_URL_LIFETIME));
+            let lifetime = expires_at.duration_since(signed.fetched_at()).unwrap_or_default();
             let margin = self.config.safety_margin.min(lifetime / 4);
-            let usable_until = signed.expires_at() - margin;
-            let renew_window = lifetime * u32::from(self.config.refresh_ahead_percent.min(100)) / 100;
+            let usable_until = expires_at.checked_sub(margin).unwrap_or(expires_at);
+            let percent = u32::from(self.config.refresh_ahead_percent.min(100));
+            let renew_window = lifetime.checked_mul(percent).map_or(lifetime, |w| w / 100);
             (usable_until.checked_sub(renew_window).unwrap_or(usable_until), usable_until)
         });
         if now >= usable_until {
@@ -194,35 +237,82 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
 
     /// The cached URL if fresh, else a presigned one; renews ahead of expiry.
     async fn signed_url(&self, clean: &str, token: &Arc<FileAccessToken>) -> Outcome {
-        let scope = self.scope(token);
-        let key = CacheKey::new(scope, clean);
-        let cached = match self.cache.get_ready(&key) {
-            Some(hit) => Some(hit),
-            None => self.cache.get(&key).await,
-        };
-        if let Some(hit) = cached {
-            match self.freshness(&hit, self.clock.now()) {
-                Freshness::Fresh => {
-                    self.counters.hit();
-                    return Ok(hit);
+        let mut waited_for_proof = false;
+        loop {
+            // Unproven claims: the token's own scope, until a presign call with it succeeds.
+            let own;
+            let (scope, proving) = match self.proven_scope(token) {
+                Some(scope) => (scope, false),
+                None => {
+                    own = token_scope(token);
+                    (own.as_str(), true)
                 }
-                Freshness::RenewSoon => {
-                    let ticket = self.flights.enter(scope, clean, token)?;
-                    if !ticket.opened {
-                        // Someone else is renewing it: keep using the current one.
-                        self.counters.hit();
-                        return Ok(hit);
+            };
+            let key = CacheKey::new(scope, clean);
+            let cached = match self.cache.get_ready(&key) {
+                Some(hit) => Some(hit),
+                None => self.cache.get(&key).await,
+            };
+            if let Some(hit) = cached {
+                if !self.destinations.allows(&hit) {
+                    tracing::warn!(
+                        url = clean,
+                        "a cached presigned URL points outside the secure and CDN hosts: dropped"
+                    );
+                    self.cache.remove_refused(&key, &hit).await;
+                } else {
+                    match self.freshness(&hit, self.clock.now()) {
+                        Freshness::Fresh => {
+                            self.counters.hit();
+                            return Ok(hit);
+                        }
+                        Freshness::RenewSoon => {
+                            let ticket = self.flights.enter(scope, clean, proving, token)?;
+                            if !ticket.opened {
+                                // Someone else is renewing it: keep using the current one.
+                                self.counters.hit();
+                                return Ok(hit);
+                            }
+                            tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
+                            return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+                        }
+                        Freshness::Expired => self.cache.remove_refused(&key, &hit).await,
                     }
-                    tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
-                    return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
                 }
-                Freshness::Expired => self.cache.remove(&key).await,
             }
+            // A token being proven: one caller's call proves it. Another caller waits for that
+            // proof when its claimed principal already holds this URL (a hint only, never an
+            // answer): once proven, a renewed token finds its principal's URLs instead of every
+            // caller presigning again. With nothing to find, it presigns along (batched).
+            let _proof = match proving.then(|| self.proven.prove(scope)) {
+                Some(Proof::Follow(done))
+                    if !waited_for_proof
+                        && self.cache.get_ready(&CacheKey::new(token.principal(), clean)).is_some() =>
+                {
+                    let _ = done.await;
+                    waited_for_proof = true;
+                    continue;
+                }
+                // Proven between our lookup and now: look again, under the proven scope.
+                Some(Proof::Lead(_)) if self.proven_scope(token).is_some() => continue,
+                Some(Proof::Lead(guard)) => Some(guard),
+                _ => None,
+            };
+            bump(&self.counters.misses, 1);
+            tracing::debug!(url = clean, "presign cache miss");
+            let ticket = self.flights.enter(scope, clean, proving, token)?;
+            return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
         }
-        bump(&self.counters.misses, 1);
-        tracing::debug!(url = clean, "presign cache miss");
-        let ticket = self.flights.enter(scope, clean, token)?;
-        self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await
+    }
+
+    /// An answer made usable: not expired, and pointing at a secure or CDN host.
+    fn accept(&self, answer: Presigned, clean: &str, now: SystemTime) -> Outcome {
+        let signed = SignedUrl::from_presigned(answer, clean, now, self.config.default_ttl)?;
+        self.destinations
+            .check(signed.url())
+            .map_err(|reason| AccessError::Presign { url: clean.to_owned(), reason })?;
+        let _ = signed.vetted.set(true);
+        Ok(Arc::new(signed))
     }
 
     /// One presign call for a batch; fresh URLs go into the cache before waiters are told.
@@ -233,15 +323,24 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let urls: Vec<Arc<str>> = keys.iter().map(|k| k.url.clone()).collect();
         let answers = self.presigner.presign_batch(&urls, &token).await;
         let now = self.clock.now();
-        let mut outcomes = Vec::with_capacity(keys.len());
-        for (key, answer) in keys.iter().zip(answers) {
-            let outcome =
-                answer.and_then(|a| SignedUrl::from_presigned(a, &key.url, now, self.config.default_ttl)).map(Arc::new);
-            match &outcome {
-                Ok(signed) => self.cache.put(&CacheKey::new(&key.scope, &key.url), signed.clone()).await,
+        let outcomes: Vec<Outcome> =
+            keys.iter().zip(answers).map(|(key, answer)| answer.and_then(|a| self.accept(a, &key.url, now))).collect();
+        if outcomes.iter().any(Result::is_ok) {
+            // The endpoint accepted this exact token: its claims now name its scope.
+            self.proven.insert(&token);
+        }
+        for (key, outcome) in keys.iter().zip(&outcomes) {
+            match outcome {
+                Ok(signed) => {
+                    self.cache.put(&CacheKey::new(&key.scope, &key.url), signed.clone()).await;
+                    // Asked under the token's own scope, now also its proven one: this process
+                    // reads the latter from now on, other holders of the token the former.
+                    if let Some(proven) = self.proven_scope(&token).filter(|_| key.proving) {
+                        self.cache.put(&CacheKey::new(proven, &key.url), signed.clone()).await;
+                    }
+                }
                 Err(error) => tracing::warn!(url = &*key.url, %error, "presign failed"),
             }
-            outcomes.push(outcome);
         }
         outcomes
     }
@@ -257,11 +356,12 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         let clean = url.clean_key();
         // The token is lent, not cloned: see `TokenSource::peek`.
         let token = self.tokens.peek()?;
-        let key = CacheKey::new(self.scope(&token), &clean);
+        let key = CacheKey::new(self.trusted_scope(&token)?, &clean);
         let hit = self.cache.get_ready(&key);
         drop(token);
         let hit = hit?;
-        if self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
+        // A URL pointing elsewhere is dropped on the async path.
+        if !self.destinations.allows(&hit) || self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
             return None;
         }
         self.counters.hit();
@@ -298,18 +398,35 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         }
         // Whose URL was refused: the token used, else the scope the URL was cached under.
         let current = self.tokens.current();
-        let stored = match used.url_change() {
-            UrlChange::Replace(signed) => signed.stored_scope(),
+        let refused = match used.url_change() {
+            UrlChange::Replace(signed) => Some(signed),
             _ => None,
         };
-        let scope = match (used.token(), stored, &current) {
-            (Some(token), _, _) => self.scope(token),
-            (None, Some(stored), _) => stored,
-            (None, None, Some(token)) => self.scope(token),
-            (None, None, None) => return RetryDecision::GiveUp,
-        };
+        let stored = refused.and_then(|signed| signed.stored_scope());
+        let token = used.token().or(current.as_ref());
+        if token.is_none() && stored.is_none() {
+            return RetryDecision::GiveUp;
+        }
+        // Every scope it may be cached under: where it was stored, the token's shared scope, and
+        // the token's own (a URL presigned before the token was proven is under both).
+        let mut scopes: Vec<String> = stored.into_iter().map(str::to_owned).collect();
+        if let Some(token) = token {
+            scopes.extend(self.proven_scope(token).map(str::to_owned));
+            if self.config.scope.is_none() && token.subject().is_some() {
+                scopes.push(token_scope(token));
+            }
+        }
+        scopes.sort_unstable();
+        scopes.dedup();
         let clean = url.clean_key();
-        self.cache.remove(&CacheKey::new(scope, &clean)).await;
+        for scope in &scopes {
+            let key = CacheKey::new(scope, &clean);
+            // Only the URL that was refused: a fresher one cached meanwhile stays.
+            match refused {
+                Some(refused) => self.cache.remove_refused(&key, refused).await,
+                None => self.cache.remove(&key).await,
+            }
+        }
         bump(&self.counters.retries, 1);
         tracing::info!(url = %url.redacted(), %status, "presigned URL refused: dropped, presigning again");
         RetryDecision::RetryOnce
@@ -320,10 +437,11 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
     }
 
     fn cache_scope(&self) -> Option<Arc<str>> {
-        match &self.config.scope {
-            Some(scope) => Some(scope.clone()),
-            None => self.tokens.peek().map(|token| token.cache_scope().into()),
+        if let Some(scope) = &self.config.scope {
+            return Some(scope.clone());
         }
+        let token = self.tokens.current()?;
+        Some(self.proven_scope(&token).map_or_else(|| token_scope(&token), str::to_owned).into())
     }
 }
 
@@ -340,18 +458,21 @@ impl<P, C> fmt::Debug for PresignedStrategy<P, C> {
 struct ScopePurger<C> {
     cache: Arc<C>,
     /// An app-given scope is the app's to manage.
-    fixed_scope: bool,
+    fixed_scope: AtomicBool,
 }
 
 impl<C: PresignCache> TokenListener for ScopePurger<C> {
     fn token_changed(&self, old: Option<&FileAccessToken>, new: Option<&FileAccessToken>) {
-        if self.fixed_scope {
+        if self.fixed_scope.load(Ordering::Relaxed) {
             return;
         }
         if let Some(old) = old {
             if new.map(FileAccessToken::principal) != Some(old.principal()) {
                 tracing::debug!("principal changed: purging its presigned URLs");
                 self.cache.purge_scope(old.principal());
+                if old.subject().is_some() {
+                    self.cache.purge_scope(&token_scope(old));
+                }
             }
         }
     }

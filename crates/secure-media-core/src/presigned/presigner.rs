@@ -8,8 +8,13 @@ use async_trait::async_trait;
 use url::Url;
 
 use super::cache::StoredKey;
+use super::endpoint::saturating_add;
 use super::expiry_of;
-use crate::{AccessError, FileAccessToken};
+use crate::{AccessError, FileAccessToken, SecureHosts};
+
+/// The longest a presigned URL is trusted for, whatever its endpoint or its own expiry says: S3's
+/// limit. A longer-lived URL is renewed as if it expired then (a clamped lifetime, not an error).
+pub const MAX_URL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What a presign endpoint answers for one URL.
 #[derive(Clone)]
@@ -75,6 +80,9 @@ pub struct SignedUrl {
     windows: OnceLock<(SystemTime, SystemTime)>,
     /// The cache key it was first stored under (the in-memory cache verifies hits against it).
     pub(crate) stored_as: OnceLock<StoredKey>,
+    /// Whether it points where presigned URLs may point, checked once by the strategy that first
+    /// reads it (a cache, shared or not, may hold anything).
+    pub(crate) vetted: OnceLock<bool>,
     url: Url,
     fetched_at: SystemTime,
     expires_at: SystemTime,
@@ -83,11 +91,20 @@ pub struct SignedUrl {
 impl SignedUrl {
     /// A signed URL valid from `fetched_at` until `expires_at`.
     pub fn new(url: Url, fetched_at: SystemTime, expires_at: SystemTime) -> Self {
-        Self { windows: OnceLock::new(), stored_as: OnceLock::new(), url, fetched_at, expires_at }
+        Self {
+            windows: OnceLock::new(),
+            stored_as: OnceLock::new(),
+            vetted: OnceLock::new(),
+            url,
+            fetched_at,
+            expires_at,
+        }
     }
 
     /// Checks a presigner's answer: an http(s) URL that is not yet expired. Its expiry is the
-    /// earliest of the endpoint's and the URL's own, or `now + default_ttl` when neither says.
+    /// earliest of the endpoint's and the URL's own, or `now + default_ttl` when neither says,
+    /// and never more than [`MAX_URL_LIFETIME`] from `now`. The strategy also checks where it
+    /// points (secure or CDN hosts).
     pub fn from_presigned(
         answer: Presigned,
         clean_url: &str,
@@ -99,7 +116,9 @@ impl SignedUrl {
         if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
             return Err(failed("the presigned URL is not an http(s) URL"));
         }
-        let expires_at = [answer.expires_at, expiry_of(&url)].into_iter().flatten().min().unwrap_or(now + default_ttl);
+        let stated = [answer.expires_at, expiry_of(&url)].into_iter().flatten().min();
+        let latest = saturating_add(now, MAX_URL_LIFETIME);
+        let expires_at = stated.unwrap_or_else(|| saturating_add(now, default_ttl)).min(latest);
         if expires_at <= now {
             return Err(failed("the presigned URL is already expired"));
         }
@@ -141,12 +160,57 @@ impl SignedUrl {
     pub fn lifetime(&self) -> Duration {
         self.expires_at.duration_since(self.fetched_at).unwrap_or_default()
     }
+
+    /// The URL without its query (what errors and logs may show).
+    pub(crate) fn clean(&self) -> String {
+        format!("{}://{}{}", self.url.scheme(), self.url.host_str().unwrap_or(""), self.url.path())
+    }
+}
+
+/// Where presigned URLs may point: the secure hosts and the CDN hosts, over https, or http when
+/// the secure hosts allow it. Anything else, from the endpoint or from a cache, is not used.
+#[derive(Debug, Clone)]
+pub(crate) struct Destinations {
+    allow_http: bool,
+    /// Both host lists with http allowed: the scheme rule is applied once, here.
+    hosts: SecureHosts,
+    cdn: SecureHosts,
+}
+
+impl Destinations {
+    pub(crate) fn new(hosts: &SecureHosts, cdn: &SecureHosts) -> Self {
+        Self { allow_http: hosts.allows_http(), hosts: hosts.clone().allowing_http(), cdn: cdn.clone().allowing_http() }
+    }
+
+    /// `Ok`, or why not (naming at most the host, never the URL's query).
+    pub(crate) fn check(&self, url: &Url) -> Result<(), String> {
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_http => {}
+            "http" => return Err("the presigned URL is plain http, which the secure hosts do not allow".into()),
+            _ => return Err("the presigned URL is not an http(s) URL".into()),
+        }
+        if self.hosts.matches_url(url) || self.cdn.matches_url(url) {
+            return Ok(());
+        }
+        let host = url.host_str().unwrap_or("");
+        Err(format!(
+            "the presigned URL points to {host}, which is neither a secure host nor a CDN host (PresignConfig::cdn_hosts)"
+        ))
+    }
+
+    /// [`check`](Self::check), once per URL.
+    pub(crate) fn allows(&self, signed: &SignedUrl) -> bool {
+        *signed.vetted.get_or_init(|| self.check(signed.url()).is_ok())
+    }
 }
 
 impl fmt::Debug for SignedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let clean = format!("{}://{}{}", self.url.scheme(), self.url.host_str().unwrap_or(""), self.url.path());
-        f.debug_struct("SignedUrl").field("url", &clean).field("expires_at", &self.expires_at).finish_non_exhaustive()
+        f.debug_struct("SignedUrl")
+            .field("url", &self.clean())
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,6 +257,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(default.lifetime(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn lifetimes_are_clamped_and_zero_or_negative_ones_are_errors() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let answer = |url: &str, expires_at| Presigned { url: url.into(), expires_at };
+        for far in [
+            answer("https://m.io/a?Expires=9223372036854775808", None),
+            answer("https://m.io/a?s=1", Some(super::super::endpoint::unix_secs(u64::MAX))),
+            answer("https://m.io/a?X-Amz-Date=20261128T101500Z&X-Amz-Expires=18446744073709551615", None),
+        ] {
+            let signed = SignedUrl::from_presigned(far, "https://m.io/a", now, Duration::from_secs(60)).unwrap();
+            assert_eq!(signed.lifetime(), MAX_URL_LIFETIME);
+        }
+        let huge_default =
+            SignedUrl::from_presigned(answer("https://m.io/a", None), "https://m.io/a", now, Duration::MAX).unwrap();
+        assert_eq!(huge_default.lifetime(), MAX_URL_LIFETIME);
+        for dead in [
+            answer("https://m.io/a?Expires=1800000000", None),
+            answer("https://m.io/a?Expires=0", None),
+            answer("https://m.io/a", Some(now - Duration::from_secs(1))),
+        ] {
+            let error = SignedUrl::from_presigned(dead, "https://m.io/a", now, Duration::from_secs(60)).unwrap_err();
+            assert!(error.to_string().contains("already expired"), "{error}");
+        }
+    }
+
+    #[test]
+    fn destinations_are_the_secure_and_cdn_hosts_over_the_secure_scheme() {
+        let hosts = SecureHosts::cometchat("us").unwrap();
+        let cdn = SecureHosts::new().with_host("cdn.example.com").unwrap();
+        let check = |d: &Destinations, url: &str| d.check(&Url::parse(url).unwrap());
+        let strict = Destinations::new(&hosts, &cdn);
+        assert!(check(&strict, "https://media-us.cometchat.io/a?Signature=s").is_ok());
+        assert!(check(&strict, "https://cdn.example.com/a?Signature=s").is_ok());
+        let elsewhere = check(&strict, "https://evil.example/a?Signature=SECRET").unwrap_err();
+        assert!(elsewhere.contains("evil.example") && !elsewhere.contains("SECRET"), "{elsewhere}");
+        assert!(check(&strict, "http://cdn.example.com/a").unwrap_err().contains("plain http"));
+        assert!(check(&strict, "ftp://cdn.example.com/a").is_err());
+        let loose = Destinations::new(&hosts.clone().allowing_http(), &cdn);
+        assert!(check(&loose, "http://cdn.example.com/a").is_ok());
+        assert!(check(&loose, "http://evil.example/a").is_err());
     }
 
     #[test]

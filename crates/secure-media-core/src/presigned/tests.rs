@@ -8,15 +8,21 @@ use crate::{resolve_str, LoginCell, ManualClock, StaticToken};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
+type Answer = Box<dyn Fn(&str, usize) -> Presigned + Send + Sync>;
+
 /// An in-process presign endpoint: signs with a counter, answers after yielding once (as any
-/// network call would), records every call's size.
+/// network call would), records every call's size and token. Tests may hold `gate` to keep
+/// calls in flight, and replace the answer.
 struct FakeEndpoint {
     clock: Arc<ManualClock>,
     ttl: Duration,
     calls: Mutex<Vec<usize>>,
+    tokens_seen: Mutex<Vec<String>>,
     signed: AtomicUsize,
     refuse_tokens: Mutex<Vec<String>>,
     max_batch: usize,
+    gate: futures::lock::Mutex<()>,
+    answer: Mutex<Option<Answer>>,
 }
 
 impl FakeEndpoint {
@@ -25,13 +31,22 @@ impl FakeEndpoint {
             clock,
             ttl,
             calls: Mutex::default(),
+            tokens_seen: Mutex::default(),
             signed: AtomicUsize::new(0),
             refuse_tokens: Mutex::default(),
             max_batch: 100,
+            gate: futures::lock::Mutex::new(()),
+            answer: Mutex::default(),
         })
     }
     fn calls(&self) -> usize {
         self.calls.lock().unwrap().len()
+    }
+    fn refuse(&self, token: &FileAccessToken) {
+        self.refuse_tokens.lock().unwrap().push(token.expose_secret().to_owned());
+    }
+    fn answer_with(&self, answer: impl Fn(&str, usize) -> Presigned + Send + Sync + 'static) {
+        *self.answer.lock().unwrap() = Some(Box::new(answer));
     }
 }
 
@@ -43,8 +58,10 @@ impl Presigner for FakeEndpoint {
     }
 
     async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
+        let _open = self.gate.lock().await;
         tokio::task::yield_now().await;
         self.calls.lock().unwrap().push(urls.len());
+        self.tokens_seen.lock().unwrap().push(token.expose_secret().to_owned());
         if self.refuse_tokens.lock().unwrap().iter().any(|t| t == token.expose_secret()) {
             return urls
                 .iter()
@@ -52,9 +69,13 @@ impl Presigner for FakeEndpoint {
                 .collect();
         }
         let expires = (self.clock.now() + self.ttl).duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let custom = self.answer.lock().unwrap();
         urls.iter()
             .map(|url| {
                 let n = self.signed.fetch_add(1, AtomicOrdering::SeqCst);
+                if let Some(answer) = &*custom {
+                    return Ok(answer(url, n));
+                }
                 Ok(Presigned {
                     url: format!("{url}?Expires={expires}&Signature=sig{n}&Key-Pair-Id=k"),
                     expires_at: None,
@@ -78,6 +99,22 @@ fn hosts() -> SecureHosts {
 
 fn token(sub: &str) -> FileAccessToken {
     FileAccessToken::new(jwt(&format!(r#"{{"sub":"{sub}","exp":4000000000}}"#))).unwrap()
+}
+
+/// A token whose payload names `sub` but whose signature is not the issuer's.
+fn forged(sub: &str) -> FileAccessToken {
+    let real = jwt(&format!(r#"{{"sub":"{sub}","exp":4000000000}}"#));
+    let unsigned = real.rsplit_once('.').unwrap().0;
+    FileAccessToken::new(format!("{unsigned}.Zm9yZ2Vk")).unwrap()
+}
+
+/// Polls once without waiting (the runtime polls it again when it is awaited).
+fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    futures::FutureExt::now_or_never(future)
+}
+
+fn view_of(url: &url::Url) -> MediaUrl<'_> {
+    MediaUrl::from_url(url).unwrap()
 }
 
 fn strategy(
@@ -178,10 +215,8 @@ async fn near_expiry_one_caller_renews_while_others_use_the_old_url() {
     clock.advance(DAY * 9 / 10);
     let url = url::Url::parse(&media(1)).unwrap();
     let view = MediaUrl::from_url(&url).unwrap();
-    let ticket_holder = s
-        .flights
-        .enter(s.scope(&s.tokens.current().unwrap()), &view.clean_key(), &s.tokens.current().unwrap())
-        .unwrap();
+    let token = s.tokens.current().unwrap();
+    let ticket_holder = s.flights.enter(s.trusted_scope(&token).unwrap(), &view.clean_key(), false, &token).unwrap();
     // Someone else holds the renewal: we keep the old URL and make no call.
     assert_eq!(resolve(&s, &media(1)).await, old);
     assert_eq!(endpoint.calls(), 1);
@@ -226,9 +261,10 @@ async fn logout_and_user_switch_purge_the_old_principal() {
     cell.set(token("alice"));
     resolve(&s, &media(1)).await;
     resolve(&s, &media(2)).await;
-    assert_eq!(s.cache().len(), 2);
+    // Media 1 is also under alice's token scope: it was presigned before her token was accepted.
+    assert_eq!(s.cache().len(), 3);
     cell.set(token("alice")); // re-login as the same user keeps the cache
-    assert_eq!(s.cache().len(), 2);
+    assert_eq!(s.cache().len(), 3);
     cell.set(token("bob"));
     assert_eq!(s.cache().len(), 0);
     resolve(&s, &media(1)).await;
@@ -293,11 +329,11 @@ async fn too_many_waiting_keys_is_busy_not_unbounded() {
     let config = PresignConfig { max_waiting: 2, ..PresignConfig::default() };
     let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), config);
     let t = s.tokens.current().unwrap();
-    let _a = s.flights.enter("x", "1", &t).unwrap();
-    let _b = s.flights.enter("x", "2", &t).unwrap();
-    assert!(matches!(s.flights.enter("x", "3", &t), Err(AccessError::Busy(2))));
+    let _a = s.flights.enter("x", "1", false, &t).unwrap();
+    let _b = s.flights.enter("x", "2", false, &t).unwrap();
+    assert!(matches!(s.flights.enter("x", "3", false, &t), Err(AccessError::Busy(2))));
     // Joining an existing flight is always allowed.
-    assert!(s.flights.enter("x", "1", &t).is_ok());
+    assert!(s.flights.enter("x", "1", false, &t).is_ok());
 }
 
 #[tokio::test]
@@ -325,4 +361,475 @@ async fn non_secure_and_invalid_urls_pass_through_untouched() {
         assert_eq!(resolve(&s, input).await, input);
     }
     assert_eq!(endpoint.calls(), 0);
+}
+
+// ---- A principal scope is never taken from an unverified claim ----
+
+#[tokio::test]
+async fn a_forged_token_naming_alice_gets_no_hit_on_her_urls_in_a_shared_cache() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let alice = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("alice"))), PresignConfig::default());
+    let url = url::Url::parse(&media(1)).unwrap();
+    resolve(&alice, &media(1)).await;
+    assert!(alice.resolve_ready(&view_of(&url)).is_some(), "alice, accepted by the endpoint, hits");
+    let cached = alice.cache().len();
+
+    let forged = forged("alice");
+    endpoint.refuse(&forged);
+    let attacker = PresignedStrategy::with_cache(
+        hosts(),
+        Arc::new(StaticToken::new(forged)),
+        endpoint.clone(),
+        alice.cache().clone(),
+    )
+    .with_clock(clock.clone());
+    assert!(attacker.resolve_ready(&view_of(&url)).is_none());
+    let error = resolve_str(&attacker, &media(1)).await.unwrap_err();
+    assert!(matches!(error, AccessError::RefreshFailed(_)), "{error:?}");
+    assert_eq!(attacker.stats().cache_hits, 0);
+    assert_eq!(endpoint.calls(), 2, "the forged token reached the endpoint, which refused it");
+    assert_eq!(alice.cache().len(), cached, "nothing cached for the forged token");
+}
+
+#[tokio::test]
+async fn a_forged_token_set_after_alice_in_the_same_cell_gets_no_hit() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let cell = Arc::new(LoginCell::new());
+    let s = strategy(&clock, &endpoint, cell.clone(), PresignConfig::default());
+    cell.set(token("alice"));
+    resolve(&s, &media(1)).await;
+    let forged = forged("alice");
+    endpoint.refuse(&forged);
+    cell.set(forged); // same claimed principal: no purge, so only proof keeps the URL away
+    let url = url::Url::parse(&media(1)).unwrap();
+    assert!(s.resolve_ready(&view_of(&url)).is_none());
+    assert!(resolve_str(&*s, &media(1)).await.is_err());
+    assert_eq!(s.stats().cache_hits, 0);
+}
+
+#[tokio::test]
+async fn a_token_uses_its_sub_scope_once_the_endpoint_accepted_it_even_as_another_copy() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let cell = Arc::new(LoginCell::new());
+    let s = strategy(&clock, &endpoint, cell.clone(), PresignConfig::default());
+    cell.set(token("alice"));
+    let first = resolve(&s, &media(1)).await;
+    // The app sets the same token again (a new Arc): proven by its secret, so it hits.
+    cell.set(token("alice"));
+    assert_eq!(resolve(&s, &media(1)).await, first);
+    // A renewed alice token proves itself with one call, then shares alice's URLs.
+    cell.set(FileAccessToken::new(jwt(r#"{"sub":"alice","exp":4000000001}"#)).unwrap());
+    resolve(&s, &media(2)).await;
+    assert_eq!(resolve(&s, &media(1)).await, first);
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[tokio::test]
+async fn another_holder_of_the_same_token_shares_its_urls_before_proving_it() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let first = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("alice"))), PresignConfig::default());
+    let url = resolve(&first, &media(1)).await;
+    // Another process on the same shared cache, holding the very same token: its own scope.
+    let second = PresignedStrategy::with_cache(
+        hosts(),
+        Arc::new(StaticToken::new(token("alice"))),
+        endpoint.clone(),
+        first.cache().clone(),
+    )
+    .with_clock(clock.clone());
+    assert_eq!(resolve_str(&second, &media(1)).await.unwrap().0, url);
+    assert_eq!(endpoint.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_renewed_token_proves_itself_with_one_url_then_hits_its_principals_urls() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let cell = Arc::new(LoginCell::new());
+    let s = strategy(&clock, &endpoint, cell.clone(), PresignConfig::default());
+    cell.set(token("alice"));
+    let urls: Vec<String> = (0..20).map(media).collect();
+    let before = futures::future::join_all(urls.iter().map(|u| resolve(&s, u))).await;
+    let (calls, signed) = (endpoint.calls(), endpoint.signed.load(AtomicOrdering::SeqCst));
+    // A renewed token for the same user: unproven, so none of alice's URLs until it is accepted.
+    cell.set(FileAccessToken::new(jwt(r#"{"sub":"alice","exp":4000000001}"#)).unwrap());
+    let after = futures::future::join_all(urls.iter().map(|u| resolve(&s, u))).await;
+    assert_eq!(endpoint.calls(), calls + 1, "one proving call");
+    assert_eq!(endpoint.signed.load(AtomicOrdering::SeqCst), signed + 1, "with one URL");
+    let same = before.iter().zip(&after).filter(|(b, a)| b == a).count();
+    assert_eq!(same, 19, "the other 19 are alice's cached URLs");
+}
+
+// ---- Presigned URLs are checked before use ----
+
+#[tokio::test]
+async fn a_presigned_url_pointing_elsewhere_is_a_clear_error_naming_only_the_clean_url() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    endpoint.answer_with(|url, _| Presigned {
+        url: url.replace("files-us.cometchat.io", "evil.example") + "?Expires=4000000000&Signature=SECRET",
+        expires_at: None,
+    });
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), PresignConfig::default());
+    let error = resolve_str(&*s, &media(1)).await.unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, AccessError::Presign { ref url, .. } if *url == media(1)), "{error:?}");
+    assert!(text.contains("evil.example") && !text.contains("SECRET"), "{text}");
+    assert_eq!(s.cache().len(), 0);
+
+    // The same answer on a listed CDN host is used.
+    endpoint.answer_with(|url, _| Presigned {
+        url: url.replace("files-us.cometchat.io", "cdn.example.com") + "?Expires=4000000000&Signature=s",
+        expires_at: None,
+    });
+    let cdn = SecureHosts::new().with_host("cdn.example.com").unwrap();
+    let config = PresignConfig { cdn_hosts: cdn, ..PresignConfig::default() };
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), config);
+    assert!(resolve(&s, &media(1)).await.starts_with("https://cdn.example.com/app/media/1.png?"));
+}
+
+#[tokio::test]
+async fn a_cached_url_pointing_elsewhere_is_a_miss_and_is_removed() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("alice"))), PresignConfig::default());
+    resolve(&s, &media(2)).await; // alice is accepted
+    let planted = url::Url::parse("https://evil.example/app/media/1.png?Expires=4000000000&Signature=x").unwrap();
+    let now = clock.now();
+    s.cache().put(&CacheKey::new("sub:alice", &media(1)), Arc::new(SignedUrl::new(planted, now, now + DAY))).await;
+
+    let url = url::Url::parse(&media(1)).unwrap();
+    assert!(s.resolve_ready(&view_of(&url)).is_none());
+    let answer = resolve(&s, &media(1)).await;
+    assert!(answer.starts_with(&format!("{}?Expires=", media(1))), "{answer}");
+    assert_eq!(endpoint.calls(), 2);
+    let cached = s.cache().get_ready(&CacheKey::new("sub:alice", &media(1))).unwrap();
+    assert_eq!(cached.url().host_str(), Some("files-us.cometchat.io"));
+}
+
+#[tokio::test]
+async fn a_plain_http_presigned_url_is_refused_unless_the_secure_hosts_allow_http() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    endpoint.answer_with(|url, _| Presigned { url: url.replacen("https:", "http:", 1), expires_at: None });
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), PresignConfig::default());
+    assert!(resolve_str(&*s, &media(1)).await.unwrap_err().to_string().contains("plain http"));
+    let loose = Arc::new(
+        PresignedStrategy::with_config(
+            hosts().allowing_http(),
+            Arc::new(StaticToken::new(token("a"))),
+            endpoint.clone(),
+            PresignConfig::default(),
+        )
+        .with_clock(clock.clone()),
+    );
+    assert!(resolve(&loose, &media(1)).await.starts_with("http://files-us.cometchat.io/"));
+}
+
+// ---- No panic on what an endpoint or a cache sends ----
+
+#[tokio::test]
+async fn absurd_expiries_from_the_endpoint_or_a_cache_are_clamped_not_a_panic() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    endpoint.answer_with(|url, n| Presigned {
+        url: format!(
+            "{url}?Expires=9223372036854775808&X-Amz-Date=20261128T101500Z&X-Amz-Expires=18446744073709551615&n={n}"
+        ),
+        expires_at: Some(UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX)) * 60),
+    });
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), PresignConfig::default());
+    resolve(&s, &media(1)).await;
+    let cached = s.cache().get_ready(&CacheKey::new("sub:a", &media(1))).unwrap();
+    assert_eq!(cached.lifetime(), MAX_URL_LIFETIME);
+    clock.advance(MAX_URL_LIFETIME);
+    assert!(resolve(&s, &media(1)).await.ends_with("n=1"), "renewed at the clamped expiry");
+
+    // A cache may hold anything: times far apart, reversed, at the extremes.
+    let url = url::Url::parse(&media(3)).unwrap();
+    let far = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    for (fetched, expires) in [(UNIX_EPOCH, far), (far, UNIX_EPOCH), (clock.now(), far), (UNIX_EPOCH, UNIX_EPOCH)] {
+        let planted = Arc::new(SignedUrl::new(url.clone(), fetched, expires));
+        s.cache().put(&CacheKey::new("sub:a", &media(3)), planted).await;
+        let _ = s.resolve_ready(&view_of(&url));
+        assert!(resolve(&s, &media(3)).await.starts_with(&media(3)));
+    }
+}
+
+#[tokio::test]
+async fn zero_and_negative_lifetimes_are_clear_errors() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), PresignConfig::default());
+    let now = clock.now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    for (n, expires) in [now, now - 60, 0].into_iter().enumerate() {
+        endpoint.answer_with(move |url, _| Presigned {
+            url: format!("{url}?Expires={expires}&Signature=s"),
+            expires_at: None,
+        });
+        let error = resolve_str(&*s, &media(10 + n)).await.unwrap_err();
+        assert!(error.to_string().contains("already expired"), "{error}");
+    }
+}
+
+// ---- Only the refused URL is dropped ----
+
+#[tokio::test]
+async fn a_refusal_drops_only_the_refused_url_not_a_fresher_one() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), PresignConfig::default());
+    let url = url::Url::parse(&media(1)).unwrap();
+    let view = view_of(&url);
+    let old = s.resolve(&view).await.unwrap();
+    // Meanwhile the URL was renewed ahead of expiry: a fresher one is cached.
+    clock.advance(DAY * 9 / 10);
+    let fresh = s.resolve(&view).await.unwrap();
+    assert_ne!(fresh.apply_to_str(url.as_str()), old.apply_to_str(url.as_str()));
+    // The late refusal of the old URL keeps the fresh one.
+    assert_eq!(s.rejected(&view, &old, StatusCode::FORBIDDEN).await, RetryDecision::RetryOnce);
+    let hit = s.resolve_ready(&view).expect("the fresh URL is still cached").unwrap();
+    assert_eq!(hit.apply_to_str(url.as_str()), fresh.apply_to_str(url.as_str()));
+    // Its own refusal drops it.
+    s.rejected(&view, &hit, StatusCode::FORBIDDEN).await;
+    assert!(s.resolve_ready(&view).is_none());
+    assert_eq!(endpoint.calls(), 2);
+}
+
+// ---- Dropped callers never block later ones ----
+
+#[tokio::test]
+async fn a_dropped_caller_frees_its_place_in_the_waiting_bound() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let config = PresignConfig { max_waiting: 2, ..PresignConfig::default() };
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), config);
+    resolve(&s, &media(0)).await;
+
+    let gate = endpoint.gate.lock().await;
+    let (one, two, three, four) = (media(1), media(2), media(3), media(4));
+    let mut driving = Box::pin(resolve_str(&*s, &one));
+    assert!(poll_once(&mut driving).is_none(), "in the endpoint, held by the gate");
+    let mut waiting = Box::pin(resolve_str(&*s, &two));
+    assert!(poll_once(&mut waiting).is_none());
+    assert_eq!(s.flights.waiting(), 2);
+    let mut refused = Box::pin(resolve_str(&*s, &three));
+    assert!(matches!(poll_once(&mut refused), Some(Err(AccessError::Busy(2)))));
+
+    drop(waiting);
+    assert_eq!(s.flights.waiting(), 1, "the dropped caller's flight is closed");
+    let mut later = Box::pin(resolve_str(&*s, &four));
+    assert!(poll_once(&mut later).is_none(), "room again: not Busy");
+    drop(gate);
+    assert!(driving.await.is_ok());
+    assert!(later.await.unwrap().0.contains("Signature="));
+    assert_eq!(s.flights.waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_caller_dropped_before_a_token_rotation_never_blocks_the_next_caller() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let cell = Arc::new(LoginCell::new());
+    let s = strategy(&clock, &endpoint, cell.clone(), PresignConfig::default());
+    let (t1, t2) = (
+        FileAccessToken::new(jwt(r#"{"sub":"alice","exp":4000000001}"#)).unwrap(),
+        FileAccessToken::new(jwt(r#"{"sub":"alice","exp":4000000002}"#)).unwrap(),
+    );
+    let t2_secret = t2.expose_secret().to_owned();
+    // Both tokens are alice's and accepted: they share her scope, and so her flights.
+    cell.set(t2);
+    resolve(&s, &media(8)).await;
+    let t1 = cell.set(t1);
+    resolve(&s, &media(9)).await;
+
+    let gate = endpoint.gate.lock().await;
+    let (one, two) = (media(1), media(2));
+    let mut driving = Box::pin(resolve_str(&*s, &one));
+    assert!(poll_once(&mut driving).is_none());
+    let mut abandoned = Box::pin(resolve_str(&*s, &two));
+    assert!(poll_once(&mut abandoned).is_none());
+    drop(abandoned);
+    cell.set(FileAccessToken::new(t2_secret.clone()).unwrap());
+    drop(gate);
+    assert!(driving.await.is_ok());
+    endpoint.refuse(&t1); // the old token is revoked after the rotation
+
+    let answer = resolve_str(&*s, &two).await.expect("the next caller is not stuck with the old flight");
+    assert!(answer.0.contains("Signature="));
+    assert_eq!(endpoint.tokens_seen.lock().unwrap().last(), Some(&t2_secret), "presigned with the current token");
+    assert_eq!(s.stats().token_refreshes, 0);
+    assert_eq!(s.flights.waiting(), 0);
+}
+
+// ---- Every setting applies, however the strategy is built ----
+
+type Built = (&'static str, Arc<dyn MediaAccessStrategy>);
+
+/// The strategy built the three ways an app can: `with_config`, `with_cache(..).configured`, and
+/// the `SecureMedia` builder, each with its own endpoint.
+fn each_way(
+    clock: &Arc<ManualClock>,
+    tokens: impl Fn() -> Arc<dyn TokenSource>,
+    config: &PresignConfig,
+) -> Vec<(Built, Arc<FakeEndpoint>)> {
+    let mut built = Vec::new();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let s: Arc<dyn MediaAccessStrategy> = Arc::new(
+        PresignedStrategy::with_config(hosts(), tokens(), endpoint.clone(), config.clone()).with_clock(clock.clone()),
+    );
+    built.push((("with_config", s), endpoint));
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let cache = Arc::new(MemoryPresignCache::new(config.cache_capacity));
+    let s: Arc<dyn MediaAccessStrategy> = Arc::new(
+        PresignedStrategy::with_cache(hosts(), tokens(), endpoint.clone(), cache)
+            .configured(config.clone())
+            .with_clock(clock.clone()),
+    );
+    built.push((("configured", s), endpoint));
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let media = crate::SecureMedia::builder("app")
+        .region("us")
+        .mode(crate::SecureMediaMode::Presigned)
+        .token_source(tokens())
+        .presigner(endpoint.clone())
+        .presign_config(config.clone())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    built.push((("builder", media.strategy()), endpoint));
+    built
+}
+
+fn ready(s: &dyn MediaAccessStrategy, url: &str) -> bool {
+    let url = url::Url::parse(url).unwrap();
+    s.resolve_ready(&view_of(&url)).is_some()
+}
+
+#[tokio::test]
+async fn the_safety_margin_setting_applies() {
+    let config = PresignConfig { safety_margin: Duration::from_secs(3600), ..PresignConfig::default() };
+    let clock = start();
+    for ((way, s), _) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &config) {
+        clock.set(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        resolve_str(&*s, &media(1)).await.unwrap();
+        clock.advance(DAY - Duration::from_secs(3600) + Duration::from_secs(1));
+        assert!(!ready(&*s, &media(1)), "{way}: within the hour-long margin");
+    }
+}
+
+#[tokio::test]
+async fn the_default_ttl_setting_applies() {
+    let config = PresignConfig { default_ttl: Duration::from_secs(3600), ..PresignConfig::default() };
+    let clock = start();
+    for ((way, s), endpoint) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &config) {
+        clock.set(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        endpoint.answer_with(|url, _| Presigned { url: format!("{url}?Signature=no-expiry"), expires_at: None });
+        resolve_str(&*s, &media(1)).await.unwrap();
+        clock.advance(Duration::from_secs(30 * 60));
+        assert!(ready(&*s, &media(1)), "{way}: the default 15 min would have expired it");
+        clock.advance(Duration::from_secs(31 * 60));
+        assert!(!ready(&*s, &media(1)), "{way}");
+    }
+}
+
+#[tokio::test]
+async fn the_refresh_ahead_percent_setting_applies() {
+    let config = PresignConfig { refresh_ahead_percent: 0, ..PresignConfig::default() };
+    let clock = start();
+    for ((way, s), endpoint) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &config) {
+        clock.set(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let first = resolve_str(&*s, &media(1)).await.unwrap().0.into_owned();
+        clock.advance(DAY * 9 / 10);
+        assert_eq!(resolve_str(&*s, &media(1)).await.unwrap().0, first, "{way}: no renewal ahead");
+        assert_eq!(endpoint.calls(), 1, "{way}");
+    }
+}
+
+#[tokio::test]
+async fn the_batch_limit_setting_applies() {
+    let config = PresignConfig { batch_limit: 3, ..PresignConfig::default() };
+    let clock = start();
+    for ((way, s), endpoint) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &config) {
+        let urls: Vec<String> = (0..20).map(media).collect();
+        futures::future::join_all(urls.iter().map(|u| resolve_str(&*s, u))).await;
+        let calls = endpoint.calls.lock().unwrap().clone();
+        assert!(calls.iter().all(|&size| size <= 3) && calls.iter().sum::<usize>() == 20, "{way}: {calls:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_max_waiting_setting_applies() {
+    let config = PresignConfig { max_waiting: 1, ..PresignConfig::default() };
+    let clock = start();
+    for ((way, s), endpoint) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &config) {
+        let gate = endpoint.gate.lock().await;
+        let (one, two) = (media(1), media(2));
+        let mut first = Box::pin(resolve_str(&*s, &one));
+        assert!(poll_once(&mut first).is_none());
+        assert!(matches!(resolve_str(&*s, &two).await, Err(AccessError::Busy(1))), "{way}");
+        drop(gate);
+        assert!(first.await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn the_fixed_scope_setting_applies() {
+    let config = PresignConfig { scope: Some("team".into()), ..PresignConfig::default() };
+    let clock = start();
+    let cells: Mutex<Vec<Arc<LoginCell>>> = Mutex::default();
+    let tokens = || -> Arc<dyn TokenSource> {
+        let cell = Arc::new(LoginCell::new());
+        cells.lock().unwrap().push(cell.clone());
+        cell
+    };
+    let built = each_way(&clock, tokens, &config);
+    let cells = cells.into_inner().unwrap();
+    for (((way, s), endpoint), cell) in built.into_iter().zip(cells) {
+        cell.set(token("alice"));
+        let alice = resolve_str(&*s, &media(1)).await.unwrap().0.into_owned();
+        // A user switch purges nothing and shares the team's URLs.
+        cell.set(token("bob"));
+        assert_eq!(resolve_str(&*s, &media(1)).await.unwrap().0, alice, "{way}");
+        assert_eq!(endpoint.calls(), 1, "{way}");
+    }
+}
+
+#[tokio::test]
+async fn the_cache_capacity_setting_applies() {
+    let config = PresignConfig { cache_capacity: 5, ..PresignConfig::default() };
+    let clock = start();
+    for ((way, s), _) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &config) {
+        for n in 0..40 {
+            resolve_str(&*s, &media(n)).await.unwrap();
+        }
+        let held = (0..40).filter(|&n| ready(&*s, &media(n))).count();
+        assert!((1..=5).contains(&held), "{way}: {held} cached");
+    }
+}
+
+#[tokio::test]
+async fn the_cdn_hosts_setting_applies() {
+    let cdn = SecureHosts::new().with_host("cdn.example.com").unwrap();
+    let config = PresignConfig { cdn_hosts: cdn, ..PresignConfig::default() };
+    let clock = start();
+    for ((way, s), endpoint) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &config) {
+        endpoint.answer_with(|url, _| Presigned {
+            url: url.replace("files-us.cometchat.io", "cdn.example.com") + "?Expires=4000000000&Signature=s",
+            expires_at: None,
+        });
+        let answer = resolve_str(&*s, &media(1)).await.unwrap().0.into_owned();
+        assert!(answer.starts_with("https://cdn.example.com/"), "{way}");
+    }
+    for ((way, s), endpoint) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &PresignConfig::default()) {
+        endpoint.answer_with(|url, _| Presigned {
+            url: url.replace("files-us.cometchat.io", "cdn.example.com") + "?Expires=4000000000&Signature=s",
+            expires_at: None,
+        });
+        assert!(resolve_str(&*s, &media(1)).await.is_err(), "{way}: not listed, not used");
+    }
 }

@@ -1,0 +1,166 @@
+//! Tokens the presign endpoint has accepted. A JWT's claims are read, not verified (only the
+//! server can), so a token whose payload merely says `sub: alice` must not reach alice's cached
+//! URLs: its claims name a cache scope only once the endpoint has accepted that exact token.
+//! Until then it is scoped by a digest of itself ([`token_scope`]).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::channel::oneshot;
+use futures::future::{FutureExt, Shared};
+use sha2::{Digest as _, Sha256};
+
+use crate::FileAccessToken;
+
+/// Tokens remembered by digest; past it the set starts over (each token then proves itself again).
+const DIGESTS: usize = 4096;
+
+type TokenDigest = [u8; 32];
+
+/// A one-way digest of a token, keyed by its purpose (`domain`) so it matches no other digest of it.
+fn digest(domain: &[u8], token: &FileAccessToken) -> TokenDigest {
+    let mut hasher = Sha256::new();
+    hasher.update(domain);
+    hasher.update(token.expose_secret().as_bytes());
+    hasher.finalize().into()
+}
+
+fn proof_digest(token: &FileAccessToken) -> TokenDigest {
+    digest(b"secure-media/presigned/proven-token/v1\0", token)
+}
+
+/// The cache scope of a token whose claims are not proven yet: `tok:` and a digest of the whole
+/// token, the same in every process (a shared cache keys by it), so only holders of that very
+/// token, here or in another process, see the URLs presigned for it. One-way: the scope, which a
+/// shared cache stores in its keys, does not reveal the token.
+pub(crate) fn token_scope(token: &FileAccessToken) -> String {
+    let mut scope = String::with_capacity(4 + 32);
+    scope.push_str("tok:");
+    for byte in &digest(b"secure-media/presigned/token-scope/v1\0", token)[..16] {
+        let _ = write!(scope, "{byte:02x}");
+    }
+    scope
+}
+
+/// The tokens accepted here. The token itself carries the mark
+/// ([`FileAccessToken::mark_verified`]), so the hot path's check is one load on a line the
+/// request reads anyway; the digests recognise another copy of an accepted secret.
+#[derive(Default)]
+pub(crate) struct ProvenTokens {
+    /// By digest: another `Arc` of the same secret (the app set the same token again).
+    digests: Mutex<HashSet<TokenDigest>>,
+    /// Proofs under way, by token scope: resolved (or dropped) when the proving call ends.
+    proofs: Mutex<HashMap<String, Shared<oneshot::Receiver<()>>>>,
+}
+
+/// A caller's part in proving a token: make the proving call, or wait for the one under way.
+pub(crate) enum Proof<'p> {
+    /// Prove it: the caller's own presign call. Followers wake when this is dropped.
+    Lead(ProofGuard<'p>),
+    /// Someone is proving it: wait, then look under the token's proven scope.
+    Follow(Shared<oneshot::Receiver<()>>),
+}
+
+/// Held by the caller proving a token; its drop (success, failure or cancellation) wakes the
+/// callers waiting for the proof.
+pub(crate) struct ProofGuard<'p> {
+    proofs: &'p ProvenTokens,
+    scope: String,
+    done: Shared<oneshot::Receiver<()>>,
+    _sender: oneshot::Sender<()>,
+}
+
+impl Drop for ProofGuard<'_> {
+    fn drop(&mut self) {
+        let mut proofs = self.proofs.proofs.lock().unwrap_or_else(PoisonError::into_inner);
+        if proofs.get(&self.scope).is_some_and(|done| done.ptr_eq(&self.done)) {
+            proofs.remove(&self.scope);
+        }
+    }
+}
+
+impl ProvenTokens {
+    /// Was this very token accepted (by a presign endpoint, or vouched for by the app)? The hot
+    /// path's check.
+    pub(crate) fn by_address(&self, token: &FileAccessToken) -> bool {
+        token.is_verified()
+    }
+
+    /// Was this token, or another with the same secret, accepted?
+    pub(crate) fn contains(&self, token: &Arc<FileAccessToken>) -> bool {
+        if token.is_verified() {
+            return true;
+        }
+        let known = self.digests.lock().unwrap_or_else(PoisonError::into_inner).contains(&proof_digest(token));
+        if known {
+            token.mark_verified();
+        }
+        known
+    }
+
+    /// Lead the proof of the token whose scope is `scope`, or follow the one under way.
+    pub(crate) fn prove(&self, scope: &str) -> Proof<'_> {
+        let mut proofs = self.proofs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = proofs.get(scope) {
+            return Proof::Follow(done.clone());
+        }
+        let (sender, receiver) = oneshot::channel();
+        let done = receiver.shared();
+        proofs.insert(scope.to_owned(), done.clone());
+        Proof::Lead(ProofGuard { proofs: self, scope: scope.to_owned(), done, _sender: sender })
+    }
+
+    /// The endpoint accepted `token`.
+    pub(crate) fn insert(&self, token: &Arc<FileAccessToken>) {
+        token.mark_verified();
+        let mut digests = self.digests.lock().unwrap_or_else(PoisonError::into_inner);
+        if digests.len() >= DIGESTS {
+            digests.clear();
+        }
+        digests.insert(proof_digest(token));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_proven_by_itself_or_by_its_secret_never_by_its_claims() {
+        let proven = ProvenTokens::default();
+        let alice = Arc::new(FileAccessToken::new("a.eyJzdWIiOiJhbGljZSJ9.good").unwrap());
+        let forged = Arc::new(FileAccessToken::new("a.eyJzdWIiOiJhbGljZSJ9.forged").unwrap());
+        assert_eq!(alice.principal(), forged.principal());
+        proven.insert(&alice);
+        assert!(proven.by_address(&alice) && proven.contains(&alice));
+        assert!(!proven.by_address(&forged) && !proven.contains(&forged));
+        let again = Arc::new(FileAccessToken::new("a.eyJzdWIiOiJhbGljZSJ9.good").unwrap());
+        assert!(!proven.by_address(&again));
+        assert!(proven.contains(&again));
+        assert!(proven.by_address(&again), "remembered by address once its digest matched");
+    }
+
+    #[test]
+    fn token_scopes_are_stable_digests_that_never_show_the_token() {
+        let token = FileAccessToken::new("s3cr3t").unwrap();
+        let scope = token_scope(&token);
+        assert!(scope.starts_with("tok:") && scope.len() == 36 && !scope.contains("s3cr3t"));
+        assert_eq!(scope, token_scope(&FileAccessToken::new("s3cr3t").unwrap()));
+        assert_ne!(scope, token_scope(&FileAccessToken::new("s3cr3u").unwrap()));
+        // Pinned: processes sharing a cache must agree on it.
+        assert_eq!(scope, "tok:9276c640b9cbe49f945bc75936dce226");
+    }
+
+    #[test]
+    fn one_caller_leads_a_proof_and_the_others_wake_when_it_ends() {
+        let proven = ProvenTokens::default();
+        let lead = proven.prove("tok:a");
+        let Proof::Follow(done) = proven.prove("tok:a") else { panic!("a second caller follows") };
+        assert!(matches!(proven.prove("tok:b"), Proof::Lead(_)), "another token leads its own");
+        assert!(futures::FutureExt::now_or_never(done.clone()).is_none());
+        drop(lead);
+        assert!(futures::FutureExt::now_or_never(done).is_some());
+        assert!(matches!(proven.prove("tok:a"), Proof::Lead(_)), "a later caller leads afresh");
+    }
+}

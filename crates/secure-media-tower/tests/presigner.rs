@@ -1,0 +1,157 @@
+//! TowerPresigner against the reference server's presign endpoint, and against a server that
+//! streams an oversized answer: the same fault behaviour as the reqwest presigner.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use secure_media_core::presigned::Presigner;
+use secure_media_core::{AccessError, FileAccessToken};
+use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
+use secure_media_tower::TowerPresigner;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Hyper = Client<HttpConnector, Full<Bytes>>;
+
+fn hyper() -> Hyper {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn presigner(endpoint: &str) -> TowerPresigner<Hyper> {
+    TowerPresigner::new_allowing_http(hyper(), endpoint.parse().unwrap())
+        .unwrap()
+        .with_retries(2, Duration::from_millis(10))
+        .with_timeout(Duration::from_millis(500))
+}
+
+async fn setup() -> (RunningServer, FileAccessToken, TowerPresigner<Hyper>) {
+    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let token = FileAccessToken::new(server.login("p").unwrap().fat).unwrap();
+    let presigner = presigner(&server.presign_url());
+    (server, token, presigner)
+}
+
+fn urls(server: &RunningServer) -> Vec<Arc<str>> {
+    vec![server.media_url("sample-640x480.png").into(), server.media_url("sample-64x64.gif").into()]
+}
+
+#[tokio::test]
+async fn a_plain_http_endpoint_is_refused_at_construction() {
+    let http = "http://127.0.0.1:8787/v1/media/presign?fat=SECRET".parse().unwrap();
+    let error = TowerPresigner::new(hyper(), http).unwrap_err();
+    assert!(matches!(error, AccessError::InsecureEndpoint { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("http://127.0.0.1:8787/v1/media/presign") && !text.contains("SECRET"), "{text}");
+    assert!(TowerPresigner::new(hyper(), "https://api.example.com/v1/media/presign".parse().unwrap()).is_ok());
+}
+
+#[tokio::test]
+async fn one_call_presigns_a_batch() {
+    let (server, token, presigner) = setup().await;
+    let answers = presigner.presign_batch(&urls(&server), &token).await;
+    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|p| p.url.contains("Signature="))), "{answers:?}");
+    assert_eq!(server.stats().presign_calls, 1);
+}
+
+#[tokio::test]
+async fn a_503_and_a_dropped_connection_are_retried_and_the_batch_succeeds() {
+    let (server, token, presigner) = setup().await;
+    server.faults().fail_next(Route::Presign, 1, StatusCode::SERVICE_UNAVAILABLE);
+    let answers = presigner.presign_batch(&urls(&server), &token).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    server.faults().drop_next(Route::Presign, 1);
+    let answers = presigner.presign_batch(&urls(&server), &token).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!((server.stats().faults_injected, server.stats().presign_calls), (2, 2));
+}
+
+#[tokio::test]
+async fn a_permanent_503_ends_in_a_clear_error_after_the_bounded_attempts() {
+    let (server, token, presigner) = setup().await;
+    server.faults().fail_next(Route::Presign, 100, StatusCode::SERVICE_UNAVAILABLE);
+    let answers = presigner.presign_batch(&urls(&server), &token).await;
+    for answer in &answers {
+        let error = answer.as_ref().unwrap_err().to_string();
+        assert!(error.contains("503") && !error.contains(token.expose_secret()), "{error}");
+    }
+    assert_eq!(server.stats().faults_injected, 3, "one try and two retries");
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_times_out() {
+    let (server, token, presigner) = setup().await;
+    let presigner = presigner.with_retries(0, Duration::ZERO).with_timeout(Duration::from_millis(100));
+    server.faults().delay(Route::Presign, Duration::from_millis(400));
+    let error = presigner.presign(&urls(&server)[0], &token).await.unwrap_err();
+    assert!(error.to_string().contains("timed out"), "{error}");
+}
+
+#[tokio::test]
+async fn a_refused_token_is_unauthorized_and_a_malformed_answer_is_final() {
+    let (server, token, presigner) = setup().await;
+    let forged = FileAccessToken::new("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.Zm9yZ2Vk").unwrap();
+    let error = presigner.presign(&urls(&server)[0], &forged).await.unwrap_err();
+    assert!(matches!(error, AccessError::PresignUnauthorized { status } if status == StatusCode::UNAUTHORIZED));
+    server.faults().malformed_presign_next(3);
+    let error = presigner.presign(&urls(&server)[0], &token).await.unwrap_err();
+    assert!(error.to_string().contains("malformed JSON"), "{error}");
+    assert_eq!(server.stats().presign_calls, 0, "not retried: the next two malformed answers are unused");
+}
+
+/// A server that answers every request with a chunked body (no Content-Length) of `total` bytes,
+/// and counts connections and the bytes it managed to send.
+async fn chunked_server(total: usize) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v1/media/presign", listener.local_addr().unwrap());
+    let (connections, sent_bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, sent_total) = (connections.clone(), sent_bytes.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let sent_total = sent_total.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 * 1024];
+                let mut sent = 0;
+                while sent < total {
+                    let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+                    frame.extend_from_slice(&chunk);
+                    frame.extend_from_slice(b"\r\n");
+                    if socket.write_all(&frame).await.is_err() {
+                        return; // the client stopped reading
+                    }
+                    sent += chunk.len();
+                    sent_total.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    (endpoint, connections, sent_bytes)
+}
+
+#[tokio::test]
+async fn a_chunked_answer_over_the_cap_is_a_clear_error_without_reading_it_all() {
+    let (endpoint, connections, sent) = chunked_server(128 * 1024 * 1024).await;
+    let presigner = presigner(&endpoint).with_timeout(Duration::from_secs(10));
+    let token = FileAccessToken::new("t").unwrap();
+    let started = Instant::now();
+    let error = presigner.presign("https://h.io/a.png", &token).await.unwrap_err();
+    assert!(error.to_string().contains("larger than 4194304 bytes"), "{error}");
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "an oversized answer is final, not retried");
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped at the cap");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent < 32 * 1024 * 1024, "the client stopped reading near the cap, not after {sent} bytes");
+}
