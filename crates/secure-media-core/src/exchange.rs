@@ -202,7 +202,17 @@ impl fmt::Debug for Attempt {
 /// One media request driven through a [`MediaAccessStrategy`]: resolve, send, read the answer,
 /// retry once after a refusal, follow redirect hops (resolved afresh on a secure host, stripped of
 /// every credential anywhere else). No I/O: the adapter sends each [`Attempt`] and reports the
-/// answer. See the [module docs](self) for the states.
+/// answer.
+///
+/// ```text
+///            first_ready / next                  answered(status, Location)
+///   Start ─────────────────────────▶ Sent ──────────────────────────────────▶ Done
+///     ▲                                │ 401/403 on what our resolution produced,
+///     │                                │ first time  ─▶ Refused ─▶ next: strategy.rejected,
+///     │                                │                resolve afresh (RetryOnce) or Done
+///     │                                │ 301/302/303/307/308 + Location, GET/HEAD, hops left
+///     └──────── next: resolve the hop ─┘            ─▶ Redirected(hop URL, credentials stripped)
+/// ```
 pub struct Exchange {
     strategy: Arc<dyn MediaAccessStrategy>,
     caller: Caller,
