@@ -32,6 +32,7 @@ async fn rounds(server: &RunningServer, build: compose::Stack, mode: SecureMedia
     let cache = MokaManager::default();
     let client = build(media.strategy(), cache.clone()).unwrap();
     server.reset_stats();
+    server.faults().set_url_ttl(std::time::Duration::from_secs(86_400));
     let image = server.media_url("sample-640x480.png");
     for round in 0..3 {
         let response = client.get(&image).send().await.unwrap();
@@ -40,7 +41,8 @@ async fn rounds(server: &RunningServer, build: compose::Stack, mode: SecureMedia
         // Log out and in again: a new FAT (embedded URLs change); the presigned URLs of the old
         // session are purged, and new ones carry a new expiry and signature.
         cell.clear();
-        server.faults().set_url_ttl(std::time::Duration::from_secs(86_400 + round + 1));
+        // Lifetimes far apart: two rounds a second or two apart never get the same `Expires`.
+        server.faults().set_url_ttl(std::time::Duration::from_secs(86_400 + (round + 1) * 1_000));
         cell.set(compose::login(server, "alice").unwrap());
     }
     cache.cache.run_pending_tasks().await;
