@@ -19,10 +19,16 @@ pub(crate) struct Access {
 /// the answer carries the token.
 pub(crate) async fn login(endpoint: &str, uid: &str, allow_http: bool) -> Result<FileAccessToken, AccessError> {
     check_endpoint(endpoint, allow_http)?;
-    let failed = |why: &str| AccessError::RefreshFailed(format!("login at {endpoint} failed: {why}"));
+    // The endpoint as printed: scheme, host, port and path (no userinfo, no query).
+    let shown = url::Url::parse(endpoint)
+        .ok()
+        .and_then(|url| secure_media_core::MediaUrl::from_url(&url).map(|view| view.redacted()))
+        .unwrap_or_else(|| "the login endpoint".to_owned());
+    let failed = |why: &str| AccessError::RefreshFailed(format!("login at {shown} failed: {why}"));
     // No redirects: a login endpoint that redirects elsewhere does not get to choose where the token comes from.
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|_| failed("no HTTP client"))?;
     let response = client

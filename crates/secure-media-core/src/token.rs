@@ -426,6 +426,8 @@ struct Renewal {
     generation: u64,
     /// The relogin in the air, with the number that tells it apart from a later one.
     flight: Option<(u64, Flight)>,
+    /// When that relogin started.
+    flight_started: Option<SystemTime>,
     flights_started: u64,
     /// Failed relogins in a row.
     failures: u32,
@@ -445,6 +447,7 @@ struct RenewalPolicy {
     backoff_first: Duration,
     backoff_max: Duration,
     quiet: Duration,
+    relogin_timeout: Duration,
 }
 
 impl Default for RenewalPolicy {
@@ -453,6 +456,7 @@ impl Default for RenewalPolicy {
             backoff_first: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             quiet: Duration::from_secs(5),
+            relogin_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -617,6 +621,14 @@ impl LoginCell {
         self
     }
 
+    /// How long a relogin may take before later refusals stop waiting for it: it counts as a
+    /// failed one (backed off from) and the next renewal may start. Default: 30 s. Give the hook
+    /// its own timeout too: callers already waiting for it wait as long as it does.
+    pub fn with_relogin_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.relogin_timeout = timeout;
+        self
+    }
+
     /// Sets the token after a login or re-login; answers it as shared.
     pub fn set(&self, token: FileAccessToken) -> Arc<FileAccessToken> {
         let token = Arc::new(token);
@@ -657,13 +669,28 @@ impl LoginCell {
             Some(current) if !Arc::ptr_eq(&current, stale) => return NextStep::Answer(Ok(current)),
             Some(_) => {}
         }
+        let now = self.clock.now();
         if let Some((_, flight)) = &renewal.flight {
-            return NextStep::Wait(flight.clone());
+            let started = renewal.flight_started.unwrap_or(now);
+            if elapsed_since(now, started) < self.policy.relogin_timeout {
+                return NextStep::Wait(flight.clone());
+            }
+            // A relogin that never ends must not hold every later renewal: it counts as failed
+            // (and is backed off from); should it end after all, its token is still installed.
+            renewal.flight = None;
+            renewal.failures = renewal.failures.saturating_add(1);
+            let wait = self.policy.backoff(renewal.failures);
+            let error = AccessError::RefreshFailed(format!(
+                "logging in again did not finish within {} s",
+                self.policy.relogin_timeout.as_secs_f64()
+            ));
+            tracing::warn!(%error, "relogin abandoned");
+            renewal.last_failure = Some(RenewalFailure { at: now, wait, error: error.clone() });
+            return NextStep::Answer(Err(error));
         }
         let Some(relogin) = self.relogin.clone() else {
             return NextStep::Answer(Err(AccessError::RefreshFailed("the token was refused: log in again".into())));
         };
-        let now = self.clock.now();
         if let Some((renewed, at)) = &renewal.renewed {
             let since = elapsed_since(now, *at);
             if std::ptr::eq(renewed.as_ptr(), Arc::as_ptr(stale)) && since < self.policy.quiet {
@@ -700,6 +727,7 @@ impl LoginCell {
         .boxed()
         .shared();
         renewal.flight = Some((id, flight.clone()));
+        renewal.flight_started = Some(now);
         NextStep::Wait(flight)
     }
 }
@@ -1122,6 +1150,30 @@ pub(crate) mod tests {
         clock.advance(Duration::from_secs(1));
         assert!(is_refresh_failed_saying(&cell.refresh(&stale).await, "503"));
         assert_eq!(hook.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_relogin_that_never_ends_holds_renewals_only_until_its_timeout() {
+        let clock = start();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let cell = LoginCell::with_relogin(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<FileAccessToken, AccessError>>()
+        })
+        .with_clock(clock.clone());
+        let stale = cell.set(FileAccessToken::new("stale").unwrap());
+        // The first refusal starts the relogin and waits for it; a caller that gives up leaves it.
+        assert!(futures::FutureExt::now_or_never(cell.refresh(&stale)).is_none());
+        assert!(futures::FutureExt::now_or_never(cell.refresh(&stale)).is_none(), "joined, not a second one");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        clock.advance(Duration::from_secs(30));
+        let answer = cell.refresh(&stale).await;
+        assert!(is_refresh_failed_saying(&answer, "did not finish"), "{answer:?}");
+        assert!(is_refresh_failed_saying(&cell.refresh(&stale).await, "backing off"));
+        clock.advance(Duration::from_secs(1));
+        assert!(futures::FutureExt::now_or_never(cell.refresh(&stale)).is_none(), "a new relogin starts");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

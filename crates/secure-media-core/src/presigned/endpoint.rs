@@ -32,6 +32,8 @@ pub(crate) const MAX_UNIX_SECS: u64 = 253_402_300_799;
 
 /// The longest wait between two attempts, whatever the configured backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The most retries a policy makes after the first attempt.
+const MAX_RETRIES: u32 = 10;
 
 /// `secs` after the epoch, clamped to [`MAX_UNIX_SECS`].
 pub(crate) fn unix_secs(secs: u64) -> SystemTime {
@@ -107,6 +109,18 @@ pub fn batch_error(urls: &[Arc<str>], reason: impl Into<String>) -> AccessError 
     AccessError::Presign { url: batch_label(urls), reason: reason.into() }
 }
 
+/// The endpoint's own words, made safe to log: at most 120 characters, printable ASCII only, and
+/// nothing that looks like a token or a URL (an endpoint may echo what it was sent).
+fn printable(text: &str) -> String {
+    let words: Vec<&str> =
+        text.split_whitespace().filter(|word| word.len() <= 24 && !word.contains(['.', '/', '=', '?', '&'])).collect();
+    let mut out: String = words.join(" ").chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(120).collect();
+    if out.is_empty() {
+        out.push_str("no reason given");
+    }
+    out
+}
+
 /// Reads an answer: one result per asked URL, matched by `url`. Whole-call failures (a refused
 /// token, another status, malformed JSON) are an `Err`. Never panics, whatever the body: an
 /// `expires_at` past year 9999 is read as 9999, one that is not a non-negative number is an error
@@ -137,7 +151,7 @@ pub fn parse_answer(
                 .find(|i| i.get("url").and_then(Value::as_str) == Some(&**url))
                 .ok_or_else(|| failed("the presign answer left this URL out"))?;
             if let Some(error) = item.get("error").and_then(Value::as_str) {
-                return Err(failed(&format!("the endpoint refused it: {error}")));
+                return Err(failed(&format!("the endpoint refused it: {}", printable(error))));
             }
             let presigned = item
                 .get("presigned_url")
@@ -223,7 +237,8 @@ impl RetryPolicy {
     /// At most `retries` more attempts after the first, waiting about `first_backoff`, then twice
     /// that, and so on (jittered, each wait at most 30 s).
     pub fn with_retries(mut self, retries: u32, first_backoff: Duration) -> Self {
-        self.backoff = backoff(retries, first_backoff);
+        // More retries than this only hold a batch's waiters longer.
+        self.backoff = backoff(retries.min(MAX_RETRIES), first_backoff);
         self
     }
 
@@ -241,7 +256,11 @@ impl RetryPolicy {
     pub fn backoff(&self, past_retries: u32) -> Option<Duration> {
         let now = SystemTime::now();
         match self.backoff.should_retry(now, past_retries) {
-            RetryDecision::Retry { execute_after } => Some(execute_after.duration_since(now).unwrap_or_default()),
+            // Measured against one reading of the clock, and capped: a clock that jumps cannot
+            // stretch a wait.
+            RetryDecision::Retry { execute_after } => {
+                Some(execute_after.duration_since(now).unwrap_or_default().min(MAX_BACKOFF))
+            }
             RetryDecision::DoNotRetry => None,
         }
     }
@@ -302,6 +321,11 @@ async fn read_answer<B: http_body::Body>(
     if is_retryable(status) {
         return Err(Failure::Retryable(batch_error(urls, format!("the presign endpoint answered {status}"))));
     }
+    // A refusal or another failure is decided by its status alone: its body (however large, or
+    // cut off) must neither hide a refused token nor make us send the token again.
+    if !status.is_success() {
+        return parse_answer(status, b"", urls).map_err(Failure::Final);
+    }
     let too_large =
         || Failure::Final(batch_error(urls, format!("the presign answer is larger than {MAX_ANSWER_BYTES} bytes")));
     let declared = response
@@ -350,6 +374,30 @@ mod tests {
         assert_eq!(out[0].as_ref().unwrap().url, "https://h.io/a?Signature=1");
         assert_eq!(out[1].as_ref().unwrap().expires_at, Some(UNIX_EPOCH + Duration::from_secs(100)));
         assert!(out[2].as_ref().unwrap_err().to_string().contains("not ours"));
+    }
+
+    #[test]
+    fn the_endpoints_own_words_are_capped_and_never_echo_a_token() {
+        let body = br#"{"urls":[{"url":"https://h.io/a","error":"bad token eyJhbGciOi.eyJzdWIi.c2ln for https://h.io/a?fat=SECRET\n\u0007"}]}"#;
+        let error = parse_answer(StatusCode::OK, body, &urls()[..1]).unwrap()[0].clone().unwrap_err().to_string();
+        assert!(error.contains("bad token") && !error.contains("eyJ") && !error.contains("SECRET"), "{error}");
+        assert!(!error.contains('\n') && !error.contains('\u{7}'), "{error}");
+        let long = format!(r#"{{"urls":[{{"url":"https://h.io/a","error":"{}"}}]}}"#, "word ".repeat(10_000));
+        let error = parse_answer(StatusCode::OK, long.as_bytes(), &urls()[..1]).unwrap()[0].clone().unwrap_err();
+        assert!(error.to_string().len() < 300);
+    }
+
+    #[test]
+    fn a_refusal_is_decided_by_its_status_whatever_its_body() {
+        for length in ["999999999", "1"] {
+            let response = http::Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(http::header::CONTENT_LENGTH, length)
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+                .unwrap();
+            let out = futures::executor::block_on(read_answer(response, &urls()));
+            assert!(matches!(out, Err(Failure::Final(AccessError::PresignUnauthorized { .. }))), "{length}");
+        }
     }
 
     #[test]
@@ -413,7 +461,9 @@ mod tests {
         }
         assert_eq!(policy.backoff(4), None);
         let huge = RetryPolicy::default().with_retries(u32::MAX, Duration::MAX);
-        assert!(huge.backoff(u32::MAX - 1).is_some_and(|wait| wait <= MAX_BACKOFF));
+        assert_eq!(huge.retries(), MAX_RETRIES, "retries are capped");
+        assert!(huge.backoff(MAX_RETRIES - 1).is_some_and(|wait| wait <= MAX_BACKOFF));
+        assert!(huge.backoff(MAX_RETRIES).is_none());
         assert_eq!(RetryPolicy::default().with_retries(0, Duration::ZERO).backoff(0), None);
     }
 

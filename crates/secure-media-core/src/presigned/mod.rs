@@ -76,6 +76,9 @@ impl Default for PresignConfig {
     }
 }
 
+/// How many times a caller takes over after the callers driving its flights went away.
+const MAX_CANCELLED_RETRIES: u32 = 8;
+
 #[derive(Debug, PartialEq, Eq)]
 enum Freshness {
     Fresh,
@@ -207,7 +210,9 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         if let Some(fixed) = self.config.scope.as_deref() {
             return Some(fixed);
         }
-        (token.subject().is_none() || self.proven.by_address(token)).then(|| token.principal())
+        // The app's own vouching (`mark_verified`, for a token from its login answer) counts;
+        // an acceptance counts only for the endpoint that accepted it: this strategy's.
+        (token.subject().is_none() || token.is_verified() || self.proven.by_address(token)).then(|| token.principal())
     }
 
     /// [`trusted_scope`](Self::trusted_scope), also recognising another copy of an accepted token.
@@ -267,14 +272,23 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                             return Ok(hit);
                         }
                         Freshness::RenewSoon => {
-                            let ticket = self.flights.enter(scope, clean, proving, token)?;
-                            if !ticket.opened {
-                                // Someone else is renewing it: keep using the current one.
-                                self.counters.hit();
-                                return Ok(hit);
-                            }
+                            // The URL still works: a renewal that cannot start or fails costs
+                            // nothing but the renewal.
+                            let ticket = match self.flights.enter(scope, clean, proving, token) {
+                                Ok(ticket) if ticket.opened => ticket,
+                                _ => {
+                                    self.counters.hit();
+                                    return Ok(hit);
+                                }
+                            };
                             tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
-                            return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+                            return match self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await {
+                                Ok(fresh) => Ok(fresh),
+                                Err(error) => {
+                                    tracing::debug!(url = clean, %error, "renewing ahead failed: the current URL serves");
+                                    Ok(hit)
+                                }
+                            };
                         }
                         Freshness::Expired => self.cache.remove_refused(&key, &hit).await,
                     }
@@ -329,19 +343,28 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             // The endpoint accepted this exact token: its claims now name its scope.
             self.proven.insert(&token);
         }
+        // Asked under the token's own scope, a URL goes also under its proven one: this process
+        // reads the latter from now on, other holders of the token the former.
+        let proven = self.proven_scope(&token);
+        let mut writes = Vec::with_capacity(keys.len());
         for (key, outcome) in keys.iter().zip(&outcomes) {
             match outcome {
                 Ok(signed) => {
-                    self.cache.put(&CacheKey::new(&key.scope, &key.url), signed.clone()).await;
-                    // Asked under the token's own scope, now also its proven one: this process
-                    // reads the latter from now on, other holders of the token the former.
-                    if let Some(proven) = self.proven_scope(&token).filter(|_| key.proving) {
-                        self.cache.put(&CacheKey::new(proven, &key.url), signed.clone()).await;
+                    writes.push((&*key.scope, &key.url, signed));
+                    if let Some(proven) = proven.filter(|_| key.proving) {
+                        writes.push((proven, &key.url, signed));
                     }
                 }
                 Err(error) => tracing::warn!(url = &*key.url, %error, "presign failed"),
             }
         }
+        // All at once: a slow shared cache costs one round trip per batch, not one per URL, while
+        // the batch's waiters (and the next call) wait for the slot.
+        futures::future::join_all(writes.into_iter().map(|(scope, url, signed)| {
+            let signed = signed.clone();
+            async move { self.cache.put(&CacheKey::new(scope, url), signed).await }
+        }))
+        .await;
         outcomes
     }
 }
@@ -373,9 +396,10 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         let clean = url.clean_key();
         let mut token = self.tokens.token().await?;
         let mut renewed = false;
-        let mut attempts = 0;
+        // Each cancellation means another caller, driving our flight, went away (a UI that drops
+        // loads while scrolling): this caller then drives a flight of its own. Bounded all the same.
+        let mut cancelled = 0;
         loop {
-            attempts += 1;
             match self.signed_url(&clean, &token).await {
                 Ok(signed) => return Ok(Resolution::replace(signed).with_token(token)),
                 Err(AccessError::PresignUnauthorized { .. }) if !renewed => {
@@ -384,8 +408,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
                     token = self.tokens.refresh(&token).await?;
                     renewed = true;
                 }
-                // The caller driving our flight was dropped: try again, a few times at most.
-                Err(AccessError::Cancelled(_)) if attempts < 3 => {}
+                Err(AccessError::Cancelled(_)) if cancelled < MAX_CANCELLED_RETRIES => cancelled += 1,
                 Err(error) => return Err(error),
             }
         }

@@ -5,14 +5,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+use crossbeam_utils::sync::ShardedLock;
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 use sha2::{Digest as _, Sha256};
 
 use crate::FileAccessToken;
 
+/// Tokens remembered by address (a process holds one or two at a time; more only churn).
+const RECENT: usize = 16;
 /// Tokens remembered by digest; past it the set starts over (each token then proves itself again).
 const DIGESTS: usize = 4096;
 
@@ -43,11 +47,15 @@ pub(crate) fn token_scope(token: &FileAccessToken) -> String {
     scope
 }
 
-/// The tokens accepted here. The token itself carries the mark
-/// ([`FileAccessToken::mark_verified`]), so the hot path's check is one load on a line the
-/// request reads anyway; the digests recognise another copy of an accepted secret.
 #[derive(Default)]
 pub(crate) struct ProvenTokens {
+    /// The address of the token proven last, or null: one load on a cache hit, the usual case
+    /// (an app holds one token at a time). Only ever an address listed in `recent`, and cleared
+    /// before its `Weak` leaves, so it always names a live allocation.
+    last: AtomicPtr<FileAccessToken>,
+    /// By address, with no hashing. Each `Weak` keeps its allocation, so no other token can live
+    /// at a listed address.
+    recent: ShardedLock<Vec<Weak<FileAccessToken>>>,
     /// By digest: another `Arc` of the same secret (the app set the same token again).
     digests: Mutex<HashSet<TokenDigest>>,
     /// Proofs under way, by token scope: resolved (or dropped) when the proving call ends.
@@ -81,20 +89,23 @@ impl Drop for ProofGuard<'_> {
 }
 
 impl ProvenTokens {
-    /// Was this very token accepted (by a presign endpoint, or vouched for by the app)? The hot
-    /// path's check.
+    /// Was this very token (this allocation) accepted? The hot path's check.
     pub(crate) fn by_address(&self, token: &FileAccessToken) -> bool {
-        token.is_verified()
+        if std::ptr::eq(self.last.load(Ordering::Acquire), token) {
+            return true;
+        }
+        let recent = self.recent.read().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().any(|known| std::ptr::eq(known.as_ptr(), token))
     }
 
     /// Was this token, or another with the same secret, accepted?
     pub(crate) fn contains(&self, token: &Arc<FileAccessToken>) -> bool {
-        if token.is_verified() {
+        if self.by_address(token) {
             return true;
         }
         let known = self.digests.lock().unwrap_or_else(PoisonError::into_inner).contains(&proof_digest(token));
         if known {
-            token.mark_verified();
+            self.remember_address(token);
         }
         known
     }
@@ -113,12 +124,38 @@ impl ProvenTokens {
 
     /// The endpoint accepted `token`.
     pub(crate) fn insert(&self, token: &Arc<FileAccessToken>) {
-        token.mark_verified();
-        let mut digests = self.digests.lock().unwrap_or_else(PoisonError::into_inner);
-        if digests.len() >= DIGESTS {
-            digests.clear();
+        {
+            let mut digests = self.digests.lock().unwrap_or_else(PoisonError::into_inner);
+            if digests.len() >= DIGESTS {
+                digests.clear();
+            }
+            digests.insert(proof_digest(token));
         }
-        digests.insert(proof_digest(token));
+        self.remember_address(token);
+    }
+
+    fn remember_address(&self, token: &Arc<FileAccessToken>) {
+        let mut recent = self.recent.write().unwrap_or_else(PoisonError::into_inner);
+        if !recent.iter().any(|known| std::ptr::eq(known.as_ptr(), Arc::as_ptr(token))) {
+            // Whatever leaves the list leaves `last` first (we hold the write lock).
+            let forget = |known: &Weak<FileAccessToken>| {
+                let null = std::ptr::null_mut();
+                let _ =
+                    self.last.compare_exchange(known.as_ptr().cast_mut(), null, Ordering::AcqRel, Ordering::Acquire);
+            };
+            recent.retain(|known| {
+                let alive = known.strong_count() > 0;
+                if !alive {
+                    forget(known);
+                }
+                alive
+            });
+            if recent.len() >= RECENT {
+                forget(&recent.remove(0));
+            }
+            recent.push(Arc::downgrade(token));
+        }
+        self.last.store(Arc::as_ptr(token).cast_mut(), Ordering::Release);
     }
 }
 
@@ -153,6 +190,25 @@ mod tests {
     }
 
     #[test]
+    fn the_last_address_never_outlives_its_listing() {
+        let proven = ProvenTokens::default();
+        let first = Arc::new(FileAccessToken::new("t-first").unwrap());
+        proven.insert(&first);
+        assert!(std::ptr::eq(proven.last.load(Ordering::Acquire), Arc::as_ptr(&first)));
+        drop(first);
+        // Enough others to push `first` out of the list: `last` follows each new one.
+        let others: Vec<_> =
+            (0..RECENT + 2).map(|n| Arc::new(FileAccessToken::new(format!("o{n}")).unwrap())).collect();
+        for other in &others {
+            proven.insert(other);
+            let last = proven.last.load(Ordering::Acquire);
+            let recent = proven.recent.read().unwrap();
+            assert!(last.is_null() || recent.iter().any(|known| std::ptr::eq(known.as_ptr(), last)));
+        }
+        assert!(proven.by_address(others.last().unwrap()));
+    }
+
+    #[test]
     fn one_caller_leads_a_proof_and_the_others_wake_when_it_ends() {
         let proven = ProvenTokens::default();
         let lead = proven.prove("tok:a");
@@ -162,5 +218,16 @@ mod tests {
         drop(lead);
         assert!(futures::FutureExt::now_or_never(done).is_some());
         assert!(matches!(proven.prove("tok:a"), Proof::Lead(_)), "a later caller leads afresh");
+    }
+
+    #[test]
+    fn the_address_list_stays_bounded() {
+        let proven = ProvenTokens::default();
+        let tokens: Vec<_> = (0..100).map(|n| Arc::new(FileAccessToken::new(format!("t{n}")).unwrap())).collect();
+        for token in &tokens {
+            proven.insert(token);
+        }
+        assert!(proven.recent.read().unwrap().len() <= RECENT);
+        assert!(tokens.iter().all(|t| proven.contains(t)));
     }
 }

@@ -239,6 +239,19 @@ async fn near_expiry_the_first_caller_renews() {
 }
 
 #[tokio::test]
+async fn a_renewal_ahead_that_fails_still_serves_the_url_that_works() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), PresignConfig::default());
+    let old = resolve(&s, &media(1)).await;
+    clock.advance(DAY * 9 / 10);
+    // The endpoint now refuses: the renewal fails, the current URL (still in date) serves.
+    endpoint.refuse(&token("a"));
+    assert_eq!(resolve(&s, &media(1)).await, old);
+    assert_eq!(endpoint.calls(), 2, "one renewal was tried");
+}
+
+#[tokio::test]
 async fn principals_never_share_presigned_urls() {
     let clock = start();
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
