@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,12 +20,12 @@ use secure_media_core::{AccessError, FileAccessToken};
 ///
 /// ```
 /// use std::time::Duration;
+/// use secure_media_core::presigned::endpoint::RetryPolicy;
 /// use secure_media_reqwest::ReqwestPresigner;
 ///
 /// let endpoint = "https://api.example.com/v1/media/presign".parse().unwrap();
 /// let presigner = ReqwestPresigner::new(reqwest::Client::new(), endpoint)?
-///     .with_timeout(Duration::from_secs(5))
-///     .with_retries(2, Duration::from_millis(100));
+///     .with_retry_policy(RetryPolicy::default().with_timeout(Duration::from_secs(5)).with_retries(2, Duration::from_millis(100)));
 /// assert!(ReqwestPresigner::new(reqwest::Client::new(), "http://127.0.0.1:8787/v1/media/presign".parse().unwrap()).is_err());
 /// # let _ = presigner;
 /// # Ok::<(), secure_media_core::AccessError>(())
@@ -59,20 +58,8 @@ impl ReqwestPresigner {
         Self { client, endpoint, retry: RetryPolicy::default(), max_batch: 100 }
     }
 
-    /// The timeout of each call (sending and reading the answer).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.retry = self.retry.with_timeout(timeout);
-        self
-    }
-
-    /// Retries after 5xx, 429, connection errors or cut-off answers, waiting about `backoff`, then
-    /// twice that, and so on (jittered).
-    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
-        self.retry = self.retry.with_retries(retries, backoff);
-        self
-    }
-
-    /// The whole retry policy at once.
+    /// The timeout per call and the retries (the core's [`RetryPolicy`], shared by every
+    /// presigner): `RetryPolicy::default().with_timeout(..).with_retries(..)`.
     pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use secure_media_core::presigned::endpoint::RetryPolicy;
 use secure_media_core::presigned::Presigner;
 use secure_media_core::{AccessError, FileAccessToken};
 use secure_media_reqwest::ReqwestPresigner;
@@ -16,8 +17,9 @@ async fn setup() -> (RunningServer, FileAccessToken, ReqwestPresigner) {
     let token = FileAccessToken::new(server.login("p").unwrap().fat).unwrap();
     let presigner = ReqwestPresigner::new_allowing_http(reqwest::Client::new(), server.presign_url().parse().unwrap())
         .unwrap()
-        .with_retries(2, Duration::from_millis(10))
-        .with_timeout(Duration::from_millis(500));
+        .with_retry_policy(
+            RetryPolicy::default().with_retries(2, Duration::from_millis(10)).with_timeout(Duration::from_millis(500)),
+        );
     (server, token, presigner)
 }
 
@@ -74,7 +76,9 @@ async fn a_malformed_answer_is_a_clear_error_and_not_retried() {
 #[tokio::test]
 async fn a_slow_endpoint_times_out_and_a_dropped_one_is_retried() {
     let (server, token, presigner) = setup().await;
-    let presigner = presigner.with_retries(0, Duration::ZERO).with_timeout(Duration::from_millis(100));
+    let presigner = presigner.with_retry_policy(
+        RetryPolicy::default().with_retries(0, Duration::ZERO).with_timeout(Duration::from_millis(100)),
+    );
     server.faults().delay(Route::Presign, Duration::from_millis(400));
     let error = presigner.presign(&urls(&server)[0], &token).await.unwrap_err();
     assert!(error.to_string().contains("timed out"), "{error}");
@@ -151,7 +155,7 @@ async fn a_chunked_answer_over_the_cap_is_a_clear_error_without_reading_it_all()
     let (endpoint, connections, sent) = chunked_server(128 * 1024 * 1024).await;
     let presigner = ReqwestPresigner::new_allowing_http(reqwest::Client::new(), endpoint.parse().unwrap())
         .unwrap()
-        .with_retries(2, Duration::from_millis(10));
+        .with_retry_policy(RetryPolicy::default().with_retries(2, Duration::from_millis(10)));
     let token = FileAccessToken::new("t").unwrap();
     let started = Instant::now();
     let error = presigner.presign("https://h.io/a.png", &token).await.unwrap_err();

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -67,20 +66,8 @@ impl<S> TowerPresigner<S> {
         Self { service, endpoint, retry: RetryPolicy::default(), max_batch: 100 }
     }
 
-    /// The timeout of each call (sending and reading the answer).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.retry = self.retry.with_timeout(timeout);
-        self
-    }
-
-    /// Retries after 5xx, 429, connection errors or cut-off answers, waiting about `backoff`, then
-    /// twice that, and so on (jittered).
-    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
-        self.retry = self.retry.with_retries(retries, backoff);
-        self
-    }
-
-    /// The whole retry policy at once.
+    /// The timeout per call and the retries (the core's [`RetryPolicy`], shared by every
+    /// presigner): `RetryPolicy::default().with_timeout(..).with_retries(..)`.
     pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self

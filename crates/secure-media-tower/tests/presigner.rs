@@ -11,6 +11,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use secure_media_core::presigned::endpoint::RetryPolicy;
 use secure_media_core::presigned::Presigner;
 use secure_media_core::{AccessError, FileAccessToken};
 use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
@@ -24,10 +25,9 @@ fn hyper() -> Hyper {
 }
 
 fn presigner(endpoint: &str) -> TowerPresigner<Hyper> {
-    TowerPresigner::new_allowing_http(hyper(), endpoint.parse().unwrap())
-        .unwrap()
-        .with_retries(2, Duration::from_millis(10))
-        .with_timeout(Duration::from_millis(500))
+    TowerPresigner::new_allowing_http(hyper(), endpoint.parse().unwrap()).unwrap().with_retry_policy(
+        RetryPolicy::default().with_retries(2, Duration::from_millis(10)).with_timeout(Duration::from_millis(500)),
+    )
 }
 
 async fn setup() -> (RunningServer, FileAccessToken, TowerPresigner<Hyper>) {
@@ -86,7 +86,9 @@ async fn a_permanent_503_ends_in_a_clear_error_after_the_bounded_attempts() {
 #[tokio::test]
 async fn a_slow_endpoint_times_out() {
     let (server, token, presigner) = setup().await;
-    let presigner = presigner.with_retries(0, Duration::ZERO).with_timeout(Duration::from_millis(100));
+    let presigner = presigner.with_retry_policy(
+        RetryPolicy::default().with_retries(0, Duration::ZERO).with_timeout(Duration::from_millis(100)),
+    );
     server.faults().delay(Route::Presign, Duration::from_millis(400));
     let error = presigner.presign(&urls(&server)[0], &token).await.unwrap_err();
     assert!(error.to_string().contains("timed out"), "{error}");
@@ -144,7 +146,8 @@ async fn chunked_server(total: usize) -> (String, Arc<AtomicUsize>, Arc<AtomicUs
 #[tokio::test]
 async fn a_chunked_answer_over_the_cap_is_a_clear_error_without_reading_it_all() {
     let (endpoint, connections, sent) = chunked_server(128 * 1024 * 1024).await;
-    let presigner = presigner(&endpoint).with_timeout(Duration::from_secs(10));
+    let presigner =
+        presigner(&endpoint).with_retry_policy(RetryPolicy::default().with_timeout(Duration::from_secs(10)));
     let token = FileAccessToken::new("t").unwrap();
     let started = Instant::now();
     let error = presigner.presign("https://h.io/a.png", &token).await.unwrap_err();
