@@ -1,8 +1,7 @@
 //! ReqwestPresigner against the reference server's presign endpoint.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use secure_media_core::presigned::endpoint::RetryPolicy;
@@ -10,7 +9,6 @@ use secure_media_core::presigned::Presigner;
 use secure_media_core::{AccessError, FileAccessToken};
 use secure_media_reqwest::ReqwestPresigner;
 use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup() -> (RunningServer, FileAccessToken, ReqwestPresigner) {
     let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
@@ -113,57 +111,15 @@ async fn a_plain_http_endpoint_is_refused_at_construction() {
     assert!(ReqwestPresigner::new_allowing_http(reqwest::Client::new(), ftp).is_err());
 }
 
-/// A server that answers every request with a chunked body (no Content-Length) of `total` bytes,
-/// and counts connections and the bytes it managed to send.
-async fn chunked_server(total: usize) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/v1/media/presign", listener.local_addr().unwrap());
-    let (connections, sent_bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (counted, sent_total) = (connections.clone(), sent_bytes.clone());
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let sent_total = sent_total.clone();
-            tokio::spawn(async move {
-                let mut request = vec![0u8; 64 * 1024];
-                let _ = socket.read(&mut request).await;
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
-                if socket.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let chunk = vec![b' '; 64 * 1024];
-                let mut sent = 0;
-                while sent < total {
-                    let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
-                    frame.extend_from_slice(&chunk);
-                    frame.extend_from_slice(b"\r\n");
-                    if socket.write_all(&frame).await.is_err() {
-                        return; // the client stopped reading
-                    }
-                    sent += chunk.len();
-                    sent_total.fetch_add(chunk.len(), Ordering::SeqCst);
-                }
-                let _ = socket.write_all(b"0\r\n\r\n").await;
-            });
-        }
-    });
-    (endpoint, connections, sent_bytes)
-}
-
 #[tokio::test]
 async fn a_chunked_answer_over_the_cap_is_a_clear_error_without_reading_it_all() {
-    let (endpoint, connections, sent) = chunked_server(128 * 1024 * 1024).await;
-    let presigner = ReqwestPresigner::new_allowing_http(reqwest::Client::new(), endpoint.parse().unwrap())
-        .unwrap()
-        .with_retry_policy(RetryPolicy::default().with_retries(2, Duration::from_millis(10)));
-    let token = FileAccessToken::new("t").unwrap();
-    let started = Instant::now();
-    let error = presigner.presign("https://h.io/a.png", &token).await.unwrap_err();
+    let (server, token, presigner) = setup().await;
+    // 128 MiB streamed in chunks with no Content-Length: only reading it says how large it is.
+    server.faults().oversized_presign_next(128 * 1024 * 1024);
+    let error = presigner.presign_batch(&urls(&server)[..1], &token).await.remove(0).unwrap_err();
     assert!(error.to_string().contains("larger than 4194304 bytes"), "{error}");
-    assert_eq!(connections.load(Ordering::SeqCst), 1, "an oversized answer is final, not retried");
-    assert!(started.elapsed() < Duration::from_secs(5), "stopped at the cap");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let sent = sent.load(Ordering::SeqCst);
+    let (answers, sent) = server.faults().oversized_sent();
+    assert_eq!(answers, 1, "an oversized answer is final, not retried");
     assert!(sent < 32 * 1024 * 1024, "the client stopped reading near the cap, not after {sent} bytes");
 }
 

@@ -3,7 +3,8 @@
 //! [`RunningServer::faults`](crate::RunningServer::faults) or, when
 //! [`ServerConfig::control`](crate::ServerConfig::control) is on, `POST /_control`.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -44,6 +45,7 @@ struct State {
     redirect_keeps_query: bool,
     moved: Option<(String, String)>,
     malformed_presign_next: u32,
+    oversized_presign_next: u64,
 }
 
 /// What to do with one request, decided when it arrives.
@@ -57,6 +59,9 @@ pub(crate) enum Injected {
 #[derive(Debug, Default)]
 pub struct Faults {
     state: Mutex<State>,
+    /// Oversized answers started, and the bytes of them that reached a client.
+    oversized_answers: AtomicU64,
+    oversized_bytes_sent: Arc<AtomicU64>,
 }
 
 impl Faults {
@@ -111,6 +116,17 @@ impl Faults {
         self.with(|s| s.moved = moved.map(|(from, to)| (from.to_owned(), to.to_owned())));
     }
 
+    /// Answers the next presign call with a body of `bytes` spaces, streamed in chunks with no
+    /// `Content-Length` (a client must cap what it reads); `0` stops.
+    pub fn oversized_presign_next(&self, bytes: u64) {
+        self.with(|s| s.oversized_presign_next = bytes);
+    }
+
+    /// Oversized presign answers started, and the bytes of them the clients read.
+    pub fn oversized_sent(&self) -> (u64, u64) {
+        (self.oversized_answers.load(Ordering::Relaxed), self.oversized_bytes_sent.load(Ordering::Relaxed))
+    }
+
     /// Answers the next `count` presign calls with malformed JSON.
     pub fn malformed_presign_next(&self, count: u32) {
         self.with(|s| s.malformed_presign_next = count);
@@ -159,6 +175,16 @@ impl Faults {
 
     pub(crate) fn redirect(&self) -> Option<(String, bool)> {
         self.with(|s| s.redirect_to.clone().map(|o| (o, s.redirect_keeps_query)))
+    }
+
+    /// The oversized answer to send now, if one was asked for: the bytes to stream, and the
+    /// counter they are added to as the client reads them.
+    pub(crate) fn take_oversized_presign(&self) -> Option<(u64, Arc<AtomicU64>)> {
+        let bytes = self.with(|s| std::mem::take(&mut s.oversized_presign_next));
+        (bytes > 0).then(|| {
+            self.oversized_answers.fetch_add(1, Ordering::Relaxed);
+            (bytes, self.oversized_bytes_sent.clone())
+        })
     }
 
     pub(crate) fn take_malformed_presign(&self) -> bool {

@@ -191,6 +191,21 @@ async fn presign(
     if urls.len() > MAX_PRESIGN_BATCH {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "at most 1000 URLs per call");
     }
+    if let Some((total, sent)) = state.faults.take_oversized_presign() {
+        // 64 KiB at a time, produced only as fast as the client reads, so `sent` counts what it took.
+        let chunks = futures::stream::unfold(0u64, move |done| {
+            let sent = sent.clone();
+            async move {
+                (done < total).then(|| {
+                    let size = (total - done).min(64 * 1024);
+                    sent.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+                    let chunk = bytes::Bytes::from(vec![b' '; usize::try_from(size).unwrap_or(0)]);
+                    (Ok::<_, std::io::Error>(chunk), done + size)
+                })
+            }
+        });
+        return ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(chunks)).into_response();
+    }
     if state.faults.take_malformed_presign() {
         return ([(header::CONTENT_TYPE, "application/json")], "{\"urls\": [{\"url\": ").into_response();
     }
