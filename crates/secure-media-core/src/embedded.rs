@@ -108,7 +108,7 @@ impl MediaAccessStrategy for EmbeddedStrategy {
     }
 
     fn cache_scope(&self) -> Option<Arc<str>> {
-        self.tokens.peek().map(|token| token.cache_scope().into())
+        self.tokens.peek().map(|token| token.cache_scope().clone())
     }
 }
 

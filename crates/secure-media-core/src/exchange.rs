@@ -20,9 +20,10 @@
 //! use http::{HeaderValue, Method, StatusCode};
 //! use secure_media_core::{EmbeddedStrategy, Exchange, SecureHosts, StaticToken};
 //!
-//! let strategy = Arc::new(EmbeddedStrategy::new(SecureHosts::cometchat("us")?, Arc::new(StaticToken::parse("T")?)));
+//! let strategy: Arc<dyn secure_media_core::MediaAccessStrategy> =
+//!     Arc::new(EmbeddedStrategy::new(SecureHosts::cometchat("us")?, Arc::new(StaticToken::parse("T")?)));
 //! let caller = url::Url::parse("https://files-us.cometchat.io/app/media/a.png").unwrap();
-//! let mut exchange = Exchange::for_url(strategy, &caller, &Method::GET);
+//! let mut exchange = Exchange::for_url(&strategy, &caller, &Method::GET).expect("a secure URL");
 //! let attempt = exchange.first_ready().unwrap()?;
 //! let mut sent = caller.clone();
 //! attempt.apply_to_url(&mut sent);
@@ -232,18 +233,21 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// An exchange for a request to a parsed [`Url`] (reqwest).
-    pub fn for_url(strategy: Arc<dyn MediaAccessStrategy>, url: &Url, method: &Method) -> Self {
-        Self::new(strategy, Caller::Url(url.clone()), method)
+    /// An exchange for a request to a parsed [`Url`] (reqwest); `None` when the strategy does
+    /// not serve the URL: such a request passes through untouched, and nothing is copied.
+    pub fn for_url(strategy: &Arc<dyn MediaAccessStrategy>, url: &Url, method: &Method) -> Option<Self> {
+        let view = MediaUrl::from_url(url)?;
+        strategy.applies_to(&view).then(|| Self::new(strategy.clone(), Caller::Url(url.clone()), method))
     }
 
-    /// An exchange for a request to an [`http::Uri`] (tower, hyper).
-    pub fn for_uri(strategy: Arc<dyn MediaAccessStrategy>, uri: &http::Uri, method: &Method) -> Self {
-        Self::new(strategy, Caller::Uri(uri.clone()), method)
+    /// An exchange for a request to an [`http::Uri`] (tower, hyper); `None` when the strategy
+    /// does not serve the URI.
+    pub fn for_uri(strategy: &Arc<dyn MediaAccessStrategy>, uri: &http::Uri, method: &Method) -> Option<Self> {
+        let view = MediaUrl::from_uri(uri)?;
+        strategy.applies_to(&view).then(|| Self::new(strategy.clone(), Caller::Uri(uri.clone()), method))
     }
 
     fn new(strategy: Arc<dyn MediaAccessStrategy>, caller: Caller, method: &Method) -> Self {
-        let secure = caller.view().is_some_and(|view| strategy.applies_to(&view));
         Self {
             strategy,
             caller,
@@ -251,7 +255,7 @@ impl Exchange {
             replayable: true,
             max_hops: DEFAULT_MAX_HOPS,
             hop: None,
-            secure,
+            secure: true,
             used: None,
             pending: Pending::Start,
             record: ExchangeRecord::default(),
@@ -272,22 +276,41 @@ impl Exchange {
         self
     }
 
-    /// Is the caller's URL on a secure host?
-    pub fn is_secure(&self) -> bool {
-        self.secure && self.hop.is_none()
-    }
-
     /// The key of the caller's URL for caches outside the adapter: the clean URL, scoped by the
-    /// strategy's [`cache_scope`](MediaAccessStrategy::cache_scope). `None` for other hosts.
+    /// strategy's [`cache_scope`](MediaAccessStrategy::cache_scope).
     pub fn media_key(&mut self) -> Option<MediaKey> {
         let view = self.caller.view()?;
-        if !self.strategy.applies_to(&view) {
-            return None;
-        }
         let scope = self.strategy.cache_scope();
-        let key = MediaKey::scoped(scope.as_deref(), &view);
-        self.key_scope = scope;
-        Some(key)
+        self.key_scope = scope.clone();
+        Some(MediaKey::scoped(scope, &view))
+    }
+
+    /// The caller's URL without credentials: what errors and the response handed back name.
+    pub fn clean_caller_url(&self) -> Option<Url> {
+        let mut url = self.caller.to_url()?;
+        strip_credentials(&mut url);
+        Some(url)
+    }
+
+    /// The URL a response that reports `answered` must report instead, or `None` when `answered`
+    /// is already the caller's own clean URL (header mode on a clean URL: nothing to rebuild).
+    pub fn response_url(&self, answered: &Url) -> Option<Url> {
+        let clean = match &self.caller {
+            Caller::Url(caller) if caller == answered && !has_credentials(caller) => return None,
+            _ => self.clean_caller_url()?,
+        };
+        (clean != *answered).then_some(clean)
+    }
+
+    /// Did `answered` (the URL a response reports) come from the origin the attempt in flight was
+    /// sent to? A client that follows redirects below the adapter answers from elsewhere.
+    pub fn answered_from_sent_origin(&self, answered: &Url) -> bool {
+        let Some(answered) = MediaUrl::from_url(answered) else { return false };
+        let sent = match self.used.as_ref().map(Resolution::url_change) {
+            Some(UrlChange::Replace(signed)) => MediaUrl::from_url(signed.url()),
+            _ => self.target_view(),
+        };
+        sent.is_some_and(|sent| sent.same_origin(&answered))
     }
 
     /// Did the principal change while the exchange ran (a logout or a user switch mid-flight)?
@@ -347,10 +370,6 @@ impl Exchange {
         if !matches!(self.pending, Pending::Start) {
             return None;
         }
-        if !self.secure {
-            self.pending = Pending::Done;
-            return Some(Ok(self.attempt(None)));
-        }
         let view = self.caller.view()?;
         let ready = self.strategy.resolve_ready(&view)?;
         self.pending = Pending::Done;
@@ -364,8 +383,8 @@ impl Exchange {
         match std::mem::replace(&mut self.pending, Pending::Done) {
             Pending::Done => Ok(None),
             Pending::Start => {
-                let resolution = if self.secure { Some(self.resolve().await?) } else { None };
-                Ok(Some(self.attempt(resolution)))
+                let resolution = self.resolve().await?;
+                Ok(Some(self.attempt(Some(resolution))))
             }
             Pending::Refused(status) => {
                 let Some(used) = self.used.take() else { return Ok(None) };
@@ -487,6 +506,13 @@ impl Exchange {
     }
 }
 
+/// Does the URL carry userinfo or a credential query parameter?
+fn has_credentials(url: &Url) -> bool {
+    !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some_and(|q| q.split('&').any(query::is_credential))
+}
+
 /// Removes userinfo and every credential query parameter, in any spelling (the list
 /// [`MediaUrl::clean_key`] drops: `fat`, `Expires`, `Signature`, `Key-Pair-Id`, `X-Amz-*`, ...):
 /// what a URL handed back to a caller, or sent to another origin, must look like.
@@ -521,7 +547,8 @@ mod tests {
             SecureHosts::cometchat("us").unwrap(),
             Arc::new(StaticToken::parse("TOKEN").unwrap()),
         );
-        Exchange::for_url(Arc::new(strategy), &Url::parse(url).unwrap(), &method)
+        let strategy: Arc<dyn MediaAccessStrategy> = Arc::new(strategy);
+        Exchange::for_url(&strategy, &Url::parse(url).unwrap(), &method).unwrap()
     }
 
     fn sent(attempt: &Attempt, caller: &str) -> String {
@@ -630,7 +657,8 @@ mod tests {
         let cell = Arc::new(crate::LoginCell::new());
         cell.set(crate::FileAccessToken::new("alice-token").unwrap());
         let strategy = EmbeddedStrategy::new(SecureHosts::cometchat("us").unwrap(), cell.clone());
-        let mut ex = Exchange::for_url(Arc::new(strategy), &Url::parse(SECURE).unwrap(), &Method::GET);
+        let strategy: Arc<dyn MediaAccessStrategy> = Arc::new(strategy);
+        let mut ex = Exchange::for_url(&strategy, &Url::parse(SECURE).unwrap(), &Method::GET).unwrap();
         let key = ex.media_key().unwrap();
         assert!(!ex.scope_changed());
         cell.set(crate::FileAccessToken::new("bob-token").unwrap());

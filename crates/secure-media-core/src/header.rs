@@ -116,7 +116,7 @@ impl MediaAccessStrategy for HeaderStrategy {
     }
 
     fn cache_scope(&self) -> Option<Arc<str>> {
-        self.tokens.peek().map(|token| token.cache_scope().into())
+        self.tokens.peek().map(|token| token.cache_scope().clone())
     }
 }
 

@@ -415,9 +415,10 @@ impl MediaKey {
         Self { scope: None, url: url.clean_key().into() }
     }
 
-    /// The key of a URL view within a principal's scope (`None`: unscoped).
-    pub fn scoped(scope: Option<&str>, url: &MediaUrl<'_>) -> Self {
-        Self { scope: scope.map(Arc::from), url: url.clean_key().into() }
+    /// The key of a URL view within a principal's scope (`None`: unscoped), sharing the scope's
+    /// text.
+    pub fn scoped(scope: Option<Arc<str>>, url: &MediaUrl<'_>) -> Self {
+        Self { scope, url: url.clean_key().into() }
     }
 
     /// The unscoped key of a URL string, when it is an http(s) URL.
@@ -440,7 +441,7 @@ impl MediaKey {
                 MediaUrl::from_url(&full)?
             }
         };
-        strategy.applies_to(&view).then(|| Self::scoped(strategy.cache_scope().as_deref(), &view))
+        strategy.applies_to(&view).then(|| Self::scoped(strategy.cache_scope(), &view))
     }
 
     /// The same key within `scope`.

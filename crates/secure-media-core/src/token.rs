@@ -44,9 +44,9 @@ pub struct FileAccessToken {
     secret: ParamValue,
     expires_at: Option<SystemTime>,
     subject: Option<Box<str>>,
-    principal: Box<str>,
+    principal: Arc<str>,
     /// `fat:<digest>`: the scope of a token no server has accepted yet.
-    digest_scope: Box<str>,
+    digest_scope: Arc<str>,
     /// A secure server accepted this exact token, so its claims (`sub`) can be trusted.
     verified: AtomicBool,
     /// The header strategy's (name, scheme) and the header list it sends, built once.
@@ -81,8 +81,8 @@ impl FileAccessToken {
             secret: ParamValue::new(secret),
             expires_at,
             subject: subject.map(String::into_boxed_str),
-            principal: principal.into_boxed_str(),
-            digest_scope: digest_scope.into_boxed_str(),
+            principal: principal.into(),
+            digest_scope: digest_scope.into(),
             verified: AtomicBool::new(false),
             headers: OnceLock::new(),
         })
@@ -132,7 +132,7 @@ impl FileAccessToken {
     /// The scope for cache keys: the [`principal`](Self::principal) once a server accepted the
     /// token, before that a digest of the token itself. So a forged token whose unverified payload
     /// says `sub: alice` never reaches alice's cached media.
-    pub fn cache_scope(&self) -> &str {
+    pub fn cache_scope(&self) -> &Arc<str> {
         if self.is_verified() {
             &self.principal
         } else {

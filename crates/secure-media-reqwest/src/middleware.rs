@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use http::{header, Extensions};
 use reqwest::{Request, Response, ResponseBuilderExt, Url};
 use reqwest_middleware::{Middleware, Next};
-use secure_media_core::{strip_credentials, AccessError, Attempt, Exchange, MediaAccessStrategy, DEFAULT_MAX_HOPS};
+use secure_media_core::{AccessError, Attempt, Exchange, MediaAccessStrategy, DEFAULT_MAX_HOPS};
 
 /// Adds proof of access to requests for secure hosts, retries once after a refusal, follows
 /// redirects hop by hop (a hop to a secure host is resolved afresh, any other hop carries no
@@ -69,11 +69,6 @@ impl SecureMediaMiddleware {
     }
 }
 
-/// Errors carry the caller's clean URL, never the one with a token or signature.
-fn redact(error: reqwest_middleware::Error, clean: &Url) -> reqwest_middleware::Error {
-    error.with_url(clean.clone())
-}
-
 fn access_error(error: AccessError) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(error)
 }
@@ -114,27 +109,6 @@ fn with_url(response: Response, url: Url) -> Response {
     Response::from(http::Response::from_parts(parts, body))
 }
 
-/// Scheme, host and port of the URL an attempt went to.
-#[derive(PartialEq, Eq)]
-struct Origin(bool, Option<String>, Option<u16>);
-
-impl Origin {
-    fn of(url: &Url) -> Origin {
-        Origin(url.scheme() == "https", url.host_str().map(str::to_owned), url.port_or_known_default())
-    }
-
-    /// Did the response come from this origin? A response a middleware below us made without a
-    /// URL carries reqwest's placeholder host: it says nothing about redirects.
-    fn answered(&self, url: &Url) -> bool {
-        if url.host_str() == Some("no.url.provided.local") {
-            return true;
-        }
-        self.0 == (url.scheme() == "https")
-            && self.1.as_deref() == url.host_str()
-            && self.2 == url.port_or_known_default()
-    }
-}
-
 #[async_trait]
 impl Middleware for SecureMediaMiddleware {
     async fn handle(
@@ -143,26 +117,32 @@ impl Middleware for SecureMediaMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let mut exchange = Exchange::for_url(self.strategy.clone(), request.url(), request.method());
-        if !exchange.is_secure() {
+        let Some(exchange) = Exchange::for_url(&self.strategy, request.url(), request.method()) else {
             // Not ours: the client's own redirect policy applies (see `secure_client`).
             return next.run(request, extensions).await;
-        }
+        };
         // The caller's request before any proof goes in: every later attempt starts from it.
         let caller = replay_of(&request);
-        exchange = exchange.with_max_hops(self.max_hops).replayable(caller.is_some());
-        let mut clean = request.url().clone();
-        strip_credentials(&mut clean);
+        let mut exchange = exchange.with_max_hops(self.max_hops).replayable(caller.is_some());
+        let redact = |error: reqwest_middleware::Error, exchange: &Exchange| match exchange.clean_caller_url() {
+            Some(clean) => error.with_url(clean),
+            None => error.without_url(),
+        };
         let key = if self.media_key { exchange.media_key() } else { None };
         if let Some(key) = &key {
             extensions.insert(key.clone());
         }
         let attempt = exchange.first().await.map_err(access_error)?;
         prepare(&attempt, &mut request);
-        let mut sent = Origin::of(request.url());
-        let mut response = next.clone().run(request, extensions).await.map_err(|e| redact(e, &clean))?;
+        let mut response = match next.clone().run(request, extensions).await {
+            Ok(response) => response,
+            Err(error) => return Err(redact(error, &exchange)),
+        };
         loop {
-            if !sent.answered(response.url()) {
+            // A response a middleware below us made without a URL carries reqwest's placeholder
+            // host: it says nothing about redirects.
+            let placeholder = response.url().host_str() == Some("no.url.provided.local");
+            if !placeholder && !exchange.answered_from_sent_origin(response.url()) {
                 // The client followed a redirect below us, with whatever we had sent: refuse to
                 // hand another origin's answer back as the caller's.
                 tracing::warn!(
@@ -178,11 +158,13 @@ impl Middleware for SecureMediaMiddleware {
             let Some(attempt) = exchange.next().await.map_err(access_error)? else { break };
             let Some(mut again) = caller.as_ref().and_then(replay_of) else { break };
             prepare(&attempt, &mut again);
-            sent = Origin::of(again.url());
             drop(response);
-            response = next.clone().run(again, extensions).await.map_err(|e| redact(e, &clean))?;
+            response = match next.clone().run(again, extensions).await {
+                Ok(response) => response,
+                Err(error) => return Err(redact(error, &exchange)),
+            };
         }
-        if response.url() != &clean {
+        if let Some(clean) = exchange.response_url(response.url()) {
             response = with_url(response, clean);
         }
         exchange.clean_response_headers(response.headers_mut());

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use http::{header, Extensions, HeaderMap, Method, Request, Response, Uri, Version};
 use secure_media_core::{
-    strip_credentials, AccessError, Attempt, Exchange, MediaAccessStrategy, MediaKey, MediaUrl, DEFAULT_MAX_HOPS,
+    strip_credentials, AccessError, Attempt, Exchange, MediaAccessStrategy, MediaKey, DEFAULT_MAX_HOPS,
 };
 use tower::ServiceExt;
 use tower_http::follow_redirect::RequestUri;
@@ -261,16 +261,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        let secure = MediaUrl::from_uri(request.uri()).is_some_and(|url| self.strategy.applies_to(&url));
-        if !secure {
+        let Some(exchange) = Exchange::for_uri(&self.strategy, request.uri(), request.method()) else {
             return ResponseFuture::new(Kind::Passthrough { inner: self.inner.call(request) });
-        }
+        };
         // Only requests with an empty body (`size_hint` exactly 0, the shape of media GETs) are
         // sent again, rebuilt with `B::default()`.
         let replayable = request.body().size_hint().exact() == Some(0);
-        let mut exchange = Exchange::for_uri(self.strategy.clone(), request.uri(), request.method())
-            .with_max_hops(self.max_hops)
-            .replayable(replayable);
+        let mut exchange = exchange.with_max_hops(self.max_hops).replayable(replayable);
         let key = if self.media_key { exchange.media_key() } else { None };
         if let Some(key) = &key {
             request.extensions_mut().insert(key.clone());
