@@ -2,7 +2,7 @@
 //! `benches/ratios.svg`, so the published figures are regenerated, never typed by hand.
 //!
 //! ```sh
-//! for run in $(seq 1 14); do cargo bench --bench resolution -- --save-baseline run$run; done
+//! for run in $(seq 1 7); do cargo bench --bench resolution -- --save-baseline run$run; done
 //! cargo run --example bench_report
 //! ```
 
