@@ -212,7 +212,10 @@ impl secure_media::presigned::Presigner for CdnPresigner {
 }
 
 async fn through_a_cdn(stack: Stack, cdn_status: u16) -> (Fetched, Recorder, u64) {
-    let recorder = Recorder::start(cdn_status).await;
+    through_a_cdn_answering(stack, Recorder::start(cdn_status).await).await
+}
+
+async fn through_a_cdn_answering(stack: Stack, recorder: Recorder) -> (Fetched, Recorder, u64) {
     let server = server().await;
     let hosts = secure_media::SecureHosts::new().with_host(&server.host()).unwrap().allowing_http();
     let token = Arc::new(secure_media::StaticToken::parse("T0KEN").unwrap());
@@ -307,5 +310,26 @@ async fn a_redirect_handed_back_names_no_token() {
                 "{stack:?} {mode}: {location}"
             );
         }
+    }
+}
+
+/// A CDN that redirects a presigned URL elsewhere, echoing its signature into `Location`: the
+/// other origin gets no signature and none of the caller's credentials, on both stacks (reqwest
+/// must not follow such a hop below the middleware).
+#[tokio::test]
+async fn a_cdn_redirect_carries_no_signature_to_another_origin() {
+    for stack in STACKS {
+        let elsewhere = Recorder::start(200).await;
+        let location = format!("{}/moved.png?Expires=4000000000&Signature=SIG&Key-Pair-Id=K", elsewhere.base_url);
+        let cdn = Recorder::start_with(302, Some(location)).await;
+        let (fetched, cdn, _) = through_a_cdn_answering(stack, cdn).await;
+        assert_eq!(fetched.status, 200, "{stack:?}");
+        assert_eq!(cdn.heads().len(), 1, "{stack:?}");
+        let heads = elsewhere.heads();
+        assert_eq!(heads.len(), 1, "{stack:?}: the hop was followed");
+        for credential in ["signature=", "expires=", "key-pair-id=", "cookie:", "authorization:", "referer:"] {
+            assert!(!heads[0].contains(credential), "{stack:?}: another origin saw {credential:?}: {}", heads[0]);
+        }
+        assert_eq!(fetched.record.unwrap().hops, 1, "{stack:?}");
     }
 }

@@ -149,7 +149,10 @@ async fn fetch_reqwest(
     let status = response.status().as_u16();
     let key = response.extensions().get::<MediaKey>().cloned();
     let record = response.extensions().get::<ExchangeRecord>().copied();
-    let shown = format!("{} {response:?}", response.url());
+    // reqwest keeps tower-http 0.6's record of the URI it sent in the response.
+    let request_uri =
+        response.extensions().get::<tower_http_06::follow_redirect::RequestUri>().map(|u| u.0.to_string());
+    let shown = format!("{} {request_uri:?} {response:?}", response.url());
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
     Ok(Fetched { status, bytes, key, record, shown })
 }
@@ -190,6 +193,11 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start(status: u16) -> Self {
+        Self::start_with(status, None).await
+    }
+
+    /// The same, answering with `Location: <location>` too.
+    pub async fn start_with(status: u16, location: Option<String>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -197,6 +205,7 @@ impl Recorder {
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let seen = seen.clone();
+                let location = location.clone();
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -207,7 +216,9 @@ impl Recorder {
                         }
                     }
                     seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
-                    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                    let location = location.as_deref().map(|l| format!("location: {l}\r\n")).unwrap_or_default();
+                    let answer =
+                        format!("HTTP/1.1 {status} X\r\n{location}content-length: 2\r\nconnection: close\r\n\r\nok");
                     let _ = socket.write_all(answer.as_bytes()).await;
                 });
             }

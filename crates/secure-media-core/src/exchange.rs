@@ -296,7 +296,7 @@ impl Exchange {
     /// is already the caller's own clean URL (header mode on a clean URL: nothing to rebuild).
     pub fn response_url(&self, answered: &Url) -> Option<Url> {
         let clean = match &self.caller {
-            Caller::Url(caller) if caller == answered && !has_credentials(caller) => return None,
+            Caller::Url(caller) if caller == answered && !carries_credentials(caller) => return None,
             _ => self.clean_caller_url()?,
         };
         (clean != *answered).then_some(clean)
@@ -326,8 +326,16 @@ impl Exchange {
     /// ([`scope_changed`](Self::scope_changed)).
     pub fn clean_response_headers(&self, headers: &mut HeaderMap) {
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(clean) = headers.get(&name).and_then(|location| self.clean_location(location)) {
-                headers.insert(name, clean);
+            let Some(location) = headers.get(&name) else { continue };
+            match self.clean_location(location) {
+                Some(clean) if clean == *location => {}
+                Some(clean) => {
+                    headers.insert(name, clean);
+                }
+                // Not a location we can read, so not one we can vouch for: it goes.
+                None => {
+                    headers.remove(name);
+                }
             }
         }
         if self.scope_changed() {
@@ -335,16 +343,17 @@ impl Exchange {
         }
     }
 
-    /// A `Location` (or `Content-Location`) of an answer handed back to the caller, made safe:
-    /// joined to the URL that answered and stripped of every credential, or `None` when it names
-    /// no credential and may stay as it is. A redirect the exchange did not follow (another
-    /// method, the hop limit, [`with_max_hops(0)`](Self::with_max_hops)) can echo the token.
+    /// A `Location` (or `Content-Location`) of an answer handed back to the caller, made safe: a
+    /// location with a query or userinfo (where a token can hide, in any spelling) is joined to
+    /// the URL that answered and stripped of every credential; one without is kept as it is.
+    /// `None`: it cannot be read as a URL, so it cannot be vouched for. A redirect the exchange
+    /// did not follow (another method, the hop limit, [`with_max_hops(0)`](Self::with_max_hops))
+    /// can echo the token.
     pub fn clean_location(&self, location: &HeaderValue) -> Option<HeaderValue> {
         let text = std::str::from_utf8(location.as_bytes()).ok()?;
-        let lower = text.to_ascii_lowercase();
-        let suspicious = ["fat", "%66", "%46", "signature", "expires", "key-pair-id", "x-amz-", "sig", "se=", "@"];
-        if !suspicious.iter().any(|word| lower.contains(word)) {
-            return None;
+        // WHATWG parsers drop tab, CR and LF: `f\tat=` is `fat=` to a client.
+        if !text.contains(['?', '@', '\t', '\r', '\n', '\\']) {
+            return Some(location.clone());
         }
         let mut target = self.answering_url()?.join(text).ok()?;
         strip_credentials(&mut target);
@@ -506,8 +515,9 @@ impl Exchange {
     }
 }
 
-/// Does the URL carry userinfo or a credential query parameter?
-fn has_credentials(url: &Url) -> bool {
+/// Does the URL carry userinfo or a credential query parameter (in any spelling)? Such a URL was
+/// made by a resolution, or echoed from one: it is for its own host only.
+pub fn carries_credentials(url: &Url) -> bool {
     !url.username().is_empty()
         || url.password().is_some()
         || url.query().is_some_and(|q| q.split('&').any(query::is_credential))
@@ -649,7 +659,22 @@ mod tests {
         assert_eq!(ex.clean_location(&echoed).unwrap(), "https://cdn.example/x?w=1");
         let relative = HeaderValue::from_static("?Signature=S");
         assert_eq!(ex.clean_location(&relative).unwrap(), "https://files-us.cometchat.io/app/media/a.png");
-        assert!(ex.clean_location(&HeaderValue::from_static("/b.png")).is_none());
+        assert_eq!(ex.clean_location(&HeaderValue::from_static("/b.png")).unwrap(), "/b.png");
+        for sneaky in [
+            "https://cdn.example/x?f%61t=TOKEN",
+            "https://cdn.example/x?F%41T=TOKEN",
+            "https://cdn.example/x?f\tat=TOKEN",
+            "https://cdn.example/x?%58-Amz-Credential=TOKEN",
+            "https://cdn.example/x?Policy=TOKEN",
+        ] {
+            let value = HeaderValue::from_str(sneaky).unwrap();
+            let clean = ex.clean_location(&value).unwrap();
+            assert_eq!(clean, "https://cdn.example/x", "{sneaky:?}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, HeaderValue::from_bytes(b"https://cdn.example/\xff?fat=TOKEN").unwrap());
+        ex.clean_response_headers(&mut headers);
+        assert!(headers.get(header::LOCATION).is_none(), "a location that cannot be read is not handed back");
     }
 
     #[test]

@@ -41,7 +41,10 @@ mod token;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedStrategy, FAT_PARAM};
 pub use error::AccessError;
-pub use exchange::{strip_credentials, Attempt, Exchange, ExchangeRecord, CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS};
+pub use exchange::{
+    carries_credentials, strip_credentials, Attempt, Exchange, ExchangeRecord, CALLER_CREDENTIAL_HEADERS,
+    DEFAULT_MAX_HOPS,
+};
 pub use fetch::{check_media, Media, MediaFetcher};
 pub use header::HeaderStrategy;
 pub use host::SecureHosts;

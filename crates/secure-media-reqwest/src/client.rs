@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use reqwest::redirect::Policy;
 use reqwest_middleware::ClientWithMiddleware;
-use secure_media_core::{MediaAccessStrategy, MediaUrl};
+use secure_media_core::{carries_credentials, MediaAccessStrategy, MediaUrl};
 
 use crate::SecureMediaMiddleware;
 
@@ -51,15 +51,17 @@ pub fn secure_client(strategy: Arc<dyn MediaAccessStrategy>) -> Result<ClientWit
 }
 
 /// A redirect policy for requests that are not the middleware's: reqwest follows a chain (up to 10
-/// hops) as long as no URL in it is one `strategy` serves, and stops at the first that is, handing
-/// the redirect back (the middleware never adds proof to a request it did not start). A secure
-/// request's own redirects never reach it: the middleware follows those hop by hop.
+/// hops) as long as no URL in it is one `strategy` serves or carries a credential (a presigned
+/// URL on a CDN, a token echoed into `Location`), and hands the redirect back at the first that
+/// does: the middleware follows those hop by hop, with its per-hop rules.
 pub fn redirect_policy_outside(strategy: Arc<dyn MediaAccessStrategy>) -> Policy {
     Policy::custom(move |attempt| {
-        let serves = |url: &url::Url| MediaUrl::from_url(url).is_some_and(|view| strategy.applies_to(&view));
+        let ours = |url: &url::Url| {
+            carries_credentials(url) || MediaUrl::from_url(url).is_some_and(|view| strategy.applies_to(&view))
+        };
         if attempt.previous().len() > 10 {
             attempt.error("too many redirects")
-        } else if serves(attempt.url()) || attempt.previous().iter().any(serves) {
+        } else if ours(attempt.url()) || attempt.previous().iter().any(ours) {
             attempt.stop()
         } else {
             attempt.follow()

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use http::{header, Extensions};
 use reqwest::{Request, Response, ResponseBuilderExt, Url};
 use reqwest_middleware::{Middleware, Next};
+// reqwest 0.13's own redirect layer is tower-http 0.6's: its `RequestUri` is what reqwest leaves.
 use secure_media_core::{AccessError, Attempt, Exchange, MediaAccessStrategy, DEFAULT_MAX_HOPS};
+use tower_http_06::follow_redirect::RequestUri;
 
 /// Adds proof of access to requests for secure hosts, retries once after a refusal, follows
 /// redirects hop by hop (a hop to a secure host is resolved afresh, any other hop carries no
@@ -68,6 +70,9 @@ impl SecureMediaMiddleware {
         &self.strategy
     }
 }
+
+/// The URL reqwest gives a response built without one (by a middleware below us).
+const PLACEHOLDER_URL: &str = "http://no.url.provided.local/";
 
 fn access_error(error: AccessError) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(error)
@@ -141,7 +146,7 @@ impl Middleware for SecureMediaMiddleware {
         loop {
             // A response a middleware below us made without a URL carries reqwest's placeholder
             // host: it says nothing about redirects.
-            let placeholder = response.url().host_str() == Some("no.url.provided.local");
+            let placeholder = response.url().as_str() == PLACEHOLDER_URL;
             if !placeholder && !exchange.answered_from_sent_origin(response.url()) {
                 // The client followed a redirect below us, with whatever we had sent: refuse to
                 // hand another origin's answer back as the caller's.
@@ -168,6 +173,14 @@ impl Middleware for SecureMediaMiddleware {
             response = with_url(response, clean);
         }
         exchange.clean_response_headers(response.headers_mut());
+        // reqwest keeps tower-http's record of the URI it sent (the one with our proof) in the
+        // response: the caller gets its own clean URL there too, or nothing.
+        if response.extensions().get::<RequestUri>().is_some() {
+            match exchange.clean_caller_url().and_then(|clean| clean.as_str().parse().ok()) {
+                Some(clean) => response.extensions_mut().insert(RequestUri(clean)),
+                None => response.extensions_mut().remove::<RequestUri>(),
+            };
+        }
         if let Some(key) = key {
             response.extensions_mut().insert(key);
         }

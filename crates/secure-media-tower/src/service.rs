@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{header, Extensions, HeaderMap, Method, Request, Response, Uri, Version};
-use secure_media_core::{
-    strip_credentials, AccessError, Attempt, Exchange, MediaAccessStrategy, MediaKey, DEFAULT_MAX_HOPS,
-};
+use secure_media_core::{AccessError, Attempt, Exchange, MediaAccessStrategy, MediaKey, DEFAULT_MAX_HOPS};
 use tower::ServiceExt;
 use tower_http::follow_redirect::RequestUri;
+use tower_http_06::follow_redirect::RequestUri as RequestUri06;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -216,20 +215,20 @@ impl<S> FollowUp<S> {
 
     /// The response as the caller gets it: our key and record in, no URI with a token.
     fn finish<ResB>(self, mut response: Response<ResB>) -> Response<ResB> {
-        finish(&mut response, self.key, &self.exchange, self.replay.as_ref().map(|replay| &replay.uri));
+        finish(&mut response, self.key, &self.exchange);
         response
     }
 }
 
-fn finish<ResB>(response: &mut Response<ResB>, key: Option<MediaKey>, exchange: &Exchange, caller: Option<&Uri>) {
+fn finish<ResB>(response: &mut Response<ResB>, key: Option<MediaKey>, exchange: &Exchange) {
     exchange.clean_response_headers(response.headers_mut());
     let extensions = response.extensions_mut();
-    // tower-http's FollowRedirect below us records the URI it last sent, which may carry a token.
-    if extensions.get::<RequestUri>().is_some() {
-        match caller.and_then(clean_uri) {
-            Some(clean) => extensions.insert(RequestUri(clean)),
-            None => extensions.remove::<RequestUri>(),
-        };
+    // tower-http's FollowRedirect below us (0.7, or the 0.6 a stack may still run) records the URI
+    // it last sent, which may carry a token: the caller's clean URI goes there instead.
+    if extensions.get::<RequestUri>().is_some() || extensions.get::<RequestUri06>().is_some() {
+        let clean: Option<Uri> = exchange.clean_caller_url().and_then(|url| url.as_str().parse().ok());
+        scrub(extensions, RequestUri, clean.as_ref());
+        scrub(extensions, RequestUri06, clean.as_ref());
     }
     if let Some(key) = key {
         extensions.insert(key);
@@ -237,11 +236,15 @@ fn finish<ResB>(response: &mut Response<ResB>, key: Option<MediaKey>, exchange: 
     extensions.insert(exchange.record());
 }
 
-/// The caller's URI without credentials.
-fn clean_uri(uri: &Uri) -> Option<Uri> {
-    let mut url = url::Url::parse(&uri.to_string()).ok()?;
-    strip_credentials(&mut url);
-    url.as_str().parse().ok()
+/// Replaces a recorded URI of type `T` with `clean`, or removes it.
+fn scrub<T: Clone + Send + Sync + 'static>(extensions: &mut Extensions, make: fn(Uri) -> T, clean: Option<&Uri>) {
+    if extensions.get::<T>().is_none() {
+        return;
+    }
+    match clean {
+        Some(clean) => extensions.insert(make(clean.clone())),
+        None => extensions.remove::<T>(),
+    };
 }
 
 impl<Inner, ReqB, ResB> Service<Request<ReqB>> for SecureMediaService<Inner>
