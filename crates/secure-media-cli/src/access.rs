@@ -21,9 +21,7 @@ pub(crate) async fn login(endpoint: &str, uid: &str, allow_http: bool) -> Result
     check_endpoint(endpoint, allow_http)?;
     // The endpoint as printed: scheme, host, port and path (no userinfo, no query).
     let shown = url::Url::parse(endpoint)
-        .ok()
-        .and_then(|url| secure_media_core::MediaUrl::from_url(&url).map(|view| view.redacted()))
-        .unwrap_or_else(|| "the login endpoint".to_owned());
+        .map_or_else(|_| "the login endpoint".to_owned(), |url| secure_media_core::redacted_url(&url));
     let failed = |why: &str| AccessError::RefreshFailed(format!("login at {shown} failed: {why}"));
     // No redirects: a login endpoint that redirects elsewhere does not get to choose where the token comes from.
     let client = reqwest::Client::builder()

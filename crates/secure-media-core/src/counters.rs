@@ -106,42 +106,28 @@ impl Counters {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::Duration;
 
     use super::*;
+    use crate::token::tests::{cell_with_hook, start, Hook};
     use crate::{
         EmbeddedStrategy, FileAccessToken, HeaderStrategy, LoginCell, ManualClock, MediaAccessStrategy, SecureHosts,
     };
 
     /// A media server that refuses every token, and a relogin hook that counts its calls (and
-    /// fails like a login endpoint answering 503 while `failing` is set).
+    /// fails like a login endpoint answering 503 while told to).
     struct Storm {
         clock: Arc<ManualClock>,
         cell: Arc<LoginCell>,
-        relogins: Arc<AtomicUsize>,
-        failing: Arc<AtomicBool>,
+        hook: Arc<Hook>,
     }
 
     impl Storm {
         fn new() -> Self {
-            let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000_000)));
-            let (relogins, failing) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-            let (counter, fails) = (relogins.clone(), failing.clone());
-            let cell = LoginCell::with_relogin(move || {
-                let n = counter.fetch_add(1, Ordering::SeqCst);
-                let failing = fails.load(Ordering::SeqCst);
-                async move {
-                    if failing {
-                        Err(AccessError::RefreshFailed("the login endpoint answered 503".into()))
-                    } else {
-                        FileAccessToken::new(format!("fresh-{n}"))
-                    }
-                }
-            })
-            .with_clock(clock.clone());
+            let clock = start();
+            let (cell, hook) = cell_with_hook(&clock);
             cell.set(FileAccessToken::new("first").unwrap());
-            Self { clock, cell: Arc::new(cell), relogins, failing }
+            Self { clock, cell: Arc::new(cell), hook }
         }
 
         fn strategies(&self) -> [Arc<dyn MediaAccessStrategy>; 2] {
@@ -153,7 +139,7 @@ mod tests {
         }
 
         fn relogins(&self) -> usize {
-            self.relogins.load(Ordering::SeqCst)
+            self.hook.calls()
         }
     }
 
@@ -189,7 +175,7 @@ mod tests {
     async fn a_thousand_refused_requests_while_login_fails_make_one_relogin_per_backoff() {
         for index in 0..2 {
             let storm = Storm::new();
-            storm.failing.store(true, Ordering::SeqCst);
+            storm.hook.fail(true);
             let strategy = storm.strategies()[index].clone();
             refuse_every_request(&*strategy, 1_000).await;
             assert_eq!(storm.relogins(), 1, "strategy {index}");

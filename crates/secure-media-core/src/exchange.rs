@@ -42,12 +42,14 @@
 //! # }).unwrap();
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use url::Url;
 
+use crate::media_url::has_userinfo;
 use crate::{query, AccessError, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange};
 
 /// The most redirect hops an exchange follows by default.
@@ -95,11 +97,33 @@ impl Caller {
         }
     }
 
-    fn to_url(&self) -> Option<Url> {
+    fn to_url(&self) -> Option<Cow<'_, Url>> {
         match self {
-            Self::Url(url) => Some(url.clone()),
-            Self::Uri(uri) => Url::parse(&uri.to_string()).ok(),
+            Self::Url(url) => Some(Cow::Borrowed(url)),
+            Self::Uri(uri) => Url::parse(&uri.to_string()).ok().map(Cow::Owned),
         }
+    }
+
+    /// Is `url` (what a response reports) the caller's own URL, with no credential in it?
+    fn is_clean_url(&self, url: &Url) -> bool {
+        let same = match self {
+            Self::Url(caller) => caller == url,
+            Self::Uri(caller) => *caller == *url.as_str(),
+        };
+        same && self.is_clean()
+    }
+
+    /// Is `uri` (what an inner layer recorded as sent) the caller's own URL, with no credential?
+    fn is_clean_uri(&self, uri: &http::Uri) -> bool {
+        let same = match self {
+            Self::Url(caller) => *uri == *caller.as_str(),
+            Self::Uri(caller) => uri == caller,
+        };
+        same && self.is_clean()
+    }
+
+    fn is_clean(&self) -> bool {
+        self.view().is_some_and(|view| !view.carries_credentials())
     }
 }
 
@@ -222,8 +246,6 @@ pub struct Exchange {
     max_hops: u32,
     /// The current target when it is a redirect hop.
     hop: Option<Url>,
-    /// The current target is on a secure host.
-    secure: bool,
     /// The resolution of the attempt in flight, if it carried one.
     used: Option<Resolution>,
     pending: Pending,
@@ -255,7 +277,6 @@ impl Exchange {
             replayable: true,
             max_hops: DEFAULT_MAX_HOPS,
             hop: None,
-            secure: true,
             used: None,
             pending: Pending::Start,
             record: ExchangeRecord::default(),
@@ -287,7 +308,7 @@ impl Exchange {
 
     /// The caller's URL without credentials: what errors and the response handed back name.
     pub fn clean_caller_url(&self) -> Option<Url> {
-        let mut url = self.caller.to_url()?;
+        let mut url = self.caller.to_url()?.into_owned();
         strip_credentials(&mut url);
         Some(url)
     }
@@ -295,22 +316,45 @@ impl Exchange {
     /// The URL a response that reports `answered` must report instead, or `None` when `answered`
     /// is already the caller's own clean URL (header mode on a clean URL: nothing to rebuild).
     pub fn response_url(&self, answered: &Url) -> Option<Url> {
-        let clean = match &self.caller {
-            Caller::Url(caller) if caller == answered && !carries_credentials(caller) => return None,
-            _ => self.clean_caller_url()?,
-        };
-        (clean != *answered).then_some(clean)
+        if self.caller.is_clean_url(answered) {
+            return None;
+        }
+        self.clean_caller_url().filter(|clean| clean != answered)
     }
 
     /// Did `answered` (the URL a response reports) come from the origin the attempt in flight was
     /// sent to? A client that follows redirects below the adapter answers from elsewhere.
     pub fn answered_from_sent_origin(&self, answered: &Url) -> bool {
         let Some(answered) = MediaUrl::from_url(answered) else { return false };
-        let sent = match self.used.as_ref().map(Resolution::url_change) {
-            Some(UrlChange::Replace(signed)) => MediaUrl::from_url(signed.url()),
-            _ => self.target_view(),
+        self.sent_view(self.used.as_ref()).is_some_and(|sent| sent.same_origin(&answered))
+    }
+
+    /// Puts what the caller may read of this exchange into the extensions of the answer handed
+    /// back: the media key (if any) and the [`ExchangeRecord`].
+    pub fn record_into(&self, extensions: &mut Extensions, key: Option<MediaKey>) {
+        if let Some(key) = key {
+            extensions.insert(key);
+        }
+        extensions.insert(self.record);
+    }
+
+    /// Makes a URI an inner layer recorded as sent (tower-http's `RequestUri`: type `T`, read and
+    /// built by `read` and `make`) the caller's clean URI, or removes it; kept as it is when it
+    /// already is the caller's own clean URI.
+    pub fn scrub_recorded_uri<T: Clone + Send + Sync + 'static>(
+        &self,
+        extensions: &mut Extensions,
+        read: fn(&T) -> &http::Uri,
+        make: fn(http::Uri) -> T,
+    ) {
+        let Some(recorded) = extensions.get::<T>().map(read) else { return };
+        if self.caller.is_clean_uri(recorded) {
+            return;
+        }
+        match self.clean_caller_url().and_then(|clean| clean.as_str().parse().ok()) {
+            Some(clean) => extensions.insert(make(clean)),
+            None => extensions.remove::<T>(),
         };
-        sent.is_some_and(|sent| sent.same_origin(&answered))
     }
 
     /// Did the principal change while the exchange ran (a logout or a user switch mid-flight)?
@@ -355,7 +399,7 @@ impl Exchange {
         if !text.contains(['?', '@', '\t', '\r', '\n', '\\']) {
             return Some(location.clone());
         }
-        let mut target = self.answering_url()?.join(text).ok()?;
+        let mut target = self.sent_url(self.used.as_ref())?.join(text).ok()?;
         strip_credentials(&mut target);
         HeaderValue::from_str(target.as_str()).ok()
     }
@@ -418,9 +462,9 @@ impl Exchange {
             }
             Pending::Hop(url) => {
                 self.record.hops += 1;
-                self.secure = MediaUrl::from_url(&url).is_some_and(|view| self.strategy.applies_to(&view));
+                let secure = MediaUrl::from_url(&url).is_some_and(|view| self.strategy.applies_to(&view));
                 self.hop = Some(url);
-                let resolution = if self.secure { Some(self.resolve().await?) } else { None };
+                let resolution = if secure { Some(self.resolve().await?) } else { None };
                 Ok(Some(self.attempt(resolution)))
             }
         }
@@ -477,26 +521,30 @@ impl Exchange {
         Attempt { hop: self.hop.clone(), resolution, foreign }
     }
 
-    /// Where the attempt goes, compared with the caller's origin.
+    /// Where an attempt with `resolution` goes, compared with the caller's origin.
     fn leaves_callers_origin(&self, resolution: Option<&Resolution>) -> bool {
-        let Some(caller) = self.caller.view() else { return true };
-        let destination = match resolution.map(Resolution::url_change) {
-            Some(UrlChange::Replace(signed)) => MediaUrl::from_url(signed.url()),
-            _ => match &self.hop {
-                Some(hop) => MediaUrl::from_url(hop),
-                None => return false,
-            },
-        };
-        destination.is_none_or(|destination| !destination.same_origin(&caller))
+        match (self.caller.view(), self.sent_view(resolution)) {
+            (Some(caller), Some(sent)) => !sent.same_origin(&caller),
+            _ => true,
+        }
     }
 
-    /// The URL the attempt in flight went to, before our query went in (relative `Location`s
-    /// are joined to it): the presigned URL for a replaced one.
-    fn answering_url(&self) -> Option<Url> {
-        match self.used.as_ref().map(Resolution::url_change) {
-            Some(UrlChange::Replace(signed)) => Some(signed.url().clone()),
+    /// Where an attempt with `resolution` goes: the presigned URL for a replaced one, else the
+    /// current target (a hop, or the caller's URL).
+    fn sent_view<'s>(&'s self, resolution: Option<&'s Resolution>) -> Option<MediaUrl<'s>> {
+        match resolution.map(Resolution::url_change) {
+            Some(UrlChange::Replace(signed)) => MediaUrl::from_url(signed.url()),
+            _ => self.target_view(),
+        }
+    }
+
+    /// [`sent_view`](Self::sent_view) as a URL, before our query went in: what relative
+    /// `Location`s are joined to.
+    fn sent_url<'s>(&'s self, resolution: Option<&'s Resolution>) -> Option<Cow<'s, Url>> {
+        match resolution.map(Resolution::url_change) {
+            Some(UrlChange::Replace(signed)) => Some(Cow::Borrowed(signed.url())),
             _ => match &self.hop {
-                Some(hop) => Some(hop.clone()),
+                Some(hop) => Some(Cow::Borrowed(hop)),
                 None => self.caller.to_url(),
             },
         }
@@ -506,7 +554,7 @@ impl Exchange {
     /// removed (a secure hop is resolved afresh, any other hop carries none).
     fn hop_target(&self, location: &HeaderValue) -> Option<Url> {
         let location = std::str::from_utf8(location.as_bytes()).ok()?;
-        let mut target = self.answering_url()?.join(location).ok()?;
+        let mut target = self.sent_url(self.used.as_ref())?.join(location).ok()?;
         if !matches!(target.scheme(), "http" | "https") || target.host_str().is_none() {
             return None;
         }
@@ -518,22 +566,22 @@ impl Exchange {
 /// Does the URL carry userinfo or a credential query parameter (in any spelling)? Such a URL was
 /// made by a resolution, or echoed from one: it is for its own host only.
 pub fn carries_credentials(url: &Url) -> bool {
-    !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some_and(|q| q.split('&').any(query::is_credential))
+    MediaUrl::from_url(url).map_or_else(
+        || has_userinfo(url) || url.query().is_some_and(query::has_credential),
+        |view| view.carries_credentials(),
+    )
 }
 
 /// Removes userinfo and every credential query parameter, in any spelling (the list
 /// [`MediaUrl::clean_key`] drops: `fat`, `Expires`, `Signature`, `Key-Pair-Id`, `X-Amz-*`, ...):
 /// what a URL handed back to a caller, or sent to another origin, must look like.
 pub fn strip_credentials(url: &mut Url) {
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    if let Some(query) = url.query() {
-        if query.split('&').any(query::is_credential) {
-            let kept = query::retain(query, |pair| !query::is_credential(pair));
-            url.set_query(kept.as_deref());
-        }
+    if has_userinfo(url) {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
+    if let Some(kept) = url.query().and_then(query::without_credentials) {
+        url.set_query(kept.as_deref());
     }
 }
 
@@ -541,7 +589,6 @@ impl fmt::Debug for Exchange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Exchange")
             .field("caller", &self.caller.view().map(|view| view.redacted()))
-            .field("secure", &self.secure)
             .field("record", &self.record)
             .finish_non_exhaustive()
     }

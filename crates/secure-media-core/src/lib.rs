@@ -49,7 +49,7 @@ pub use fetch::{check_media, Media, MediaFetcher};
 pub use header::HeaderStrategy;
 pub use host::SecureHosts;
 pub use media::{SecureMedia, SecureMediaBuilder};
-pub use media_url::{MediaKey, MediaUrl, Scheme};
+pub use media_url::{redacted_url, MediaKey, MediaUrl, Scheme};
 pub use mode::SecureMediaMode;
 pub use strategy::{
     resolve_str, MediaAccessStrategy, ParamValue, Resolution, RetryDecision, SharedHeaders, StrategyStats, UrlChange,

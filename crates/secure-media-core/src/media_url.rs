@@ -191,6 +191,15 @@ impl<'a> MediaUrl<'a> {
         Some(Self { scheme, host, port, source: Source::Plain { text: input, path, query, fragment, normal } })
     }
 
+    /// Calls `f` with a view of a URL string: the fast path for plainly safe text, else the full
+    /// WHATWG parse. `None` for text that is not an http(s) URL.
+    pub(crate) fn with_str<T>(text: &str, f: impl FnOnce(&MediaUrl<'_>) -> Option<T>) -> Option<T> {
+        match MediaUrl::parse_plain(text) {
+            Some(view) => f(&view),
+            None => f(&MediaUrl::from_url(&Url::parse(text).ok()?)?),
+        }
+    }
+
     /// http or https.
     pub fn scheme(&self) -> Scheme {
         self.scheme
@@ -238,7 +247,7 @@ impl<'a> MediaUrl<'a> {
     fn whole(&self) -> Option<&'a str> {
         match self.source {
             // A trailing dot keeps its own spelling in a parsed URL: one resource, one key.
-            Source::Url(url) => (!url.has_authority_credentials() && !self.host.ends_with('.')).then_some(url.as_str()),
+            Source::Url(url) => (!has_userinfo(url) && !self.host.ends_with('.')).then_some(url.as_str()),
             Source::Uri(_) => None,
             Source::Plain { text, normal, .. } => normal.then_some(text),
         }
@@ -255,17 +264,13 @@ impl<'a> MediaUrl<'a> {
     /// already clean.
     pub fn clean_key(&self) -> Cow<'a, str> {
         // A parsed URL with neither query nor fragment is its own key: no scanning.
-        if let Source::Url(url) = self.source {
-            if url.query().is_none()
-                && url.fragment().is_none()
-                && !url.has_authority_credentials()
-                && !self.host.ends_with('.')
-            {
-                return Cow::Borrowed(url.as_str());
+        if let (Source::Url(url), Some(whole)) = (self.source, self.whole()) {
+            if url.query().is_none() && url.fragment().is_none() {
+                return Cow::Borrowed(whole);
             }
         }
         let query = self.query();
-        let credential_free = query.is_none_or(|q| !q.split('&').any(query::is_credential));
+        let credential_free = query.is_none_or(|q| !query::has_credential(q));
         if let (Some(whole), true) = (self.whole(), credential_free) {
             let end = whole.find('#').unwrap_or(whole.len());
             let trimmed = whole[..end].strip_suffix('?').unwrap_or(&whole[..end]);
@@ -275,7 +280,7 @@ impl<'a> MediaUrl<'a> {
         let mut out = String::with_capacity(self.host.len() + path.len() + 16);
         out.push_str(self.scheme.as_str());
         out.push_str("://");
-        let host = self.host.strip_suffix('.').unwrap_or(self.host);
+        let host = bare_host(self.host);
         let host_start = out.len();
         out.push_str(host);
         out[host_start..].make_ascii_lowercase();
@@ -284,7 +289,7 @@ impl<'a> MediaUrl<'a> {
             out.push_str(&port.to_string());
         }
         out.push_str(if path.is_empty() { "/" } else { path });
-        if let Some(kept) = query.and_then(|q| query::retain(q, |pair| !query::is_credential(pair))) {
+        if let Some(kept) = query.and_then(|q| query::without_credentials(q).unwrap_or_else(|| Some(q.to_owned()))) {
             out.push('?');
             out.push_str(&kept);
         }
@@ -293,10 +298,21 @@ impl<'a> MediaUrl<'a> {
 
     /// Same scheme, host (ignoring case and a trailing dot) and port as `other`?
     pub fn same_origin(&self, other: &MediaUrl<'_>) -> bool {
-        let trim = |host: &'a str| host.strip_suffix('.').unwrap_or(host);
         self.scheme == other.scheme
             && self.port == other.port
-            && trim(self.host).eq_ignore_ascii_case(other.host.strip_suffix('.').unwrap_or(other.host))
+            && bare_host(self.host).eq_ignore_ascii_case(bare_host(other.host))
+    }
+
+    /// Does the URL carry userinfo or a credential query parameter in any spelling? Such a URL
+    /// was made by a resolution, or echoed from one.
+    pub fn carries_credentials(&self) -> bool {
+        let userinfo = match self.source {
+            Source::Url(url) => has_userinfo(url),
+            Source::Uri(uri) => uri.authority().is_some_and(|authority| authority.as_str().contains('@')),
+            // The fast path takes no authority with an '@'.
+            Source::Plain { .. } => false,
+        };
+        userinfo || self.query().is_some_and(query::has_credential)
     }
 
     /// The URL as a printable string for errors and logs: scheme, host, port and path only.
@@ -317,15 +333,26 @@ impl std::fmt::Debug for MediaUrl<'_> {
     }
 }
 
-/// `Url::username`/`password` without the allocation of asking twice.
-trait AuthorityCredentials {
-    fn has_authority_credentials(&self) -> bool;
+/// A host without its trailing dot (the same host to DNS).
+fn bare_host(host: &str) -> &str {
+    host.strip_suffix('.').unwrap_or(host)
 }
 
-impl AuthorityCredentials for Url {
-    fn has_authority_credentials(&self) -> bool {
-        !self.username().is_empty() || self.password().is_some()
-    }
+/// Does a parsed URL carry a user name or a password?
+pub(crate) fn has_userinfo(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+/// A URL as errors, logs and `Debug` may show it: scheme, host, port and path (no userinfo,
+/// query or fragment), for any scheme.
+///
+/// ```
+/// let url = url::Url::parse("https://u:p@h.io:8443/a.png?fat=SECRET#x").unwrap();
+/// assert_eq!(secure_media_core::redacted_url(&url), "https://h.io:8443/a.png");
+/// ```
+pub fn redacted_url(url: &Url) -> String {
+    let port = url.port().map(|port| format!(":{port}")).unwrap_or_default();
+    format!("{}://{}{port}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
 }
 
 const HOST_CHAR: u8 = 0;
@@ -423,25 +450,14 @@ impl MediaKey {
 
     /// The unscoped key of a URL string, when it is an http(s) URL.
     pub fn of_str(url: &str) -> Option<Self> {
-        match MediaUrl::parse_plain(url) {
-            Some(view) => Some(Self::of(&view)),
-            None => Url::parse(url).ok().as_ref().and_then(MediaUrl::from_url).map(|v| Self::of(&v)),
-        }
+        MediaUrl::with_str(url, |view| Some(Self::of(view)))
     }
 
     /// The key a request to `url` gets through `strategy` (what the adapters hand out): for a
     /// cache placed outside them, which computes its key before the request reaches us. `None`
     /// when the URL is not one the strategy serves.
     pub fn for_request(strategy: &dyn crate::MediaAccessStrategy, url: &str) -> Option<Self> {
-        let full;
-        let view = match MediaUrl::parse_plain(url) {
-            Some(view) => view,
-            None => {
-                full = Url::parse(url).ok()?;
-                MediaUrl::from_url(&full)?
-            }
-        };
-        strategy.applies_to(&view).then(|| Self::scoped(strategy.cache_scope(), &view))
+        MediaUrl::with_str(url, |view| strategy.applies_to(view).then(|| Self::scoped(strategy.cache_scope(), view)))
     }
 
     /// The same key within `scope`.

@@ -8,16 +8,17 @@ use url::form_urlencoded;
 /// Parameters that carry credentials or signatures: never part of a media key.
 const CREDENTIAL_PARAMS: &[&str] = &["fat", "Expires", "Signature", "Key-Pair-Id", "Policy", "sig", "se"];
 
+/// The name a raw (still encoded) parameter name decodes to; borrowed when nothing is encoded.
+fn decoded_name(raw_name: &str) -> Cow<'_, str> {
+    if !raw_name.contains(['%', '+']) {
+        return Cow::Borrowed(raw_name);
+    }
+    form_urlencoded::parse(raw_name.as_bytes()).next().map(|(k, _)| k).unwrap_or_default()
+}
+
 /// Does the raw (still encoded) parameter name decode to `name`?
 pub(crate) fn name_is(raw_name: &str, name: &str) -> bool {
-    if raw_name == name {
-        return true;
-    }
-    if !raw_name.contains(['%', '+']) {
-        return false;
-    }
-    let decoded: Cow<'_, str> = form_urlencoded::parse(raw_name.as_bytes()).next().map(|(k, _)| k).unwrap_or_default();
-    decoded == name
+    raw_name == name || decoded_name(raw_name) == name
 }
 
 /// The raw name of one `name=value` pair.
@@ -35,15 +36,21 @@ pub(crate) fn is_credential(pair: &str) -> bool {
 }
 
 fn is_credential_name(pair: &str) -> bool {
-    let raw = raw_name(pair);
-    let decoded: Cow<'_, str> = if raw.contains(['%', '+']) {
-        form_urlencoded::parse(raw.as_bytes()).next().map(|(k, _)| k).unwrap_or_default()
-    } else {
-        Cow::Borrowed(raw)
-    };
+    let decoded = decoded_name(raw_name(pair));
     // Servers differ in how they read names: match the credential names whatever their case.
     CREDENTIAL_PARAMS.iter().any(|c| decoded.eq_ignore_ascii_case(c))
         || decoded.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
+}
+
+/// Does the query carry a credential or signature parameter ([`is_credential`])?
+pub(crate) fn has_credential(query: &str) -> bool {
+    query.split('&').any(is_credential)
+}
+
+/// The query without its credential parameters: `None` when it has none (keep it as it is),
+/// `Some(None)` when nothing else is left.
+pub(crate) fn without_credentials(query: &str) -> Option<Option<String>> {
+    has_credential(query).then(|| retain(query, |pair| !is_credential(pair)))
 }
 
 /// Does the query hold a parameter called `name`?

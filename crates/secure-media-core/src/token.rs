@@ -24,6 +24,8 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Keeps the opaque-token digest apart from any other SHA-256 of the token. Changing it changes
 /// every principal (and every shared cache key): bump the version when it must.
 const OPAQUE_PRINCIPAL_DOMAIN: &[u8] = b"secure-media/opaque-token-principal/v1\0";
+/// The same for a token's own scope ([`FileAccessToken::own_scope`]).
+const OWN_SCOPE_DOMAIN: &[u8] = b"secure-media/presigned/token-scope/v1\0";
 
 /// A File Access Token: the secret that proves access to secure media.
 ///
@@ -45,8 +47,8 @@ pub struct FileAccessToken {
     expires_at: Option<SystemTime>,
     subject: Option<Box<str>>,
     principal: Arc<str>,
-    /// `fat:<digest>`: the scope of a token no server has accepted yet.
-    digest_scope: Arc<str>,
+    /// `tok:<digest>`: the scope of a token whose claims no server has accepted yet.
+    own_scope: Arc<str>,
     /// A secure server accepted this exact token, so its claims (`sub`) can be trusted.
     verified: AtomicBool,
     /// The header strategy's (name, scheme) and the header list it sends, built once.
@@ -72,17 +74,17 @@ impl FileAccessToken {
         let (expires_at, subject) = if secret.contains('.') { read_jwt_claims(&secret)? } else { (None, None) };
         // Scope an opaque token (or an unverified claim) by a one-way digest of the token, never
         // by the token itself.
-        let digest_scope = opaque_principal(&secret);
         let principal = match &subject {
             Some(sub) => format!("sub:{sub}"),
-            None => digest_scope.clone(),
+            None => scoped_digest("fat:", OPAQUE_PRINCIPAL_DOMAIN, &secret),
         };
+        let own_scope = scoped_digest("tok:", OWN_SCOPE_DOMAIN, &secret);
         Ok(Self {
             secret: ParamValue::new(secret),
             expires_at,
             subject: subject.map(String::into_boxed_str),
             principal: principal.into(),
-            digest_scope: digest_scope.into(),
+            own_scope: own_scope.into(),
             verified: AtomicBool::new(false),
             headers: OnceLock::new(),
         })
@@ -129,15 +131,24 @@ impl FileAccessToken {
         self.verified.load(Ordering::Relaxed)
     }
 
-    /// The scope for cache keys: the [`principal`](Self::principal) once a server accepted the
-    /// token, before that a digest of the token itself. So a forged token whose unverified payload
-    /// says `sub: alice` never reaches alice's cached media.
+    /// The scope for cache keys: the [`principal`](Self::principal) of a token without claims
+    /// (already a digest) or of one a server accepted, else the token's [own
+    /// scope](Self::own_scope). So a forged token whose unverified payload says `sub: alice` never
+    /// reaches alice's cached media.
     pub fn cache_scope(&self) -> &Arc<str> {
-        if self.is_verified() {
+        if self.subject.is_none() || self.is_verified() {
             &self.principal
         } else {
-            &self.digest_scope
+            &self.own_scope
         }
+    }
+
+    /// `tok:` and a digest of the whole token: the scope only holders of this very token share,
+    /// here or in another process, while its claims are unproven. The first 16 bytes, in hex, of
+    /// SHA-256 over `secure-media/presigned/token-scope/v1\0` and the token: one-way, computed
+    /// once per token, the same in every process.
+    pub fn own_scope(&self) -> &Arc<str> {
+        &self.own_scope
     }
 
     /// Valid at `now`: no known expiry, or `now` is before `exp` plus [`CLOCK_SKEW_ALLOWANCE`].
@@ -181,16 +192,16 @@ impl FileAccessToken {
     }
 }
 
-/// `fat:` and the first 16 bytes of SHA-256 over a domain-separation prefix and the token, in
+/// `prefix` and the first 16 bytes of SHA-256 over a domain-separation prefix and the token, in
 /// hex: the same in every process and Rust release, since shared caches (Redis) key by it.
-fn opaque_principal(secret: &str) -> String {
-    let digest = Sha256::new().chain_update(OPAQUE_PRINCIPAL_DOMAIN).chain_update(secret.as_bytes()).finalize();
-    let mut principal = String::with_capacity(4 + 32);
-    principal.push_str("fat:");
+fn scoped_digest(prefix: &str, domain: &[u8], secret: &str) -> String {
+    let digest = Sha256::new().chain_update(domain).chain_update(secret.as_bytes()).finalize();
+    let mut scope = String::with_capacity(prefix.len() + 32);
+    scope.push_str(prefix);
     for byte in &digest[..16] {
-        let _ = write!(principal, "{byte:02x}");
+        let _ = write!(scope, "{byte:02x}");
     }
-    principal
+    scope
 }
 
 fn read_jwt_claims(token: &str) -> Result<(Option<SystemTime>, Option<String>), AccessError> {
@@ -424,16 +435,29 @@ struct Renewal {
     /// Bumped by every change of token, so a relogin started before a logout or a login by the
     /// app can tell that its token is no longer wanted.
     generation: u64,
-    /// The relogin in the air, with the number that tells it apart from a later one.
-    flight: Option<(u64, Flight)>,
-    /// When that relogin started.
-    flight_started: Option<SystemTime>,
+    /// The relogin in the air: the number that tells it apart from a later one, when it started.
+    flight: Option<(u64, SystemTime, Flight)>,
     flights_started: u64,
     /// Failed relogins in a row.
     failures: u32,
     last_failure: Option<RenewalFailure>,
     /// The token the last successful relogin installed, and when.
     renewed: Option<(Weak<FileAccessToken>, SystemTime)>,
+}
+
+impl Renewal {
+    /// A relogin failed (or was abandoned) at `now`: remembered, and backed off from.
+    fn failed(&mut self, error: AccessError, now: SystemTime, policy: RenewalPolicy) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = policy.backoff(self.failures);
+        tracing::warn!(
+            %error,
+            failures = self.failures,
+            backoff_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "logging in again failed: backing off"
+        );
+        self.last_failure = Some(RenewalFailure { at: now, wait, error });
+    }
 }
 
 struct RenewalFailure {
@@ -539,7 +563,7 @@ impl CellState {
     ) -> Result<Arc<FileAccessToken>, AccessError> {
         let (answer, change) = {
             let mut renewal = lock(&self.renewal);
-            if renewal.flight.as_ref().is_some_and(|(flight, _)| *flight == id) {
+            if renewal.flight.as_ref().is_some_and(|(flight, _, _)| *flight == id) {
                 renewal.flight = None;
             }
             if renewal.generation != generation {
@@ -557,15 +581,7 @@ impl CellState {
                     (Ok(fresh), change)
                 }
                 Err(error) => {
-                    renewal.failures = renewal.failures.saturating_add(1);
-                    let wait = policy.backoff(renewal.failures);
-                    tracing::warn!(
-                        %error,
-                        failures = renewal.failures,
-                        backoff_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        "logging in again failed: backing off"
-                    );
-                    renewal.last_failure = Some(RenewalFailure { at: now, wait, error: error.clone() });
+                    renewal.failed(error.clone(), now, policy);
                     (Err(error), None)
                 }
             }
@@ -670,22 +686,18 @@ impl LoginCell {
             Some(_) => {}
         }
         let now = self.clock.now();
-        if let Some((_, flight)) = &renewal.flight {
-            let started = renewal.flight_started.unwrap_or(now);
-            if elapsed_since(now, started) < self.policy.relogin_timeout {
+        if let Some((_, started, flight)) = &renewal.flight {
+            if elapsed_since(now, *started) < self.policy.relogin_timeout {
                 return NextStep::Wait(flight.clone());
             }
             // A relogin that never ends must not hold every later renewal: it counts as failed
             // (and is backed off from); should it end after all, its token is still installed.
             renewal.flight = None;
-            renewal.failures = renewal.failures.saturating_add(1);
-            let wait = self.policy.backoff(renewal.failures);
             let error = AccessError::RefreshFailed(format!(
                 "logging in again did not finish within {} s",
                 self.policy.relogin_timeout.as_secs_f64()
             ));
-            tracing::warn!(%error, "relogin abandoned");
-            renewal.last_failure = Some(RenewalFailure { at: now, wait, error: error.clone() });
+            renewal.failed(error.clone(), now, self.policy);
             return NextStep::Answer(Err(error));
         }
         let Some(relogin) = self.relogin.clone() else {
@@ -726,8 +738,7 @@ impl LoginCell {
         }
         .boxed()
         .shared();
-        renewal.flight = Some((id, flight.clone()));
-        renewal.flight_started = Some(now);
+        renewal.flight = Some((id, now, flight.clone()));
         NextStep::Wait(flight)
     }
 }
@@ -981,28 +992,28 @@ pub(crate) mod tests {
         assert_ne!(FileAccessToken::new("s3cr3t-opaquf").unwrap().principal(), token.principal());
     }
 
-    fn start() -> Arc<ManualClock> {
+    pub(crate) fn start() -> Arc<ManualClock> {
         Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000_000)))
     }
 
     /// A relogin hook that counts its calls and answers `fresh-<n>`, or a 503 while `failing`.
     #[derive(Default)]
-    struct Hook {
+    pub(crate) struct Hook {
         calls: AtomicUsize,
         failing: AtomicBool,
     }
 
     impl Hook {
-        fn calls(&self) -> usize {
+        pub(crate) fn calls(&self) -> usize {
             self.calls.load(Ordering::SeqCst)
         }
 
-        fn fail(&self, failing: bool) {
+        pub(crate) fn fail(&self, failing: bool) {
             self.failing.store(failing, Ordering::SeqCst);
         }
     }
 
-    fn cell_with_hook(clock: &Arc<ManualClock>) -> (LoginCell, Arc<Hook>) {
+    pub(crate) fn cell_with_hook(clock: &Arc<ManualClock>) -> (LoginCell, Arc<Hook>) {
         let hook = Arc::new(Hook::default());
         let counter = hook.clone();
         let cell = LoginCell::with_relogin(move || {

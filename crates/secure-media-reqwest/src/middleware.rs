@@ -173,18 +173,9 @@ impl Middleware for SecureMediaMiddleware {
             response = with_url(response, clean);
         }
         exchange.clean_response_headers(response.headers_mut());
-        // reqwest keeps tower-http's record of the URI it sent (the one with our proof) in the
-        // response: the caller gets its own clean URL there too, or nothing.
-        if response.extensions().get::<RequestUri>().is_some() {
-            match exchange.clean_caller_url().and_then(|clean| clean.as_str().parse().ok()) {
-                Some(clean) => response.extensions_mut().insert(RequestUri(clean)),
-                None => response.extensions_mut().remove::<RequestUri>(),
-            };
-        }
-        if let Some(key) = key {
-            response.extensions_mut().insert(key);
-        }
-        response.extensions_mut().insert(exchange.record());
+        exchange.record_into(response.extensions_mut(), key);
+        // reqwest keeps tower-http's record of the URI it sent (the one with our proof).
+        exchange.scrub_recorded_uri(response.extensions_mut(), |recorded: &RequestUri| &recorded.0, RequestUri);
         Ok(response)
     }
 }

@@ -4,9 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use reqwest::{header, Client, Url};
-use secure_media_core::presigned::endpoint::{self, RetryPolicy, Unreachable};
+use secure_media_core::presigned::endpoint::{self, PresignRequest, RetryPolicy, Unreachable};
 use secure_media_core::presigned::{Presigned, Presigner};
 use secure_media_core::{AccessError, FileAccessToken};
 
@@ -81,22 +80,17 @@ impl Presigner for ReqwestPresigner {
     }
 
     async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
-        let auth = match token.header_value("Bearer") {
-            Ok(auth) => auth,
-            Err(error) => return urls.iter().map(|_| Err(error.clone())).collect(),
-        };
-        let body = Bytes::from(endpoint::request_body(urls));
-        let send = || {
+        let send = |call: &PresignRequest| {
             let request = self
                 .client
                 .post(self.endpoint.clone())
                 .header(header::CONTENT_TYPE, "application/json")
-                .header(header::AUTHORIZATION, auth.clone())
-                .body(body.clone());
+                .header(header::AUTHORIZATION, call.authorization.clone())
+                .body(call.body.clone());
             // No reqwest error past this point: its Display would print the endpoint's URL.
             async move { request.send().await.map(http::Response::from).map_err(|_| Unreachable) }
         };
-        self.retry.presign(urls, send, tokio::time::sleep).await
+        self.retry.presign(urls, token, send, tokio::time::sleep).await
     }
 
     fn max_batch(&self) -> usize {
@@ -106,11 +100,8 @@ impl Presigner for ReqwestPresigner {
 
 impl fmt::Debug for ReqwestPresigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let endpoint = &self.endpoint;
-        let port = endpoint.port().map(|port| format!(":{port}")).unwrap_or_default();
-        let clean = format!("{}://{}{port}{}", endpoint.scheme(), endpoint.host_str().unwrap_or(""), endpoint.path());
         f.debug_struct("ReqwestPresigner")
-            .field("endpoint", &clean)
+            .field("endpoint", &secure_media_core::redacted_url(&self.endpoint))
             .field("retry", &self.retry)
             .field("max_batch", &self.max_batch)
             .finish()

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
-use secure_media_core::presigned::endpoint::{self, RetryPolicy, Unreachable};
+use secure_media_core::presigned::endpoint::{self, PresignRequest, RetryPolicy, Unreachable};
 use secure_media_core::presigned::{Presigned, Presigner};
-use secure_media_core::{AccessError, FileAccessToken};
+use secure_media_core::{AccessError, FileAccessToken, MediaUrl};
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -97,22 +97,17 @@ where
     }
 
     async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
-        let auth = match token.header_value("Bearer") {
-            Ok(auth) => auth,
-            Err(error) => return urls.iter().map(|_| Err(error.clone())).collect(),
-        };
-        let body = Bytes::from(endpoint::request_body(urls));
-        let send = || {
-            let mut request = Request::new(Full::new(body.clone()));
+        let send = |call: &PresignRequest| {
+            let mut request = Request::new(Full::new(call.body.clone()));
             *request.method_mut() = Method::POST;
             *request.uri_mut() = self.endpoint.clone();
             request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+            request.headers_mut().insert(header::AUTHORIZATION, call.authorization.clone());
             let service = self.service.clone();
             // The service's error is dropped unread: its text may carry the endpoint's URL.
             async move { service.oneshot(request).await.map_err(|_| Unreachable) }
         };
-        self.retry.presign(urls, send, tokio::time::sleep).await
+        self.retry.presign(urls, token, send, tokio::time::sleep).await
     }
 
     fn max_batch(&self) -> usize {
@@ -122,10 +117,8 @@ where
 
 impl<S> fmt::Debug for TowerPresigner<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let endpoint = &self.endpoint;
-        let port = endpoint.port_u16().map(|port| format!(":{port}")).unwrap_or_default();
-        let (scheme, host) = (endpoint.scheme_str().unwrap_or(""), endpoint.host().unwrap_or(""));
-        let clean = format!("{scheme}://{host}{port}{}", endpoint.path());
+        // The endpoint passed `check_endpoint`: an http(s) URI, which a `MediaUrl` views.
+        let clean = MediaUrl::from_uri(&self.endpoint).map(|view| view.redacted());
         f.debug_struct("TowerPresigner")
             .field("endpoint", &clean)
             .field("retry", &self.retry)

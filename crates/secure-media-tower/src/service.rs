@@ -223,28 +223,11 @@ impl<S> FollowUp<S> {
 fn finish<ResB>(response: &mut Response<ResB>, key: Option<MediaKey>, exchange: &Exchange) {
     exchange.clean_response_headers(response.headers_mut());
     let extensions = response.extensions_mut();
+    exchange.record_into(extensions, key);
     // tower-http's FollowRedirect below us (0.7, or the 0.6 a stack may still run) records the URI
-    // it last sent, which may carry a token: the caller's clean URI goes there instead.
-    if extensions.get::<RequestUri>().is_some() || extensions.get::<RequestUri06>().is_some() {
-        let clean: Option<Uri> = exchange.clean_caller_url().and_then(|url| url.as_str().parse().ok());
-        scrub(extensions, RequestUri, clean.as_ref());
-        scrub(extensions, RequestUri06, clean.as_ref());
-    }
-    if let Some(key) = key {
-        extensions.insert(key);
-    }
-    extensions.insert(exchange.record());
-}
-
-/// Replaces a recorded URI of type `T` with `clean`, or removes it.
-fn scrub<T: Clone + Send + Sync + 'static>(extensions: &mut Extensions, make: fn(Uri) -> T, clean: Option<&Uri>) {
-    if extensions.get::<T>().is_none() {
-        return;
-    }
-    match clean {
-        Some(clean) => extensions.insert(make(clean.clone())),
-        None => extensions.remove::<T>(),
-    };
+    // it last sent, which may carry a token.
+    exchange.scrub_recorded_uri(extensions, |recorded: &RequestUri| &recorded.0, RequestUri);
+    exchange.scrub_recorded_uri(extensions, |recorded: &RequestUri06| &recorded.0, RequestUri06);
 }
 
 impl<Inner, ReqB, ResB> Service<Request<ReqB>> for SecureMediaService<Inner>

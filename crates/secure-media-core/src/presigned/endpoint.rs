@@ -21,7 +21,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::Presigned;
-use crate::AccessError;
+use crate::{AccessError, FileAccessToken};
 
 /// The most bytes of an answer the presigners read, with or without a `Content-Length`.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
@@ -68,8 +68,7 @@ pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), AccessErro
             reason: "it is not an absolute http(s) URL",
         });
     };
-    let port = url.port().map(|port| format!(":{port}")).unwrap_or_default();
-    let clean = || format!("{}://{}{port}{}", url.scheme(), url.host_str().unwrap_or(""), url.path());
+    let clean = || crate::redacted_url(&url);
     if url.host_str().is_none_or(str::is_empty) {
         return Err(AccessError::InsecureEndpoint { url: clean(), reason: "it has no host" });
     }
@@ -82,6 +81,28 @@ pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), AccessErro
                      explicitly (`new_allowing_http`, `--allow-http`) for a loopback test server",
         }),
         _ => Err(AccessError::InsecureEndpoint { url: clean(), reason: "it is not an http(s) URL" }),
+    }
+}
+
+/// One presign call as it goes on the wire: `POST` to the endpoint with these headers and body.
+#[derive(Clone)]
+pub struct PresignRequest {
+    /// `Authorization: Bearer <token>`, marked sensitive.
+    pub authorization: http::HeaderValue,
+    /// `{"urls": [...]}`, sent as `application/json`.
+    pub body: bytes::Bytes,
+}
+
+impl PresignRequest {
+    /// The request for `urls` with `token`.
+    pub fn new(urls: &[Arc<str>], token: &FileAccessToken) -> Result<Self, AccessError> {
+        Ok(Self { authorization: token.header_value("Bearer")?, body: request_body(urls).into() })
+    }
+}
+
+impl std::fmt::Debug for PresignRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresignRequest").field("authorization", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -265,25 +286,31 @@ impl RetryPolicy {
         }
     }
 
-    /// Presigns `urls` with this policy. `send` makes one attempt's request (the adapter's only
-    /// job); `sleep` is the adapter's timer (`tokio::time::sleep`). One answer per URL, in order;
-    /// a failed call is the same clear error for every URL.
+    /// Presigns `urls` with `token` under this policy. `send` makes one attempt's request from
+    /// the [`PresignRequest`] (`POST` to the endpoint: the adapter's only job); `sleep` is the
+    /// adapter's timer (`tokio::time::sleep`). One answer per URL, in order; a failed call is the
+    /// same clear error for every URL.
     pub async fn presign<B, S, SF, W, WF>(
         &self,
         urls: &[Arc<str>],
+        token: &FileAccessToken,
         mut send: S,
         sleep: W,
     ) -> Vec<Result<Presigned, AccessError>>
     where
-        S: FnMut() -> SF,
+        S: FnMut(&PresignRequest) -> SF,
         SF: Future<Output = Result<http::Response<B>, Unreachable>>,
         B: http_body::Body,
         W: Fn(Duration) -> WF,
         WF: Future<Output = ()>,
     {
+        let request = match PresignRequest::new(urls, token) {
+            Ok(request) => request,
+            Err(error) => return urls.iter().map(|_| Err(error.clone())).collect(),
+        };
         let mut past_retries = 0;
         let error = loop {
-            let sent = send();
+            let sent = send(&request);
             let attempt = pin!(async move {
                 let response = sent
                     .await

@@ -23,7 +23,7 @@ pub use presigner::{Presigned, Presigner, SignedUrl, MAX_URL_LIFETIME};
 use self::endpoint::saturating_add;
 use self::flights::{FlightKey, Flights, Outcome};
 use self::presigner::Destinations;
-use self::proven::{token_scope, Proof, ProvenTokens};
+use self::proven::{Proof, ProvenTokens};
 use crate::counters::{bump, Counters};
 use crate::{
     AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
@@ -205,7 +205,8 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
 
     /// The shared cache scope `token` may use, checking proof by address only (the hot path): the
     /// fixed scope, the principal of a token without claims to prove, or of one the endpoint
-    /// accepted. `None`: its claims are unproven, so it may use only its own [`token_scope`].
+    /// accepted. `None`: its claims are unproven, so it may use only its
+    /// [own scope](FileAccessToken::own_scope).
     fn trusted_scope<'t>(&'t self, token: &'t FileAccessToken) -> Option<&'t str> {
         if let Some(fixed) = self.config.scope.as_deref() {
             return Some(fixed);
@@ -245,13 +246,9 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let mut waited_for_proof = false;
         loop {
             // Unproven claims: the token's own scope, until a presign call with it succeeds.
-            let own;
             let (scope, proving) = match self.proven_scope(token) {
                 Some(scope) => (scope, false),
-                None => {
-                    own = token_scope(token);
-                    (own.as_str(), true)
-                }
+                None => (&**token.own_scope(), true),
             };
             let key = CacheKey::new(scope, clean);
             let cached = match self.cache.get_ready(&key) {
@@ -436,7 +433,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         if let Some(token) = token {
             scopes.extend(self.proven_scope(token).map(str::to_owned));
             if self.config.scope.is_none() && token.subject().is_some() {
-                scopes.push(token_scope(token));
+                scopes.push(token.own_scope().to_string());
             }
         }
         scopes.sort_unstable();
@@ -464,7 +461,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
             return Some(scope.clone());
         }
         let token = self.tokens.current()?;
-        Some(self.proven_scope(&token).map_or_else(|| token_scope(&token), str::to_owned).into())
+        Some(self.proven_scope(&token).map_or_else(|| token.own_scope().clone(), Arc::from))
     }
 }
 
@@ -494,7 +491,7 @@ impl<C: PresignCache> TokenListener for ScopePurger<C> {
                 tracing::debug!("principal changed: purging its presigned URLs");
                 self.cache.purge_scope(old.principal());
                 if old.subject().is_some() {
-                    self.cache.purge_scope(&token_scope(old));
+                    self.cache.purge_scope(old.own_scope());
                 }
             }
         }

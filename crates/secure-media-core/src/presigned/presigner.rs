@@ -160,11 +160,6 @@ impl SignedUrl {
     pub fn lifetime(&self) -> Duration {
         self.expires_at.duration_since(self.fetched_at).unwrap_or_default()
     }
-
-    /// The URL without its query (what errors and logs may show).
-    pub(crate) fn clean(&self) -> String {
-        format!("{}://{}{}", self.url.scheme(), self.url.host_str().unwrap_or(""), self.url.path())
-    }
 }
 
 /// Where presigned URLs may point: the secure hosts and the CDN hosts, over https, or http when
@@ -208,7 +203,7 @@ impl Destinations {
 impl fmt::Debug for SignedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignedUrl")
-            .field("url", &self.clean())
+            .field("url", &crate::redacted_url(&self.url))
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }

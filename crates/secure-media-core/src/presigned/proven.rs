@@ -1,10 +1,9 @@
 //! Tokens the presign endpoint has accepted. A JWT's claims are read, not verified (only the
 //! server can), so a token whose payload merely says `sub: alice` must not reach alice's cached
 //! URLs: its claims name a cache scope only once the endpoint has accepted that exact token.
-//! Until then it is scoped by a digest of itself ([`token_scope`]).
+//! Until then it is scoped by a digest of itself ([`FileAccessToken::own_scope`]).
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -32,19 +31,6 @@ fn digest(domain: &[u8], token: &FileAccessToken) -> TokenDigest {
 
 fn proof_digest(token: &FileAccessToken) -> TokenDigest {
     digest(b"secure-media/presigned/proven-token/v1\0", token)
-}
-
-/// The cache scope of a token whose claims are not proven yet: `tok:` and a digest of the whole
-/// token, the same in every process (a shared cache keys by it), so only holders of that very
-/// token, here or in another process, see the URLs presigned for it. One-way: the scope, which a
-/// shared cache stores in its keys, does not reveal the token.
-pub(crate) fn token_scope(token: &FileAccessToken) -> String {
-    let mut scope = String::with_capacity(4 + 32);
-    scope.push_str("tok:");
-    for byte in &digest(b"secure-media/presigned/token-scope/v1\0", token)[..16] {
-        let _ = write!(scope, "{byte:02x}");
-    }
-    scope
 }
 
 #[derive(Default)]
@@ -181,10 +167,10 @@ mod tests {
     #[test]
     fn token_scopes_are_stable_digests_that_never_show_the_token() {
         let token = FileAccessToken::new("s3cr3t").unwrap();
-        let scope = token_scope(&token);
+        let scope = token.own_scope().to_string();
         assert!(scope.starts_with("tok:") && scope.len() == 36 && !scope.contains("s3cr3t"));
-        assert_eq!(scope, token_scope(&FileAccessToken::new("s3cr3t").unwrap()));
-        assert_ne!(scope, token_scope(&FileAccessToken::new("s3cr3u").unwrap()));
+        assert_eq!(scope.as_str(), &**FileAccessToken::new("s3cr3t").unwrap().own_scope());
+        assert_ne!(scope.as_str(), &**FileAccessToken::new("s3cr3u").unwrap().own_scope());
         // Pinned: processes sharing a cache must agree on it.
         assert_eq!(scope, "tok:9276c640b9cbe49f945bc75936dce226");
     }
