@@ -93,13 +93,14 @@ pub enum AccessError {
         /// The status.
         status: StatusCode,
     },
-    /// The request did not complete (connection, timeout).
-    #[error("{url}: {reason}")]
+    /// The request did not complete: DNS, connection, TLS, timeout or a cut-off answer
+    /// ([`NetworkError::failure`](crate::NetworkError::failure) says which).
+    #[error("{url}: {error}")]
     Network {
         /// The clean media URL.
         url: String,
-        /// What failed (never a URL with its query).
-        reason: String,
+        /// What failed and its cause chain (never a URL with its query).
+        error: crate::NetworkError,
     },
     /// The presign call that this request waited for was cancelled by its caller.
     #[error("the presign call for {0} was cancelled before it finished")]

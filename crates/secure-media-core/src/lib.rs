@@ -33,6 +33,7 @@ mod host;
 mod media;
 mod media_url;
 mod mode;
+mod network;
 pub mod presigned;
 mod query;
 mod strategy;
@@ -51,6 +52,7 @@ pub use host::SecureHosts;
 pub use media::{SecureMedia, SecureMediaBuilder};
 pub use media_url::{redacted_url, MediaKey, MediaUrl, Scheme};
 pub use mode::SecureMediaMode;
+pub use network::{NetworkError, NetworkFailure, TlsFailure};
 pub use strategy::{
     resolve_str, MediaAccessStrategy, ParamValue, Resolution, RetryDecision, SharedHeaders, StrategyStats, UrlChange,
 };

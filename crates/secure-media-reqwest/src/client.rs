@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use reqwest::redirect::Policy;
 use reqwest_middleware::ClientWithMiddleware;
-use secure_media_core::{carries_credentials, MediaAccessStrategy, MediaUrl};
+use secure_media_core::{carries_credentials, MediaAccessStrategy, MediaUrl, NetworkError, NetworkFailure};
 
 use crate::SecureMediaMiddleware;
 
@@ -18,17 +18,63 @@ pub fn redirect_policy() -> Policy {
     Policy::none()
 }
 
-/// A `reqwest::ClientBuilder` set up for [`SecureMediaMiddleware`]: [`redirect_policy`] and no
-/// `Referer` (a tokenised URL never names itself to another origin). Add your own settings, build,
-/// then wrap it with the middleware; or take [`secure_client`].
+/// A `reqwest::ClientBuilder` set up for [`SecureMediaMiddleware`]: [`redirect_policy`], no
+/// `Referer` (a tokenised URL never names itself to another origin), and https through this
+/// crate's TLS feature (`rustls`, the default, with the platform's verifier; or `native-tls`).
+/// Add your own settings, build, then wrap it with the middleware; or take [`secure_client`].
 ///
-/// ```
-/// let client = secure_media_reqwest::client_builder().timeout(std::time::Duration::from_secs(30)).build()?;
+/// A private CA (a staging host, a test server) is added with reqwest's own
+/// `tls_certs_merge` (trusted beside the platform's roots) or `tls_certs_only`:
+///
+/// ```no_run
+/// let ca = reqwest::Certificate::from_pem(&std::fs::read("ca.pem")?)?;
+/// let client = secure_media_reqwest::client_builder()
+///     .timeout(std::time::Duration::from_secs(30))
+///     .tls_certs_merge([ca])
+///     .build()?;
 /// # let _ = client;
-/// # Ok::<(), reqwest::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder().redirect(redirect_policy()).referer(false)
+    let builder = reqwest::Client::builder().redirect(redirect_policy()).referer(false);
+    // reqwest prefers native-tls when both are built in; ours is rustls unless it is turned off.
+    #[cfg(feature = "rustls")]
+    let builder = builder.tls_backend_rustls();
+    builder
+}
+
+/// What failed in a reqwest error, typed ([`NetworkFailure`]: DNS, connect, TLS with its cause,
+/// timeout, a cut-off body) with the cause chain in words, and the URL taken out first (it may
+/// carry a token).
+///
+/// ```
+/// # async fn run() {
+/// use secure_media_core::NetworkFailure;
+///
+/// let client = secure_media_reqwest::client_builder().build().unwrap();
+/// let error = client.get("http://127.0.0.1:9/a.png?fat=SECRET").send().await.unwrap_err();
+/// let network = secure_media_reqwest::network_error(error);
+/// assert_eq!(network.failure(), NetworkFailure::Connect);
+/// assert!(!network.to_string().contains("SECRET"));
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run());
+/// ```
+pub fn network_error(error: reqwest::Error) -> NetworkError {
+    let fallback = if error.is_timeout() {
+        NetworkFailure::Timeout
+    } else if error.is_connect() {
+        NetworkFailure::Connect
+    } else if error.is_body() || error.is_decode() {
+        NetworkFailure::Body
+    } else {
+        NetworkFailure::Other
+    };
+    let error = error.without_url();
+    // A timeout is reqwest's own verdict; its sources only say which operation was cut short.
+    if fallback == NetworkFailure::Timeout {
+        return NetworkError::new(fallback, NetworkError::from_chain(&error, fallback).detail());
+    }
+    NetworkError::from_chain(&error, fallback)
 }
 
 /// The easy way is the safe one: a reqwest client from [`client_builder`] with

@@ -7,9 +7,12 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use http::{header, StatusCode};
 use reqwest_middleware::ClientWithMiddleware;
-use secure_media_core::{check_media, AccessError, Media, MediaAccessStrategy, MediaFetcher, MediaKey, MediaUrl};
+use secure_media_core::{
+    check_media, AccessError, Media, MediaAccessStrategy, MediaFetcher, MediaKey, MediaUrl, NetworkError,
+    NetworkFailure,
+};
 
-use crate::{client_builder, SecureMediaMiddleware};
+use crate::{client_builder, network_error, SecureMediaMiddleware};
 
 /// Fetches secure media with reqwest through [`SecureMediaMiddleware`]: secure hosts only, one
 /// retry after a refusal, redirects kept home, bodies capped (default 64 MiB), answers that are not
@@ -73,13 +76,13 @@ impl MediaFetcher for ReqwestFetcher {
         if !self.handles(url) {
             return Err(AccessError::NotSecure(clean));
         }
-        let network = |reason: &str| AccessError::Network { url: clean.clone(), reason: reason.to_owned() };
+        let network = |error: NetworkError| AccessError::Network { url: clean.clone(), error };
         let mut response = self.client.get(url).send().await.map_err(|e| match e {
             reqwest_middleware::Error::Middleware(inner) => match inner.downcast::<AccessError>() {
                 Ok(access) => access,
-                Err(other) => network(&other.to_string()),
+                Err(other) => network(NetworkError::from_chain(other.as_ref(), NetworkFailure::Other)),
             },
-            reqwest_middleware::Error::Reqwest(e) => network(&e.without_url().to_string()),
+            reqwest_middleware::Error::Reqwest(e) => network(network_error(e)),
         })?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -95,7 +98,7 @@ impl MediaFetcher for ReqwestFetcher {
         let content_type =
             response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| network(&e.without_url().to_string()))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| network(network_error(e)))? {
             if body.is_empty() {
                 check_media(&content_type, &chunk)
                     .map_err(|reason| AccessError::NotMedia { url: clean.clone(), reason })?;

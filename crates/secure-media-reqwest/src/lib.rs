@@ -6,6 +6,13 @@
 //! call (no redirects below the middleware, no `Referer`); [`ReqwestPresigner`] talks to the
 //! presign endpoint.
 //!
+//! ## TLS
+//! Features mirror reqwest's: `rustls` (default: rustls with the platform's certificate verifier,
+//! aws-lc-rs) or `native-tls` (the platform's TLS). The clients this crate builds
+//! ([`client_builder`], [`secure_client`], [`ReqwestFetcher::new`]) speak https out of the box,
+//! and a TLS failure comes back typed ([`network_error`]: unknown CA, expired certificate, wrong
+//! host name).
+//!
 //! Order in a stack (outermost first): an HTTP cache keyed by URL (it sees the clean URL), then
 //! `reqwest-retry` (network retries of whole exchanges), then `reqwest-tracing` (spans see the
 //! clean URL), then [`SecureMediaMiddleware`] last, closest to the client, so the token is added
@@ -19,7 +26,7 @@ mod fetcher;
 mod middleware;
 mod presigner;
 
-pub use client::{client_builder, redirect_policy, redirect_policy_outside, secure_client};
+pub use client::{client_builder, network_error, redirect_policy, redirect_policy_outside, secure_client};
 pub use fetcher::ReqwestFetcher;
 pub use middleware::SecureMediaMiddleware;
 pub use presigner::ReqwestPresigner;

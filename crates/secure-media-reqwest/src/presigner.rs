@@ -9,6 +9,8 @@ use secure_media_core::presigned::endpoint::{self, PresignRequest, RetryPolicy, 
 use secure_media_core::presigned::{Presigned, Presigner};
 use secure_media_core::{AccessError, FileAccessToken};
 
+use crate::network_error;
+
 /// Presigns through the presign endpoint ([`endpoint`](secure_media_core::presigned::endpoint)
 /// format): batch calls under the core's [`RetryPolicy`] (a timeout per call, bounded jittered
 /// backoff on 5xx, 429, connection errors and cut-off answers), answers read in chunks up to
@@ -23,9 +25,10 @@ use secure_media_core::{AccessError, FileAccessToken};
 /// use secure_media_reqwest::ReqwestPresigner;
 ///
 /// let endpoint = "https://api.example.com/v1/media/presign".parse().unwrap();
-/// let presigner = ReqwestPresigner::new(reqwest::Client::new(), endpoint)?
+/// let client = secure_media_reqwest::client_builder().build().unwrap();
+/// let presigner = ReqwestPresigner::new(client.clone(), endpoint)?
 ///     .with_retry_policy(RetryPolicy::default().with_timeout(Duration::from_secs(5)).with_retries(2, Duration::from_millis(100)));
-/// assert!(ReqwestPresigner::new(reqwest::Client::new(), "http://127.0.0.1:8787/v1/media/presign".parse().unwrap()).is_err());
+/// assert!(ReqwestPresigner::new(client, "http://127.0.0.1:8787/v1/media/presign".parse().unwrap()).is_err());
 /// # let _ = presigner;
 /// # Ok::<(), secure_media_core::AccessError>(())
 /// ```
@@ -87,8 +90,8 @@ impl Presigner for ReqwestPresigner {
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::AUTHORIZATION, call.authorization.clone())
                 .body(call.body.clone());
-            // No reqwest error past this point: its Display would print the endpoint's URL.
-            async move { request.send().await.map(http::Response::from).map_err(|_| Unreachable) }
+            // `network_error` takes the endpoint's URL out of reqwest's error.
+            async move { request.send().await.map(http::Response::from).map_err(|e| Unreachable(network_error(e))) }
         };
         self.retry.presign(urls, token, send, tokio::time::sleep).await
     }

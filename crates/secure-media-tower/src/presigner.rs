@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use secure_media_core::presigned::endpoint::{self, PresignRequest, RetryPolicy, Unreachable};
 use secure_media_core::presigned::{Presigned, Presigner};
-use secure_media_core::{AccessError, FileAccessToken, MediaUrl};
+use secure_media_core::{AccessError, FileAccessToken, MediaUrl, NetworkError, NetworkFailure};
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -104,8 +104,13 @@ where
             request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             request.headers_mut().insert(header::AUTHORIZATION, call.authorization.clone());
             let service = self.service.clone();
-            // The service's error is dropped unread: its text may carry the endpoint's URL.
-            async move { service.oneshot(request).await.map_err(|_| Unreachable) }
+            // Read as a typed cause chain; queries are cut from its words (`NetworkError`).
+            async move {
+                service.oneshot(request).await.map_err(|error| {
+                    let error: BoxError = error.into();
+                    Unreachable(NetworkError::from_chain(error.as_ref(), NetworkFailure::Other))
+                })
+            }
         };
         self.retry.presign(urls, token, send, tokio::time::sleep).await
     }

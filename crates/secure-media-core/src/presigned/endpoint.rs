@@ -21,7 +21,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::Presigned;
-use crate::{AccessError, FileAccessToken};
+use crate::{AccessError, FileAccessToken, NetworkError, NetworkFailure};
 
 /// The most bytes of an answer the presigners read, with or without a `Content-Length`.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
@@ -200,10 +200,11 @@ fn unix_time(value: &Value) -> Option<SystemTime> {
 }
 
 /// The presign endpoint could not be reached (connection refused or reset, DNS, TLS, a service
-/// that is not ready): worth another try. Adapters report it instead of their own error, whose
-/// text may carry the endpoint's URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unreachable;
+/// that is not ready), and why. Worth another try, except for a TLS failure (a certificate does
+/// not heal by itself). Adapters build the [`NetworkError`] from their error with the endpoint's
+/// URL taken out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable(pub NetworkError);
 
 /// How both presigners call the endpoint: a timeout per attempt (sending and reading the answer),
 /// and bounded, jittered exponential backoff after a 5xx, a 429, a connection error, a timeout or
@@ -312,9 +313,13 @@ impl RetryPolicy {
         let error = loop {
             let sent = send(&request);
             let attempt = pin!(async move {
-                let response = sent
-                    .await
-                    .map_err(|_| Failure::Retryable(batch_error(urls, "the presign endpoint is unreachable")))?;
+                let response = sent.await.map_err(|Unreachable(network)| {
+                    let error = batch_error(urls, format!("the presign endpoint is unreachable: {network}"));
+                    match network.failure() {
+                        NetworkFailure::Tls(_) => Failure::Final(error),
+                        _ => Failure::Retryable(error),
+                    }
+                })?;
                 read_answer(response, urls).await
             });
             let outcome = match future::select(attempt, pin!(sleep(self.timeout))).await {
