@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::{pem::PemObject, CertificateDer};
 use secure_media::presigned::Presigner;
 use secure_media::{FileAccessToken, LoginCell, SecureMedia, SecureMediaMode};
 use secure_media_reqwest::{client_builder, ReqwestPresigner, SecureMediaMiddleware};
@@ -36,14 +35,7 @@ async fn main() -> Result<(), Error> {
     let reqwest_client = client_builder().tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?]).build()?;
     // tower: hyper over hyper-rustls, trusting the test CA only. Against a real host, use
     // `HttpsConnectorBuilder::new().with_native_roots()?` instead of `with_tls_config`.
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = secure_media_server::client_config_trusting(ca)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
     let hyper = HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(https);
 

@@ -101,7 +101,7 @@ pub use faults::{Control, Faults, Route};
 pub use routes::{LoginAnswer, MAX_PRESIGN_BATCH};
 pub use samples::{samples, Sample, BOMB_SIDE, SAMPLE_NAMES};
 pub use stats::{Refusals, Served, Stats};
-pub use tls::{IssuedCertificate, TestCa, Tls};
+pub use tls::{client_config_trusting, IssuedCertificate, TestCa, Tls};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

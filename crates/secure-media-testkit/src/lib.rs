@@ -65,15 +65,7 @@ pub type Hyper = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// # Panics
 /// If the PEM or the TLS configuration is unusable (a test bug).
 pub fn rustls_config(ca_pem: &str) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap_or_else(|e| panic!("CA: {e}"))).unwrap_or_else(|e| panic!("CA: {e}"));
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("TLS: {e}"))
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+    secure_media_server::client_config_trusting(ca_pem).unwrap_or_else(|e| panic!("TLS: {e}"))
 }
 
 /// A [`Hyper`] client trusting the PEM certificates in `ca_pem`.
