@@ -176,13 +176,23 @@ impl std::fmt::Debug for IssuedCertificate {
 
 /// The server's TLS: the CA clients must trust and the rustls configuration. `None` for
 /// [`Tls::Off`].
-pub(crate) fn server_tls(mode: Tls) -> Result<Option<(String, Arc<rustls::ServerConfig>)>, ServerError> {
+pub(crate) fn server_tls(
+    mode: Tls,
+    issuer: Option<&Arc<TestCa>>,
+) -> Result<Option<(String, Arc<rustls::ServerConfig>)>, ServerError> {
     let expired = match mode {
         Tls::Off => return Ok(None),
         Tls::TestCa => false,
         Tls::ExpiredCertificate => true,
     };
-    let ca = TestCa::new()?;
+    let fresh;
+    let ca = match issuer {
+        Some(ca) => ca.as_ref(),
+        None => {
+            fresh = TestCa::new()?;
+            &fresh
+        }
+    };
     let leaf = ca.issue_leaf(&SERVER_NAMES, expired)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der()));
     // aws-lc-rs named here, never the process default: the workspace has one provider, chosen.
@@ -195,7 +205,7 @@ pub(crate) fn server_tls(mode: Tls) -> Result<Option<(String, Arc<rustls::Server
         .map_err(|error| ServerError::Tls(format!("rustls refused the server certificate: {error}")))?;
     // The server speaks HTTP/1.1 only (axum's `http1` feature).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some((ca.pem, Arc::new(config))))
+    Ok(Some((ca.pem.clone(), Arc::new(config))))
 }
 
 /// A TLS listener for `axum::serve`. A background loop accepts TCP connections and runs each
