@@ -5,31 +5,21 @@
 //! clients talk to. Needs nginx (`apt-get install -y nginx-light`, or `NGINX=/path/to/nginx`):
 //! without it the tests fail, they never skip.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use secure_media::{
-    ExchangeRecord, MediaAccessStrategy, MediaKey, NetworkError, NetworkFailure, SecureMedia, SecureMediaMode,
-    StaticToken, TlsFailure,
-};
+use common::{Client, Stack, MODES, STACKS};
+use http_body_util::Full;
+use secure_media::{MediaKey, NetworkError, NetworkFailure, SecureMedia, SecureMediaMode, StaticToken, TlsFailure};
 use secure_media_reqwest::{ReqwestPresigner, SecureMediaMiddleware};
 use secure_media_server::{samples, ReferenceServer, RunningServer, ServerConfig, TestCa};
 use secure_media_testkit::nginx::Nginx;
 use secure_media_tower::{SecureMediaLayer, TowerPresigner};
 use tower::{ServiceBuilder, ServiceExt};
 
-const MODES: [SecureMediaMode; 3] =
-    [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned];
 const SAMPLE: &str = "sample-640x480.png";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stack {
-    Reqwest,
-    Tower,
-}
-
-const STACKS: [Stack; 2] = [Stack::Reqwest, Stack::Tower];
 
 fn sample(name: &str) -> &'static [u8] {
     &samples().iter().find(|s| s.name == name).unwrap().bytes
@@ -44,6 +34,7 @@ struct Proxied {
 
 impl Proxied {
     async fn start() -> Self {
+        // nginx's origin first: the server must know it before it starts.
         let port = Nginx::reserve();
         let config = ServerConfig { public_origins: vec![port.origin()], ..ServerConfig::default() };
         let server = ReferenceServer::start(config).await.unwrap();
@@ -62,11 +53,14 @@ impl Proxied {
         self.server.login(uid).unwrap().fat
     }
 
-    /// Secure host nginx over https only, the presign endpoint reached through nginx too.
+    /// nginx's host secure over https only; the presign endpoint (of `stack`'s own presigner)
+    /// reached through nginx too.
     fn media(&self, stack: Stack, mode: SecureMediaMode, fat: &str) -> SecureMedia {
         let endpoint = format!("{}/v1/media/presign", self.nginx.base_url());
         let presigner: Arc<dyn secure_media::presigned::Presigner> = match stack {
-            Stack::Reqwest => Arc::new(ReqwestPresigner::new(trusting_client(), endpoint.parse().unwrap()).unwrap()),
+            Stack::Reqwest => Arc::new(
+                ReqwestPresigner::new(secure_media_testkit::reqwest_client(), endpoint.parse().unwrap()).unwrap(),
+            ),
             Stack::Tower => {
                 Arc::new(TowerPresigner::new(secure_media_testkit::hyper(), endpoint.parse().unwrap()).unwrap())
             }
@@ -81,76 +75,7 @@ impl Proxied {
     }
 }
 
-/// The crate's client settings, trusting only the test CA (nginx's certificate's issuer).
-fn trusting_client() -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(secure_media_testkit::test_ca().ca_pem().as_bytes()).unwrap();
-    secure_media_reqwest::client_builder().tls_certs_only([ca]).build().unwrap()
-}
-
-fn reqwest_stack(
-    client: reqwest::Client,
-    strategy: Arc<dyn MediaAccessStrategy>,
-) -> reqwest_middleware::ClientWithMiddleware {
-    reqwest_middleware::ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy)).build()
-}
-
-/// What a fetch saw.
-struct Fetched {
-    status: u16,
-    bytes: Bytes,
-    key: Option<MediaKey>,
-    record: Option<ExchangeRecord>,
-    /// The URL reqwest reports, and every header and recorded URI the caller can read.
-    shown: String,
-}
-
-async fn fetch(stack: Stack, media: &SecureMedia, url: &str, range: Option<&str>) -> Result<Fetched, String> {
-    match stack {
-        Stack::Reqwest => {
-            let client = reqwest_stack(trusting_client(), media.strategy());
-            let mut request = client.get(url);
-            if let Some(range) = range {
-                request = request.header(http::header::RANGE, range);
-            }
-            let response = request.send().await.map_err(|e| format!("{e} {e:?}"))?;
-            let status = response.status().as_u16();
-            assert_eq!(response.url().as_str(), url, "reqwest reports the caller's clean URL");
-            let key = response.extensions().get::<MediaKey>().cloned();
-            let record = response.extensions().get::<ExchangeRecord>().copied();
-            let recorded =
-                response.extensions().get::<tower_http_06::follow_redirect::RequestUri>().map(|u| u.0.to_string());
-            let shown = format!("{} {recorded:?} {response:?} {record:?}", response.url());
-            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-            Ok(Fetched { status, bytes, key, record, shown })
-        }
-        Stack::Tower => {
-            // A FollowRedirect below our layer records the URI it sent (with the proof) in the
-            // response, even when its policy follows nothing: the layer must scrub it.
-            let record_uri = tower_http::follow_redirect::policy::Limited::new(0);
-            let service = ServiceBuilder::new()
-                .layer(SecureMediaLayer::new(media.strategy()))
-                .layer(tower_http::follow_redirect::FollowRedirectLayer::with_policy(record_uri))
-                .service(secure_media_testkit::hyper());
-            let mut request = http::Request::get(url);
-            if let Some(range) = range {
-                request = request.header(http::header::RANGE, range);
-            }
-            let response = service
-                .oneshot(request.body(Full::<Bytes>::default()).unwrap())
-                .await
-                .map_err(|e| format!("{e} {e:?}"))?;
-            let status = response.status().as_u16();
-            let key = response.extensions().get::<MediaKey>().cloned();
-            let record = response.extensions().get::<ExchangeRecord>().copied();
-            let recorded =
-                response.extensions().get::<tower_http::follow_redirect::RequestUri>().map(|u| u.0.to_string());
-            let shown = format!("{recorded:?} {response:?} {record:?}");
-            let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-            Ok(Fetched { status, bytes, key, record, shown })
-        }
-    }
-}
-
+/// What the caller can see must hold no proof: not the token, no query credential, no header.
 fn assert_hides_proof(shown: &str, fat: &str, context: &str) {
     for secret in [fat, "fat=", "Signature=", "Key-Pair-Id=", "Bearer"] {
         assert!(!shown.contains(secret), "{context}: the caller can see {secret:?} in {shown}");
@@ -165,15 +90,16 @@ async fn every_mode_on_both_stacks_fetches_through_nginx_over_tls() {
         for mode in MODES {
             let context = format!("{stack:?} {mode}");
             let fat = proxied.fat("alice");
-            let media = proxied.media(stack, mode, &fat);
+            let client = Client::new(stack, proxied.media(stack, mode, &fat));
             proxied.server.reset_stats();
-            let fetched = fetch(stack, &media, &url, None)
-                .await
-                .unwrap_or_else(|e| panic!("{context}: {e}\n{}", proxied.nginx.logs()));
+            let fetched = client.get(&url).await.unwrap_or_else(|e| panic!("{context}: {e}\n{}", proxied.nginx.logs()));
             assert_eq!(fetched.status, 200, "{context}");
             assert_eq!(&fetched.bytes[..], sample(SAMPLE), "{context}: the reference server's bytes");
             assert_eq!(fetched.key.as_ref().map(MediaKey::as_str), Some(url.as_str()), "{context}: the clean URL");
             assert!(fetched.record.is_some(), "{context}: the exchange recorded itself");
+            if stack == Stack::Reqwest {
+                assert!(fetched.shown.starts_with(&format!("{url} ")), "{context}: reqwest's url() is the clean URL");
+            }
             assert_hides_proof(&fetched.shown, &fat, &context);
             // The upstream behind nginx checked the proof and served the file, once.
             let stats = proxied.server.stats();
@@ -185,8 +111,8 @@ async fn every_mode_on_both_stacks_fetches_through_nginx_over_tls() {
             };
             assert_eq!(served, expected, "{context}");
             // In presigned mode the presign call went through nginx too (its only URL is nginx's).
-            let presign_calls = u64::from(mode == SecureMediaMode::Presigned);
-            assert_eq!((stats.presign_calls, stats.urls_presigned), (presign_calls, presign_calls), "{context}");
+            let presigned = u64::from(mode == SecureMediaMode::Presigned);
+            assert_eq!((stats.presign_calls, stats.urls_presigned), (presigned, presigned), "{context}");
         }
     }
 }
@@ -199,8 +125,9 @@ async fn a_range_request_through_nginx_is_partial_on_both_stacks() {
         for mode in MODES {
             let context = format!("{stack:?} {mode}");
             let fat = proxied.fat("bob");
-            let media = proxied.media(stack, mode, &fat);
-            let fetched = fetch(stack, &media, &url, Some("bytes=0-99"))
+            let client = Client::new(stack, proxied.media(stack, mode, &fat));
+            let fetched = client
+                .get_with(&url, &[("range", "bytes=0-99")])
                 .await
                 .unwrap_or_else(|e| panic!("{context}: {e}\n{}", proxied.nginx.logs()));
             assert_eq!(fetched.status, 206, "{context}: Range passed through nginx and back");
@@ -219,7 +146,9 @@ async fn a_client_that_does_not_trust_the_test_ca_fails_with_unknown_issuer_and_
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased] {
         // reqwest with the crate's defaults: the platform's roots, which do not hold the test CA.
         let media = proxied.media(Stack::Reqwest, mode, &fat);
-        let client = reqwest_stack(secure_media_reqwest::client_builder().build().unwrap(), media.strategy());
+        let client = reqwest_middleware::ClientBuilder::new(secure_media_reqwest::client_builder().build().unwrap())
+            .with(SecureMediaMiddleware::new(media.strategy()))
+            .build();
         let error = client.get(&url).send().await.expect_err("an untrusted certificate");
         let shown = format!("{error} {error:?}");
         assert_hides_proof(&shown, &fat, &format!("reqwest {mode}"));
@@ -231,7 +160,7 @@ async fn a_client_that_does_not_trust_the_test_ca_fails_with_unknown_issuer_and_
         assert_hides_proof(&format!("{network} {network:?}"), &fat, &format!("reqwest {mode}"));
 
         // tower over hyper trusting another test CA only: same issuer name, other key (rustls
-        // reports a bad signature, which is an issuer the client does not trust).
+        // reports a bad signature: an issuer the client does not trust).
         let other_ca = TestCa::new().unwrap();
         let media = proxied.media(Stack::Tower, mode, &fat);
         let service = ServiceBuilder::new()
