@@ -16,6 +16,8 @@ use secure_media_core::{FileAccessToken, LoginCell, MediaFetcher, SecureMedia, S
 use secure_media_reqwest::{ReqwestFetcher, ReqwestPresigner};
 use secure_media_server::{ReferenceServer, RunningServer, ServerConfig, TestCa, Tls};
 
+pub mod nginx;
+
 /// The CA every https server started through this crate is issued from (one per test process),
 /// so one client can trust several servers.
 ///
