@@ -43,6 +43,12 @@ pub(crate) struct ServeArgs {
     /// Presigned URL lifetime (e.g. 15m, 1d).
     #[arg(long, default_value = "1d", value_parser = parse_duration)]
     pub(crate) url_ttl: Duration,
+    /// Serve https with a certificate from a fresh test CA (written to --ca-out for clients).
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// Where to write the test CA's certificate (default: the temp dir, secure-media-ca-<port>.pem).
+    #[arg(long, requires = "tls")]
+    pub(crate) ca_out: Option<PathBuf>,
 }
 
 /// The access mode on the command line.

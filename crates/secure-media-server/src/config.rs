@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::Tls;
+
 /// How to start a [`ReferenceServer`](crate::ReferenceServer). Start from
 /// `ServerConfig::default()` (app `demo`, 127.0.0.1 port 0, random secrets, FAT 1 h, URLs 1 day,
-/// built-in sample media, `POST /_control` off) and set fields.
+/// built-in sample media, `POST /_control` off, plain http) or [`ServerConfig::https`] and set
+/// fields.
 ///
 /// ```
 /// use secure_media_server::ServerConfig;
@@ -40,6 +43,26 @@ pub struct ServerConfig {
     /// then `/_control` answers 404: anyone who reaches the server could break it for everyone.
     /// [`RunningServer::faults`](crate::RunningServer::faults) works either way.
     pub control: bool,
+    /// Serve `https://` with a certificate from a fresh test CA ([`Tls`]); plain `http://` by default.
+    pub tls: Tls,
+    /// Other origins (`https://127.0.0.1:8443`: scheme, host, port) through which clients reach this
+    /// server, such as a TLS proxy in front of it. The presign endpoint signs URLs on them as
+    /// its own, and keeps the origin the client asked for. Empty by default; checked at start.
+    pub public_origins: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The default configuration over HTTPS ([`Tls::TestCa`]): clients trust
+    /// [`RunningServer::ca_pem`](crate::RunningServer::ca_pem).
+    ///
+    /// ```
+    /// use secure_media_server::{ServerConfig, Tls};
+    ///
+    /// assert_eq!(ServerConfig::https().tls, Tls::TestCa);
+    /// ```
+    pub fn https() -> Self {
+        Self { tls: Tls::TestCa, ..Self::default() }
+    }
 }
 
 impl Default for ServerConfig {
@@ -55,6 +78,8 @@ impl Default for ServerConfig {
             media_dir: None,
             allowed_redirect_origins: Vec::new(),
             control: false,
+            tls: Tls::Off,
+            public_origins: Vec::new(),
         }
     }
 }
@@ -71,6 +96,45 @@ impl std::fmt::Debug for ServerConfig {
             .field("url_ttl", &self.url_ttl)
             .field("media_dir", &self.media_dir)
             .field("control", &self.control)
+            .field("tls", &self.tls)
+            .field("public_origins", &self.public_origins)
             .finish_non_exhaustive()
+    }
+}
+
+/// One of [`ServerConfig::public_origins`], checked: `http` or `https`, a host, an optional port,
+/// nothing else (a path would suggest a prefix the server does not strip).
+pub(crate) fn parse_public_origin(text: &str) -> Result<url::Origin, crate::ServerError> {
+    let refused = || crate::ServerError::PublicOrigin(text.to_owned());
+    let url = url::Url::parse(text).map_err(|_| refused())?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.has_host()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if bare {
+        Ok(url.origin())
+    } else {
+        Err(refused())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_origins_are_scheme_host_and_port_only() {
+        let origin = parse_public_origin("https://127.0.0.1:8443").unwrap();
+        assert_eq!(origin, parse_public_origin("HTTPS://127.0.0.1:8443/").unwrap());
+        assert_eq!(
+            parse_public_origin("https://localhost").unwrap(),
+            parse_public_origin("https://localhost:443").unwrap()
+        );
+        for bad in ["127.0.0.1:8443", "ftp://host", "https://host/prefix", "https://u:p@host", "https://host?q", ""] {
+            assert!(parse_public_origin(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! # secure-media-server
 //!
 //! A reference secure-media server with the vendor's semantics, for tests, examples and local
-//! development. Start it in-process on 127.0.0.1 port 0, or run `secure-media serve`.
+//! development. Start it in-process on 127.0.0.1 port 0, or run `secure-media serve` (`--tls`
+//! for https).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -28,8 +29,41 @@
 //! - `POST /v1/media/presign` (`Authorization: Bearer <fat>`) `{"urls":[...]}` ->
 //!   `{"urls":[{"url","presigned_url","expires_at"} | {"url","error"}]}`, at most
 //!   [`MAX_PRESIGN_BATCH`] URLs a call.
+//!   A URL is this server's when it has the server's scheme, port and address (or `localhost`
+//!   for a loopback address), or is on one of [`ServerConfig::public_origins`] (a proxy in
+//!   front); the presigned URL keeps the origin asked for. Others get `{"url","error"}`.
 //! - `POST /_control` ([`Control`]): the [`Faults`] knobs, only when [`ServerConfig::control`] is
 //!   on (404 otherwise). `GET /_stats`: the [`Stats`].
+//!
+//! ## TLS
+//! [`ServerConfig::https`] (or [`ServerConfig::tls`] = [`Tls::TestCa`]) serves `https://`: at
+//! start a fresh [`TestCa`] issues a certificate for `localhost`, `127.0.0.1` and `::1`, and
+//! [`RunningServer::ca_pem`] is what clients must trust. [`Tls::ExpiredCertificate`] serves a
+//! certificate that expired yesterday, to test that clients refuse it. [`RunningServer::base_url`]
+//! and every URL built from it follow the scheme. The server speaks HTTP/1.1 (ALPN `http/1.1`),
+//! with rustls on aws-lc-rs. Each handshake runs in its own task with a 10 s limit, so a client
+//! that connects and stays silent holds up no other; a failed handshake is logged at debug level.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use secure_media_server::{ReferenceServer, ServerConfig};
+//!
+//! let server = ReferenceServer::start(ServerConfig::https()).await?;
+//! assert!(server.base_url().starts_with("https://127.0.0.1:"));
+//! let ca = server.ca_pem().expect("an https server has a CA");
+//!
+//! // A client that trusts the test CA, and only it.
+//! let client = reqwest::Client::builder()
+//!     .tls_backend_rustls()
+//!     .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?])
+//!     .build()?;
+//! let login = client.post(server.login_url()).json(&serde_json::json!({"uid": "alice"})).send().await?;
+//! assert!(login.status().is_success());
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## Presigned URLs
 //! `Signature` is base64url (no padding) HMAC-SHA256 over `GET\n{path}\n{Expires}` with the URL
@@ -52,6 +86,7 @@ mod media;
 mod routes;
 mod samples;
 mod stats;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +101,7 @@ pub use faults::{Control, Faults, Route};
 pub use routes::{LoginAnswer, MAX_PRESIGN_BATCH};
 pub use samples::{samples, Sample, BOMB_SIDE, SAMPLE_NAMES};
 pub use stats::{Refusals, Served, Stats};
+pub use tls::{IssuedCertificate, TestCa, Tls};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +124,12 @@ pub enum ServerError {
     /// A signing key was rejected.
     #[error("the signing key is unusable")]
     Key,
+    /// A test certificate could not be made, or rustls refused it.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// An entry of [`ServerConfig::public_origins`] is not an origin.
+    #[error("public origin {0:?}: expected http(s)://host[:port] with nothing after it, like https://127.0.0.1:8443")]
+    PublicOrigin(String),
 }
 
 /// What the handlers share.
@@ -98,6 +140,20 @@ pub(crate) struct Shared {
     faults: Faults,
     counters: stats::Counters,
     media: media::MediaStore,
+    /// [`ServerConfig::public_origins`], parsed.
+    public_origins: Vec<url::Origin>,
+    /// The CA clients must trust, when serving https.
+    ca_pem: Option<String>,
+}
+
+impl Shared {
+    fn scheme(&self) -> &'static str {
+        if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// Starts reference servers.
@@ -127,9 +183,13 @@ impl ReferenceServer {
             None => auth::random_secret()?,
         };
         let keys = auth::Keys::new(fat_secret, url_secret, config.key_pair_id.clone(), config.app_id.clone())?;
+        let public_origins =
+            config.public_origins.iter().map(|o| config::parse_public_origin(o)).collect::<Result<Vec<_>, _>>()?;
+        let tls = tls::server_tls(config.tls)?;
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| ServerError::Bind { addr: config.addr, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        let (ca_pem, tls_config) = tls.unzip();
         let shared = Arc::new(Shared {
             config,
             addr,
@@ -137,19 +197,39 @@ impl ReferenceServer {
             faults: Faults::default(),
             counters: stats::Counters::default(),
             media,
+            public_origins,
+            ca_pem,
         });
         let app = routes::router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "reference server stopped");
+        let task = match tls_config {
+            None => tokio::spawn(serve(listener, app, stopped)),
+            Some(tls_config) => {
+                let (listener, accepting) = tls::TlsListener::start(listener, tls_config)
+                    .map_err(|source| ServerError::Bind { addr, source })?;
+                tokio::spawn(async move {
+                    serve(listener, app, stopped).await;
+                    // Ends as soon as `serve` dropped the listener.
+                    let _ = accepting.await;
+                })
             }
-        });
-        tracing::info!(%addr, "reference server listening");
+        };
+        tracing::info!(base_url = %format_args!("{}://{addr}", shared.scheme()), "reference server listening");
         Ok(RunningServer { shared, stop: Some(stop), task: Some(task) })
+    }
+}
+
+/// Serves `app` on `listener` until `stopped` fires, then waits for open connections.
+async fn serve<L>(listener: L, app: axum::Router, stopped: oneshot::Receiver<()>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        let _ = stopped.await;
+    });
+    if let Err(error) = serve.await {
+        tracing::error!(%error, "reference server stopped");
     }
 }
 
@@ -166,9 +246,21 @@ impl RunningServer {
         self.shared.addr
     }
 
-    /// `http://ADDR`
+    /// `http://ADDR`, or `https://ADDR` when serving TLS ([`ServerConfig::tls`]). Every URL below
+    /// starts with it.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.shared.addr)
+        format!("{}://{}", self.shared.scheme(), self.shared.addr)
+    }
+
+    /// Whether it serves `https://` ([`ServerConfig::tls`] is not [`Tls::Off`]).
+    pub fn is_https(&self) -> bool {
+        self.shared.ca_pem.is_some()
+    }
+
+    /// The PEM certificate of the CA that issued the server's certificate: what a client must
+    /// trust to reach it. `None` for plain http.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.shared.ca_pem.as_deref()
     }
 
     /// The secure host as `host:port`, for a client's secure-host list.
@@ -181,7 +273,7 @@ impl RunningServer {
         &self.shared.config.app_id
     }
 
-    /// The clean URL of a media file: `http://ADDR/{app_id}/media/{name}`.
+    /// The clean URL of a media file: `http(s)://ADDR/{app_id}/media/{name}`.
     pub fn media_url(&self, name: &str) -> String {
         format!("{}/{}/media/{name}", self.base_url(), self.shared.config.app_id)
     }

@@ -246,8 +246,15 @@ impl Shared {
         }
     }
 
-    /// Is the URL addressed to this server (its port, and its address or a loopback name for it)?
+    /// Is the URL addressed to this server: its scheme and port, and its address or a loopback
+    /// name for it, or one of the public origins it is reached through (a TLS proxy)?
     fn is_ours(&self, url: &Url) -> bool {
+        if self.public_origins.contains(&url.origin()) {
+            return true;
+        }
+        if url.scheme() != self.scheme() {
+            return false;
+        }
         let ip = self.addr.ip();
         let host_matches = match url.host() {
             Some(url::Host::Domain(name)) => name == "localhost" && (ip.is_loopback() || ip.is_unspecified()),
