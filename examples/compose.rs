@@ -39,32 +39,36 @@ fn http_cache(manager: MokaManager, strategy: Option<Arc<dyn MediaAccessStrategy
 /// The stack that works, outermost first: the cache (keyed by [`MediaKey`], so a URL with a
 /// stale `?fat=` or an old signature finds its entry too), retries, tracing, then secure-media
 /// closest to the client, so nothing above it ever sees a token.
+/// `client` comes from [`client_builder`] (no redirects below the middleware, no `Referer`).
 pub fn recommended(
+    client: reqwest::Client,
     strategy: Arc<dyn MediaAccessStrategy>,
     cache: MokaManager,
-) -> Result<ClientWithMiddleware, reqwest::Error> {
-    let client = client_builder().build()?;
-    Ok(ClientBuilder::new(client)
+) -> ClientWithMiddleware {
+    ClientBuilder::new(client)
         .with(http_cache(cache, Some(strategy.clone())))
         .with(RetryTransientMiddleware::new_with_policy(ExponentialBackoff::builder().build_with_max_retries(2)))
         .with(TracingMiddleware::default())
         .with(SecureMediaMiddleware::new(strategy))
-        .build())
+        .build()
 }
 
 /// The order that does not work: a cache below secure-media keys by the tokenised URL.
 pub fn cache_below(
+    client: reqwest::Client,
     strategy: Arc<dyn MediaAccessStrategy>,
     cache: MokaManager,
-) -> Result<ClientWithMiddleware, reqwest::Error> {
-    let client = client_builder().build()?;
-    Ok(ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy)).with(http_cache(cache, None)).build())
+) -> ClientWithMiddleware {
+    ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy)).with(http_cache(cache, None)).build()
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let server = ReferenceServer::start(ServerConfig::default()).await?;
+    let server = ReferenceServer::start(ServerConfig::https()).await?;
     let image = server.media_url("sample-640x480.png");
+    // The reference server's certificate comes from a test CA: trust it, and only it.
+    let ca = reqwest::Certificate::from_pem(server.ca_pem().ok_or("no test CA")?.as_bytes())?;
+    let client = client_builder().tls_certs_only([ca]).build()?;
     println!("{:<28} {:>5} {:>8} {:>13} {:>14}", "stack", "round", "x-cache", "cache entries", "server served");
     for (name, build) in
         [("cache outside, media key", recommended as Stack), ("cache below, raw URL", cache_below as Stack)]
@@ -73,16 +77,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         cell.set(login(&server, "alice")?);
         let media = SecureMedia::builder(server.app_id())
             .secure_host(&server.host())
-            .allowing_http()
             .mode(SecureMediaMode::Embedded)
             .token_source(cell.clone())
-            .presigner(Arc::new(ReqwestPresigner::new_allowing_http(
-                reqwest::Client::new(),
-                server.presign_url().parse()?,
-            )?))
+            .presigner(Arc::new(ReqwestPresigner::new(client.clone(), server.presign_url().parse()?)?))
             .build()?;
         let cache = MokaManager::default();
-        let client = build(media.strategy(), cache.clone())?;
+        let client = build(client.clone(), media.strategy(), cache.clone());
         server.reset_stats();
         for round in 1..=3 {
             let response = client.get(&image).send().await?;
@@ -113,4 +113,4 @@ pub fn login(
 
 type CacheKeyFn = Arc<dyn Fn(&http::request::Parts) -> String + Send + Sync>;
 /// Builds one of the stacks.
-pub type Stack = fn(Arc<dyn MediaAccessStrategy>, MokaManager) -> Result<ClientWithMiddleware, reqwest::Error>;
+pub type Stack = fn(reqwest::Client, Arc<dyn MediaAccessStrategy>, MokaManager) -> ClientWithMiddleware;

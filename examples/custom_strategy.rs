@@ -79,11 +79,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server = ReferenceServer::start(ServerConfig {
         url_secret: Some(shared_key.clone()),
         key_pair_id: "APPKEY".into(),
-        ..ServerConfig::default()
+        ..ServerConfig::https()
     })
     .await?;
+    // The reference server's certificate comes from a test CA: both clients trust it, and only it.
+    let ca = server.ca_pem().ok_or("no test CA")?;
     let strategy: Arc<dyn MediaAccessStrategy> = Arc::new(HmacSignedUrls {
-        hosts: SecureHosts::new().with_host(&server.host())?.allowing_http(),
+        hosts: SecureHosts::new().with_host(&server.host())?,
         key: Hmac::new_from_slice(&shared_key)?,
         key_pair_id: "APPKEY".into(),
         lifetime: Duration::from_secs(300),
@@ -91,15 +93,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let url = server.media_url("sample-256x256.webp");
 
     let reqwest_client = reqwest_middleware::ClientBuilder::new(
-        reqwest::Client::builder().redirect(secure_media_reqwest::redirect_policy()).build()?,
+        secure_media_reqwest::client_builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?])
+            .build()?,
     )
     .with(secure_media_reqwest::SecureMediaMiddleware::new(strategy.clone()))
     .build();
     let via_reqwest = reqwest_client.get(&url).send().await?;
     println!("reqwest: {} ({} bytes)", via_reqwest.status(), via_reqwest.bytes().await?.len());
 
-    let hyper =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(secure_media_server::client_config_trusting(ca)?)
+        .https_only()
+        .enable_http1()
+        .build();
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Full<Bytes>>(https);
     let service =
         tower::ServiceBuilder::new().layer(secure_media_tower::SecureMediaLayer::new(strategy)).service(hyper);
     let via_tower = service.oneshot(http::Request::get(&url).body(Full::default())?).await?;

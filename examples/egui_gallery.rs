@@ -17,21 +17,20 @@ use secure_media_server::{ReferenceServer, ServerConfig};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode: SecureMediaMode = std::env::args().nth(1).as_deref().unwrap_or("presigned").parse()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let server = runtime.block_on(ReferenceServer::start(ServerConfig::default()))?;
+    let server = runtime.block_on(ReferenceServer::start(ServerConfig::https()))?;
+    // The reference server's certificate comes from a test CA: trust it, and only it.
+    let ca = reqwest::Certificate::from_pem(server.ca_pem().ok_or("no test CA")?.as_bytes())?;
+    let client = secure_media_reqwest::client_builder().tls_certs_only([ca]).build()?;
     secure_media_server::samples();
     let login = Arc::new(LoginCell::new());
     login.set(FileAccessToken::new(server.login("gallery").map_err(|e| e.to_string())?.fat)?);
     let media = SecureMedia::builder(server.app_id())
         .secure_host(&server.host())
-        .allowing_http()
         .mode(mode)
         .token_source(login)
-        .presigner(Arc::new(ReqwestPresigner::new_allowing_http(
-            reqwest::Client::new(),
-            server.presign_url().parse()?,
-        )?))
+        .presigner(Arc::new(ReqwestPresigner::new(client.clone(), server.presign_url().parse()?)?))
         .build()?;
-    let fetcher = Arc::new(ReqwestFetcher::new(media.strategy())?);
+    let fetcher = Arc::new(ReqwestFetcher::with_client(client, media.strategy()));
     let urls: Vec<String> = ["sample-640x480.png", "sample-1920x1080.jpg", "sample-256x256.webp", "sample-64x64.gif"]
         .iter()
         .cycle()

@@ -50,15 +50,18 @@ fn pod<C: PresignCache>(
     tokens: Arc<dyn TokenSource>,
     cache: Arc<C>,
 ) -> Result<Arc<dyn MediaAccessStrategy>, Error> {
-    let presigner = ReqwestPresigner::new_allowing_http(reqwest::Client::new(), server.presign_url().parse()?)?;
-    let hosts = SecureHosts::new().with_host(&server.host())?.allowing_http();
+    // The reference server's certificate comes from a test CA: trust it, and only it.
+    let ca = reqwest::Certificate::from_pem(server.ca_pem().ok_or("no test CA")?.as_bytes())?;
+    let client = secure_media_reqwest::client_builder().tls_certs_only([ca]).build()?;
+    let presigner = ReqwestPresigner::new(client, server.presign_url().parse()?)?;
+    let hosts = SecureHosts::new().with_host(&server.host())?;
     Ok(Arc::new(PresignedStrategy::with_cache(hosts, tokens, presigner, cache)))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let redis = Redis::start()?;
-    let server = ReferenceServer::start(ServerConfig::default()).await?;
+    let server = ReferenceServer::start(ServerConfig::https()).await?;
     let login = Arc::new(LoginCell::new());
     login.set(FileAccessToken::new(server.login("alice").map_err(|e| e.to_string())?.fat)?);
     let screen: Vec<String> = (0..50).map(|n| format!("{}?thumb={n}", server.media_url("sample-64x64.gif"))).collect();

@@ -1,5 +1,7 @@
-//! The main job: start the reference server in-process, log in, and load the same real image in
-//! all three modes through the reqwest middleware and through a tower/hyper client.
+//! The main job: start the reference server in-process over https (a certificate from a test CA
+//! made at start-up), log in, and load the same real image in all three modes through the reqwest
+//! middleware and through a tower/hyper client (hyper-rustls). Both clients trust the test CA and
+//! nothing else; no plain http anywhere.
 //!
 //! ```sh
 //! cargo run --example quickstart
@@ -14,7 +16,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use secure_media::presigned::Presigner;
 use secure_media::{FileAccessToken, LoginCell, SecureMedia, SecureMediaMode};
-use secure_media_reqwest::{redirect_policy, ReqwestPresigner, SecureMediaMiddleware};
+use secure_media_reqwest::{client_builder, ReqwestPresigner, SecureMediaMiddleware};
 use secure_media_server::{ReferenceServer, ServerConfig};
 use secure_media_tower::{SecureMediaLayer, TowerPresigner};
 use tower::{ServiceBuilder, ServiceExt};
@@ -23,12 +25,22 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let server = ReferenceServer::start(ServerConfig::default()).await?;
+    let server = ReferenceServer::start(ServerConfig::https()).await?;
     secure_media_server::samples(); // generate the sample images before timing anything
     println!("reference server on {}\n", server.base_url());
+    let ca = server.ca_pem().ok_or("the server has no test CA")?;
+
+    // reqwest: the crate's client builder (rustls, no redirects below the middleware, no Referer),
+    // trusting the test CA only. Against a real host, leave out `tls_certs_only`.
+    let reqwest_client = client_builder().tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?]).build()?;
+    // tower: hyper over hyper-rustls, trusting the test CA only. Against a real host, use
+    // `HttpsConnectorBuilder::new().with_native_roots()?` instead of `with_tls_config`.
+    let tls = secure_media_server::client_config_trusting(ca)?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+    let hyper = HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(https);
 
     // The app logs in and hands the FAT to secure-media (and again after every re-login).
-    let login: serde_json::Value = reqwest::Client::new()
+    let login: serde_json::Value = reqwest_client
         .post(server.login_url())
         .json(&serde_json::json!({ "uid": "quickstart-user" }))
         .send()
@@ -39,7 +51,6 @@ async fn main() -> Result<(), Error> {
     cell.set(FileAccessToken::new(login["fat"].as_str().unwrap_or_default())?);
 
     let image_url = server.media_url("sample-640x480.png");
-    let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     println!(
         "{:<10} {:<8} {:>6} {:>8} {:>9} {:>9} {:>10}",
         "mode", "stack", "status", "bytes", "decoded", "presigns", "time"
@@ -47,15 +58,11 @@ async fn main() -> Result<(), Error> {
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
         for stack in ["reqwest", "tower"] {
             let presigner: Arc<dyn Presigner> = match stack {
-                "reqwest" => Arc::new(ReqwestPresigner::new_allowing_http(
-                    reqwest::Client::new(),
-                    server.presign_url().parse()?,
-                )?),
-                _ => Arc::new(TowerPresigner::new_allowing_http(hyper.clone(), server.presign_url().parse()?)?),
+                "reqwest" => Arc::new(ReqwestPresigner::new(reqwest_client.clone(), server.presign_url().parse()?)?),
+                _ => Arc::new(TowerPresigner::new(hyper.clone(), server.presign_url().parse()?)?),
             };
             let media = SecureMedia::builder(server.app_id())
                 .secure_host(&server.host())
-                .allowing_http() // loopback only
                 .mode(mode)
                 .token_source(cell.clone())
                 .presigner(presigner)
@@ -64,8 +71,7 @@ async fn main() -> Result<(), Error> {
             let started = Instant::now();
             let (status, body) = match stack {
                 "reqwest" => {
-                    let client = reqwest::Client::builder().redirect(redirect_policy()).build()?;
-                    let client = reqwest_middleware::ClientBuilder::new(client)
+                    let client = reqwest_middleware::ClientBuilder::new(reqwest_client.clone())
                         .with(SecureMediaMiddleware::new(media.strategy()))
                         .build();
                     let response = client.get(&image_url).send().await?;

@@ -9,28 +9,23 @@ use std::sync::Arc;
 
 use http_cache_reqwest::MokaManager;
 use secure_media::{FileAccessToken, LoginCell, SecureMedia, SecureMediaMode};
-use secure_media_server::{ReferenceServer, RunningServer, ServerConfig};
+use secure_media_server::RunningServer;
+use secure_media_testkit::{https_server, reqwest_client};
 
 async fn rounds(server: &RunningServer, build: compose::Stack, mode: SecureMediaMode) -> (u64, u64) {
     let cell = Arc::new(LoginCell::new());
     cell.set(compose::login(server, "alice").unwrap());
-    let mut builder = SecureMedia::builder(server.app_id())
-        .secure_host(&server.host())
-        .allowing_http()
-        .mode(mode)
-        .token_source(cell.clone());
+    let mut builder =
+        SecureMedia::builder(server.app_id()).secure_host(&server.host()).mode(mode).token_source(cell.clone());
     if mode == SecureMediaMode::Presigned {
         builder = builder.presigner(Arc::new(
-            secure_media_reqwest::ReqwestPresigner::new_allowing_http(
-                reqwest::Client::new(),
-                server.presign_url().parse().unwrap(),
-            )
-            .unwrap(),
+            secure_media_reqwest::ReqwestPresigner::new(reqwest_client(), server.presign_url().parse().unwrap())
+                .unwrap(),
         ));
     }
     let media = builder.build().unwrap();
     let cache = MokaManager::default();
-    let client = build(media.strategy(), cache.clone()).unwrap();
+    let client = build(reqwest_client(), media.strategy(), cache.clone());
     server.reset_stats();
     server.faults().set_url_ttl(std::time::Duration::from_secs(86_400));
     let image = server.media_url("sample-640x480.png");
@@ -52,7 +47,7 @@ async fn rounds(server: &RunningServer, build: compose::Stack, mode: SecureMedia
 
 #[tokio::test]
 async fn the_http_cache_keeps_one_entry_per_image_while_tokens_and_signatures_rotate() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = https_server().await;
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::Presigned] {
         let (entries, served) = rounds(&server, compose::recommended, mode).await;
         assert_eq!((entries, served), (1, 1), "{mode}: one entry, one download");
@@ -66,7 +61,7 @@ async fn the_http_cache_keeps_one_entry_per_image_while_tokens_and_signatures_ro
 /// forged token's whose unverified payload says `sub: alice`.
 #[tokio::test]
 async fn the_http_cache_never_serves_one_principals_media_to_another() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = https_server().await;
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased] {
         let cell = Arc::new(LoginCell::new());
         let alice = compose::login(&server, "alice").unwrap();
@@ -79,13 +74,12 @@ async fn the_http_cache_never_serves_one_principals_media_to_another() {
         cell.set(alice);
         let media = SecureMedia::builder(server.app_id())
             .secure_host(&server.host())
-            .allowing_http()
             .mode(mode)
             .token_source(cell.clone())
             .build()
             .unwrap();
         let cache = MokaManager::default();
-        let client = compose::recommended(media.strategy(), cache.clone()).unwrap();
+        let client = compose::recommended(reqwest_client(), media.strategy(), cache.clone());
         let image = server.media_url("sample-640x480.png");
         server.reset_stats();
         let load = |client: reqwest_middleware::ClientWithMiddleware| {

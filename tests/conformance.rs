@@ -217,14 +217,12 @@ async fn through_a_cdn(stack: Stack, cdn_status: u16) -> (Fetched, Recorder, u64
 
 async fn through_a_cdn_answering(stack: Stack, recorder: Recorder) -> (Fetched, Recorder, u64) {
     let server = server().await;
-    let hosts = secure_media::SecureHosts::new().with_host(&server.host()).unwrap().allowing_http();
+    let hosts = secure_media::SecureHosts::new().with_host(&server.host()).unwrap();
     let token = Arc::new(secure_media::StaticToken::parse("T0KEN").unwrap());
     // The CDN is another origin the presigned URLs may point at: configured, or they are refused.
-    let cdn = secure_media::SecureHosts::new().with_host(recorder.base_url.trim_start_matches("http://")).unwrap();
-    let config = secure_media::presigned::PresignConfig {
-        cdn_hosts: cdn.allowing_http(),
-        ..secure_media::presigned::PresignConfig::default()
-    };
+    let cdn = secure_media::SecureHosts::new().with_host(recorder.base_url.trim_start_matches("https://")).unwrap();
+    let config =
+        secure_media::presigned::PresignConfig { cdn_hosts: cdn, ..secure_media::presigned::PresignConfig::default() };
     let strategy = Arc::new(secure_media::presigned::PresignedStrategy::with_config(
         hosts,
         token,
@@ -232,7 +230,9 @@ async fn through_a_cdn_answering(stack: Stack, recorder: Recorder) -> (Fetched, 
         config,
     ));
     let client: Client = match stack {
-        Stack::Reqwest => Client::Reqwest(secure_media_reqwest::secure_client(strategy.clone()).unwrap()),
+        Stack::Reqwest => {
+            Client::Reqwest(secure_media_reqwest::secure_client_from(reqwest_builder(), strategy.clone()).unwrap())
+        }
         Stack::Tower => Client::TowerStrategy(strategy.clone()),
     };
     let caller_headers =
@@ -283,10 +283,9 @@ async fn a_redirect_handed_back_names_no_token() {
             let location = match stack {
                 Stack::Reqwest => {
                     let middleware = secure_media_reqwest::SecureMediaMiddleware::new(strategy).without_redirects();
-                    let client =
-                        reqwest_middleware::ClientBuilder::new(secure_media_reqwest::client_builder().build().unwrap())
-                            .with(middleware)
-                            .build();
+                    let client = reqwest_middleware::ClientBuilder::new(reqwest_builder().build().unwrap())
+                        .with(middleware)
+                        .build();
                     let response = client.get(&url).send().await.unwrap();
                     assert_eq!(response.status(), 302, "{stack:?} {mode}");
                     response.headers()["location"].to_str().unwrap().to_owned()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use http::StatusCode;
 use secure_media::{SecureMediaMode, StaticToken};
-use secure_media_server::{samples, ReferenceServer, Route, ServerConfig};
+use secure_media_server::{samples, Route, ServerConfig};
 
 fn sample(name: &str) -> &'static [u8] {
     &samples().iter().find(|s| s.name == name).unwrap().bytes
@@ -60,7 +60,7 @@ async fn an_expired_presigned_url_is_retried_once_transparently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_fat_is_renewed_once_for_a_hundred_concurrent_requests() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = server_with(ServerConfig::default()).await;
     for stack in STACKS {
         for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
             server.faults().set_fat_ttl(Duration::ZERO);
@@ -105,7 +105,7 @@ async fn a_server_that_always_refuses_gets_exactly_two_attempts() {
 #[tokio::test]
 async fn hosts_that_are_not_secure_pass_through_untouched() {
     let server = server().await;
-    let other = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let other = server_with(ServerConfig::default()).await;
     for stack in STACKS {
         for mode in MODES {
             let cell = login_cell(&server, "erin").await;
@@ -124,7 +124,7 @@ async fn hosts_that_are_not_secure_pass_through_untouched() {
 #[tokio::test]
 async fn cross_origin_redirects_carry_no_token() {
     let server = server().await;
-    let other = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let other = server_with(ServerConfig::default()).await;
     // The secure server sends media elsewhere and echoes the query (with any ?fat=) into Location.
     server.faults().redirect_media_to(Some(other.base_url()), true);
     for stack in STACKS {
@@ -195,13 +195,15 @@ async fn without_the_redirect_policy_reqwest_itself_would_carry_the_query_token(
     // Why `redirect_policy()` exists: reqwest's default policy follows the cross-origin redirect
     // below every middleware and keeps the query that the server echoed into Location.
     let server = server().await;
-    let other = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let other = server_with(ServerConfig::default()).await;
     server.faults().redirect_media_to(Some(other.base_url()), true);
     let cell = login_cell(&server, "ivy").await;
     let media = media(&server, Stack::Reqwest, SecureMediaMode::Embedded, cell);
-    let naive = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(secure_media_reqwest::SecureMediaMiddleware::new(media.strategy()))
-        .build();
+    let naive = reqwest_middleware::ClientBuilder::new(
+        reqwest_builder().redirect(reqwest::redirect::Policy::default()).build().unwrap(),
+    )
+    .with(secure_media_reqwest::SecureMediaMiddleware::new(media.strategy()))
+    .build();
     let error = naive.get(server.media_url("sample-64x64.gif")).send().await.unwrap_err();
     assert_eq!(other.stats().requests_with_token, 1, "the leak this crate's policy prevents");
     // The middleware notices and refuses to hand another origin's answer back as the caller's.

@@ -1,5 +1,7 @@
-//! Shared fixture: the reference server on 127.0.0.1, a login cell fed by its login endpoint,
-//! and the two client stacks (reqwest-middleware and tower over hyper-util) in any mode.
+//! Shared fixture: the reference server on 127.0.0.1 over https (a certificate from the test
+//! process's CA), a login cell fed by its login endpoint, and the two client stacks
+//! (reqwest-middleware, and tower over hyper-util with hyper-rustls) in any mode. Plain http only
+//! where a test asks for it (`http_server`), to cover the opt-in.
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -7,8 +9,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
-use hyper_util::rt::TokioExecutor;
 use secure_media::presigned::{PresignConfig, Presigner};
 use secure_media::{ExchangeRecord, FileAccessToken, LoginCell, MediaKey, SecureMedia, SecureMediaMode, TokenSource};
 use secure_media_reqwest::ReqwestPresigner;
@@ -28,13 +28,20 @@ pub const MODES: [SecureMediaMode; 3] =
     [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned];
 
 pub type HyperBody = Full<Bytes>;
-pub type Hyper = HyperClient<HttpConnector, HyperBody>;
+pub use secure_media_testkit::{hyper, reqwest_builder, reqwest_client};
 
-pub fn hyper() -> Hyper {
-    HyperClient::builder(TokioExecutor::new()).build_http()
+/// The reference server over https, its certificate from the test CA every client here trusts.
+pub async fn server() -> RunningServer {
+    secure_media_testkit::https_server().await
 }
 
-pub async fn server() -> RunningServer {
+/// `config` over https (the test CA).
+pub async fn server_with(config: ServerConfig) -> RunningServer {
+    ReferenceServer::start(secure_media_testkit::https(config)).await.unwrap()
+}
+
+/// The reference server on plain http: only for tests of the `allowing_http` opt-in.
+pub async fn http_server() -> RunningServer {
     ReferenceServer::start(ServerConfig::default()).await.unwrap()
 }
 
@@ -52,7 +59,7 @@ pub async fn login_cell(server: &RunningServer, uid: &str) -> Arc<LoginCell> {
 }
 
 pub async fn http_login(login_url: &str, uid: &str) -> Result<FileAccessToken, secure_media::AccessError> {
-    let answer: serde_json::Value = reqwest::Client::new()
+    let answer: serde_json::Value = reqwest_client()
         .post(login_url)
         .json(&serde_json::json!({ "uid": uid }))
         .send()
@@ -65,21 +72,32 @@ pub async fn http_login(login_url: &str, uid: &str) -> Result<FileAccessToken, s
     FileAccessToken::new(answer["fat"].as_str().unwrap_or_default())
 }
 
+/// The presigner of `stack` for `server`; plain http only for a plain-http server.
 pub fn presigner(stack: Stack, server: &RunningServer) -> Arc<dyn Presigner> {
+    let http = !server.is_https();
     match stack {
-        Stack::Reqwest => Arc::new(
-            ReqwestPresigner::new_allowing_http(reqwest::Client::new(), server.presign_url().parse().unwrap()).unwrap(),
-        ),
+        Stack::Reqwest => {
+            let endpoint = server.presign_url().parse().unwrap();
+            Arc::new(match http {
+                true => ReqwestPresigner::new_allowing_http(reqwest_client(), endpoint).unwrap(),
+                false => ReqwestPresigner::new(reqwest_client(), endpoint).unwrap(),
+            })
+        }
         Stack::Tower => {
-            Arc::new(TowerPresigner::new_allowing_http(hyper(), server.presign_url().parse().unwrap()).unwrap())
+            let endpoint = server.presign_url().parse().unwrap();
+            Arc::new(match http {
+                true => TowerPresigner::new_allowing_http(hyper(), endpoint).unwrap(),
+                false => TowerPresigner::new(hyper(), endpoint).unwrap(),
+            })
         }
     }
 }
 
+/// `server`'s host secure in `mode`; `allowing_http` only for a plain-http server.
 pub fn media(server: &RunningServer, stack: Stack, mode: SecureMediaMode, tokens: Arc<dyn TokenSource>) -> SecureMedia {
-    SecureMedia::builder(server.app_id())
-        .secure_host(&server.host())
-        .allowing_http()
+    let builder = SecureMedia::builder(server.app_id()).secure_host(&server.host());
+    let builder = if server.is_https() { builder } else { builder.allowing_http() };
+    builder
         .mode(mode)
         .token_source(tokens)
         .presigner(presigner(stack, server))
@@ -111,7 +129,9 @@ pub enum Client {
 impl Client {
     pub fn new(stack: Stack, media: SecureMedia) -> Self {
         match stack {
-            Stack::Reqwest => Client::Reqwest(secure_media_reqwest::secure_client(media.strategy()).unwrap()),
+            Stack::Reqwest => {
+                Client::Reqwest(secure_media_reqwest::secure_client_from(reqwest_builder(), media.strategy()).unwrap())
+            }
             Stack::Tower => Client::Tower(Arc::new(media)),
         }
     }
@@ -184,8 +204,9 @@ async fn fetch_tower(
     Ok(Fetched { status, bytes, key, record, shown })
 }
 
-/// A plain HTTP/1.1 peer on 127.0.0.1 that records the head of every request it gets and
-/// answers `200 ok` (or the status given): what "another origin" or "a CDN" sees.
+/// An HTTP/1.1 peer on 127.0.0.1 over https (a certificate from the test CA) that records the head
+/// of every request it gets and answers `200 ok` (or the status given): what "another origin" or
+/// "a CDN" sees.
 pub struct Recorder {
     pub base_url: String,
     heads: Arc<std::sync::Mutex<Vec<String>>>,
@@ -199,14 +220,15 @@ impl Recorder {
     /// The same, answering with `Location: <location>` too.
     pub async fn start_with(status: u16, location: Option<String>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let base_url = format!("https://{}", listener.local_addr().unwrap());
         let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = heads.clone();
+        let tls = secure_media_testkit::tls_acceptor();
         tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let seen = seen.clone();
-                let location = location.clone();
+            while let Ok((socket, _)) = listener.accept().await {
+                let (seen, location, tls) = (seen.clone(), location.clone(), tls.clone());
                 tokio::spawn(async move {
+                    let Ok(mut socket) = tls.accept(socket).await else { return };
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
                     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -220,6 +242,7 @@ impl Recorder {
                     let answer =
                         format!("HTTP/1.1 {status} X\r\n{location}content-length: 2\r\nconnection: close\r\n\r\nok");
                     let _ = socket.write_all(answer.as_bytes()).await;
+                    let _ = socket.shutdown().await;
                 });
             }
         });

@@ -25,12 +25,12 @@ async fn read_all(reader: &SecureAssetReader, path: &str) -> Result<Vec<u8>, Ass
 #[test]
 fn every_mode_reads_from_a_non_tokio_executor() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
+    let server =
+        runtime.block_on(ReferenceServer::start(secure_media_testkit::https(ServerConfig::default()))).unwrap();
     let expected = &samples().iter().find(|s| s.name == "sample-640x480.png").unwrap().bytes;
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
         let reader =
-            SecureAssetReader::new(fetcher(&server, mode, logged_in(&server, "bevy")), runtime.handle().clone())
-                .over_http();
+            SecureAssetReader::new(fetcher(&server, mode, logged_in(&server, "bevy")), runtime.handle().clone());
         // futures' executor stands in for bevy's: no tokio context on this thread.
         let bytes = futures::executor::block_on(read_all(&reader, &asset_path(&server, "sample-640x480.png"))).unwrap();
         assert_eq!(&bytes[..], &expected[..], "{mode}");
@@ -40,12 +40,12 @@ fn every_mode_reads_from_a_non_tokio_executor() {
 #[test]
 fn not_found_refusals_and_meta() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
+    let server =
+        runtime.block_on(ReferenceServer::start(secure_media_testkit::https(ServerConfig::default()))).unwrap();
     let reader = SecureAssetReader::new(
         fetcher(&server, SecureMediaMode::HeaderBased, logged_in(&server, "bevy")),
         runtime.handle().clone(),
-    )
-    .over_http();
+    );
     let missing = futures::executor::block_on(read_all(&reader, &asset_path(&server, "missing.png")));
     assert!(matches!(missing, Err(AssetReaderError::NotFound(_))), "{missing:?}");
     let requests = server.stats().requests;
@@ -58,8 +58,7 @@ fn not_found_refusals_and_meta() {
 
     let forged: Arc<dyn TokenSource> = Arc::new(StaticToken::parse("forged").unwrap());
     let refused_reader =
-        SecureAssetReader::new(fetcher(&server, SecureMediaMode::HeaderBased, forged), runtime.handle().clone())
-            .over_http();
+        SecureAssetReader::new(fetcher(&server, SecureMediaMode::HeaderBased, forged), runtime.handle().clone());
     let refused = futures::executor::block_on(read_all(&refused_reader, &asset_path(&server, "sample-64x64.gif")));
     assert!(matches!(refused, Err(AssetReaderError::HttpError(401))), "{refused:?}");
 }
@@ -67,13 +66,13 @@ fn not_found_refusals_and_meta() {
 #[test]
 fn the_plugin_registers_its_source() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
+    let server =
+        runtime.block_on(ReferenceServer::start(secure_media_testkit::https(ServerConfig::default()))).unwrap();
     let plugin = SecureMediaPlugin::new(
         fetcher(&server, SecureMediaMode::Embedded, logged_in(&server, "bevy")),
         runtime.handle().clone(),
     )
-    .with_source_name("chat")
-    .over_http();
+    .with_source_name("chat");
     let mut app = bevy_app::App::new();
     app.add_plugins(plugin);
     let mut builders = app.world_mut().resource_mut::<AssetSourceBuilders>();

@@ -554,12 +554,31 @@ impl Exchange {
     /// removed (a secure hop is resolved afresh, any other hop carries none).
     fn hop_target(&self, location: &HeaderValue) -> Option<Url> {
         let location = std::str::from_utf8(location.as_bytes()).ok()?;
-        let mut target = self.sent_url(self.used.as_ref())?.join(location).ok()?;
+        let answered = self.sent_url(self.used.as_ref())?;
+        let mut target = answered.join(location).ok()?;
         if !matches!(target.scheme(), "http" | "https") || target.host_str().is_none() {
             return None;
         }
         strip_credentials(&mut target);
+        if answered.scheme() == "https" && self.downgrades_a_secure_host(&target) {
+            return None;
+        }
         Some(target)
+    }
+
+    /// Is `target` a plain-http URL on a host the strategy serves over https only? A redirect
+    /// there (an attacker on the path, a misconfigured server) would strip the protection the
+    /// caller asked for: it is not followed, and the 3xx goes back to the caller.
+    fn downgrades_a_secure_host(&self, target: &Url) -> bool {
+        if target.scheme() != "http" || MediaUrl::from_url(target).is_some_and(|v| self.strategy.applies_to(&v)) {
+            return false;
+        }
+        let mut upgraded = target.clone();
+        // `http` to `https` is always allowed by `Url::set_scheme` (both special schemes).
+        if upgraded.set_scheme("https").is_err() {
+            return true;
+        }
+        MediaUrl::from_url(&upgraded).is_some_and(|view| self.strategy.applies_to(&view))
     }
 }
 
@@ -643,6 +662,26 @@ mod tests {
         headers.insert(header::ACCEPT, HeaderValue::from_static("image/*"));
         hop.apply_to_headers(&mut headers);
         assert_eq!(headers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_downgrade_to_http_on_a_secure_host_is_not_followed() {
+        for location in [
+            "http://files-us.cometchat.io/app/media/b.png",
+            "http://files-us.cometchat.io:443/app/media/b.png?fat=ECHO",
+            "HTTP://FILES-US.COMETCHAT.IO/app/media/b.png",
+        ] {
+            let mut ex = exchange(SECURE, Method::GET);
+            ex.first_ready().unwrap().unwrap();
+            assert!(!ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_str(location).unwrap())), "{location}");
+            assert_eq!(ex.record().hops, 0);
+        }
+        // Plain http elsewhere is another origin like any other: followed, carrying nothing.
+        let mut ex = exchange(SECURE, Method::GET);
+        ex.first_ready().unwrap().unwrap();
+        assert!(ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("http://cdn.example/b.png?fat=T"))));
+        let hop = ex.next().await.unwrap().unwrap();
+        assert_eq!(sent(&hop, SECURE), "http://cdn.example/b.png");
     }
 
     #[tokio::test]

@@ -97,10 +97,12 @@ impl NetworkError {
         while let Some(cause) = next {
             failure = failure.or_else(|| classify(cause));
             let text = cause.to_string();
-            // io::Error shows its inner error's text but skips it in `source()`: read it here.
-            let inner = cause.downcast_ref::<io::Error>().and_then(|io| io.get_ref());
-            if let Some(inner) = inner {
-                failure = failure.or_else(|| classify(inner));
+            // io::Error shows its inner error's text but skips it in `source()` (and TLS stacks
+            // nest one io::Error in another): read them here.
+            let mut inner = io_inner(cause);
+            while let Some(wrapped) = inner {
+                failure = failure.or_else(|| classify(wrapped));
+                inner = io_inner(wrapped);
             }
             if !text.is_empty() && !detail.contains(&text) {
                 if !detail.is_empty() {
@@ -132,6 +134,11 @@ impl fmt::Display for NetworkError {
             write!(f, "{}: {}", self.failure, self.detail)
         }
     }
+}
+
+fn io_inner<'e>(error: &'e (dyn Error + 'static)) -> Option<&'e (dyn Error + 'static)> {
+    let inner = error.downcast_ref::<io::Error>()?.get_ref()?;
+    Some(inner as &(dyn Error + 'static))
 }
 
 fn classify(error: &(dyn Error + 'static)) -> Option<NetworkFailure> {
@@ -277,8 +284,9 @@ mod tests {
             (CertificateError::Revoked, TlsFailure::Handshake),
         ];
         for (certificate, expected) in cases {
+            // As tokio-rustls and hyper-util hand it up: one io::Error inside another.
             let io = io::Error::new(io::ErrorKind::InvalidData, Rustls::InvalidCertificate(certificate));
-            let top = Layer("client error (Connect)", Some(Box::new(io)));
+            let top = Layer("client error (Connect)", Some(Box::new(io::Error::other(io))));
             let error = NetworkError::from_chain(&top, NetworkFailure::Other);
             assert_eq!(error.failure(), NetworkFailure::Tls(expected));
             assert!(error.to_string().starts_with("TLS: "), "{error}");

@@ -23,7 +23,7 @@ async fn poll(load: impl Fn() -> egui::load::BytesLoadResult) -> egui::load::Byt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_loads_through_a_headless_context() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     let expected = &samples().iter().find(|s| s.name == "sample-256x256.webp").unwrap().bytes;
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
         let ctx = egui::Context::default();
@@ -48,7 +48,7 @@ async fn every_mode_loads_through_a_headless_context() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_urls_are_passed_on() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     let loader = SecureBytesLoader::new(
         fetcher(&server, SecureMediaMode::Embedded, logged_in(&server, "egui")),
         tokio::runtime::Handle::current(),
@@ -60,7 +60,7 @@ async fn public_urls_are_passed_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_is_reported_then_retried_after_forget() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     let forged: Arc<dyn TokenSource> = Arc::new(StaticToken::parse("forged-token").unwrap());
     let loader = SecureBytesLoader::new(
         fetcher(&server, SecureMediaMode::HeaderBased, forged),
@@ -90,7 +90,7 @@ async fn a_refusal_is_reported_then_retried_after_forget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_size_and_forget_all() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     let loader = SecureBytesLoader::new(
         fetcher(&server, SecureMediaMode::Embedded, logged_in(&server, "egui")),
         tokio::runtime::Handle::current(),

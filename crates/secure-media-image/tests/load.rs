@@ -15,7 +15,7 @@ fn fetcher(server: &RunningServer, mode: SecureMediaMode) -> Arc<dyn MediaFetche
 
 #[tokio::test]
 async fn every_mode_loads_every_sample_format() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     for mode in [SecureMediaMode::Embedded, SecureMediaMode::HeaderBased, SecureMediaMode::Presigned] {
         let loader = ImageLoader::new(fetcher(&server, mode));
         for (name, size) in [
@@ -32,7 +32,7 @@ async fn every_mode_loads_every_sample_format() {
 
 #[tokio::test]
 async fn the_bomb_is_refused_by_its_header() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     let loader = ImageLoader::new(fetcher(&server, SecureMediaMode::HeaderBased));
     let error = loader.load(&server.media_url("bomb.png")).await.unwrap_err();
     assert!(matches!(error, ImageLoadError::Limits(_)), "{error}");
@@ -50,8 +50,12 @@ async fn what_is_not_a_secure_image_is_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("login.png"), "<!doctype html><form>Sign in</form>").unwrap();
     std::fs::write(dir.join("notes.txt"), "plain text").unwrap();
-    let server =
-        ReferenceServer::start(ServerConfig { media_dir: Some(dir.clone()), ..ServerConfig::default() }).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig {
+        media_dir: Some(dir.clone()),
+        ..ServerConfig::default()
+    }))
+    .await
+    .unwrap();
     let loader = ImageLoader::new(fetcher(&server, SecureMediaMode::Embedded));
     let html = loader.load(&server.media_url("login.png")).await.unwrap_err();
     assert!(matches!(html, ImageLoadError::Fetch(AccessError::NotMedia { .. })), "{html}");
@@ -63,7 +67,7 @@ async fn what_is_not_a_secure_image_is_a_clear_error() {
     assert!(matches!(missing, ImageLoadError::Fetch(AccessError::Status { .. })), "{missing}");
     let tokens = secure_media_testkit::logged_in(&server, "x");
     let strategy = secure_media_testkit::media(&server, SecureMediaMode::Embedded, tokens).strategy();
-    let capped = ReqwestFetcher::new(strategy).unwrap().with_max_bytes(4);
+    let capped = ReqwestFetcher::with_client(secure_media_testkit::reqwest_client(), strategy).with_max_bytes(4);
     let too_large = capped.fetch(&server.media_url("notes.txt")).await.unwrap_err();
     assert!(matches!(too_large, AccessError::TooLarge { limit: 4, .. }), "{too_large}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -92,7 +96,7 @@ impl MediaFetcher for Gauge {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_screenful_loads_in_order_with_bounded_concurrency() {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     server.faults().delay(secure_media_server::Route::Media, std::time::Duration::from_millis(20));
     let gauge = Arc::new(Gauge {
         inner: fetcher(&server, SecureMediaMode::Presigned),

@@ -101,7 +101,7 @@ struct Fleet {
 
 impl Fleet {
     async fn new() -> Self {
-        Self { server: ReferenceServer::start(ServerConfig::default()).await.unwrap() }
+        Self { server: ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap() }
     }
 
     fn token(&self, uid: &str) -> Arc<dyn TokenSource> {
@@ -113,9 +113,9 @@ impl Fleet {
         let cache =
             RedisPresignCache::new(redis_url).unwrap().with_prefix(prefix).with_timeout(Duration::from_millis(200));
         let presigner =
-            ReqwestPresigner::new_allowing_http(reqwest::Client::new(), self.server.presign_url().parse().unwrap())
+            ReqwestPresigner::new(secure_media_testkit::reqwest_client(), self.server.presign_url().parse().unwrap())
                 .unwrap();
-        let hosts = SecureHosts::new().with_host(&self.server.host()).unwrap().allowing_http();
+        let hosts = SecureHosts::new().with_host(&self.server.host()).unwrap();
         Arc::new(
             PresignedStrategy::with_cache(hosts, tokens, presigner, Arc::new(cache))
                 .configured(PresignConfig { safety_margin: Duration::from_secs(1), ..PresignConfig::default() }),
@@ -127,7 +127,7 @@ impl Fleet {
     }
 
     async fn fetch_status(&self, url: &str) -> u16 {
-        reqwest::get(url).await.unwrap().status().as_u16()
+        secure_media_testkit::reqwest_client().get(url).send().await.unwrap().status().as_u16()
     }
 }
 

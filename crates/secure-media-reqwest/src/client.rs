@@ -92,7 +92,29 @@ pub fn network_error(error: reqwest::Error) -> NetworkError {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn secure_client(strategy: Arc<dyn MediaAccessStrategy>) -> Result<ClientWithMiddleware, reqwest::Error> {
-    let client = client_builder().redirect(redirect_policy_outside(strategy.clone())).build()?;
+    secure_client_from(client_builder(), strategy)
+}
+
+/// [`secure_client`] from your own builder (a private CA, a timeout, a proxy): its redirect
+/// policy becomes [`redirect_policy_outside`] and `Referer` is turned off, whatever it said.
+/// Start from [`client_builder`] to keep this crate's TLS choice.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use secure_media_core::{HeaderStrategy, SecureHosts, StaticToken};
+///
+/// let strategy = HeaderStrategy::new(SecureHosts::new().with_host("media.staging.internal")?, Arc::new(StaticToken::parse("my-fat")?));
+/// let ca = reqwest::Certificate::from_pem(&std::fs::read("staging-ca.pem")?)?;
+/// let builder = secure_media_reqwest::client_builder().tls_certs_merge([ca]);
+/// let client = secure_media_reqwest::secure_client_from(builder, Arc::new(strategy))?;
+/// # let _ = client;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn secure_client_from(
+    builder: reqwest::ClientBuilder,
+    strategy: Arc<dyn MediaAccessStrategy>,
+) -> Result<ClientWithMiddleware, reqwest::Error> {
+    let client = builder.redirect(redirect_policy_outside(strategy.clone())).referer(false).build()?;
     Ok(reqwest_middleware::ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy)).build())
 }
 

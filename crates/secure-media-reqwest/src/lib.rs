@@ -26,7 +26,9 @@ mod fetcher;
 mod middleware;
 mod presigner;
 
-pub use client::{client_builder, network_error, redirect_policy, redirect_policy_outside, secure_client};
+pub use client::{
+    client_builder, network_error, redirect_policy, redirect_policy_outside, secure_client, secure_client_from,
+};
 pub use fetcher::ReqwestFetcher;
 pub use middleware::SecureMediaMiddleware;
 pub use presigner::ReqwestPresigner;

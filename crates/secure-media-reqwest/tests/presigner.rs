@@ -10,12 +10,17 @@ use secure_media_core::{AccessError, FileAccessToken};
 use secure_media_reqwest::ReqwestPresigner;
 use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
 
+/// A client trusting only `server`'s test CA.
+fn trusting(server: &RunningServer) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(server.ca_pem().unwrap().as_bytes()).unwrap();
+    secure_media_reqwest::client_builder().tls_certs_only([ca]).build().unwrap()
+}
+
 async fn setup() -> (RunningServer, FileAccessToken, ReqwestPresigner) {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(ServerConfig::https()).await.unwrap();
     let token = FileAccessToken::new(server.login("p").unwrap().fat).unwrap();
-    let presigner = ReqwestPresigner::new_allowing_http(reqwest::Client::new(), server.presign_url().parse().unwrap())
-        .unwrap()
-        .with_retry_policy(
+    let presigner =
+        ReqwestPresigner::new(trusting(&server), server.presign_url().parse().unwrap()).unwrap().with_retry_policy(
             RetryPolicy::default().with_retries(2, Duration::from_millis(10)).with_timeout(Duration::from_millis(500)),
         );
     (server, token, presigner)
@@ -100,15 +105,15 @@ async fn a_refused_token_is_unauthorized_and_never_shown() {
 #[tokio::test]
 async fn a_plain_http_endpoint_is_refused_at_construction() {
     let http = "http://127.0.0.1:8787/v1/media/presign?fat=SECRET".parse().unwrap();
-    let error = ReqwestPresigner::new(reqwest::Client::new(), http).unwrap_err();
+    let error = ReqwestPresigner::new(secure_media_reqwest::client_builder().build().unwrap(), http).unwrap_err();
     assert!(matches!(error, AccessError::InsecureEndpoint { .. }), "{error:?}");
     let text = error.to_string();
     assert!(text.contains("http://127.0.0.1:8787/v1/media/presign") && text.contains("new_allowing_http"), "{text}");
     assert!(!text.contains("SECRET"));
     let https = "https://api.example.com/v1/media/presign".parse().unwrap();
-    assert!(ReqwestPresigner::new(reqwest::Client::new(), https).is_ok());
+    assert!(ReqwestPresigner::new(secure_media_reqwest::client_builder().build().unwrap(), https).is_ok());
     let ftp = "ftp://api.example.com/presign".parse().unwrap();
-    assert!(ReqwestPresigner::new_allowing_http(reqwest::Client::new(), ftp).is_err());
+    assert!(ReqwestPresigner::new_allowing_http(secure_media_reqwest::client_builder().build().unwrap(), ftp).is_err());
 }
 
 #[tokio::test]
@@ -146,4 +151,29 @@ async fn a_permanent_503_ends_in_a_clear_error_after_the_bounded_attempts() {
         assert!(error.contains("503") && !error.contains(token.expose_secret()), "{error}");
     }
     assert_eq!(server.stats().faults_injected, 3, "one try and two retries");
+}
+
+/// An endpoint whose certificate the client does not trust: one attempt (a certificate does not
+/// heal on retry), and an error that names the cause and carries neither the token nor the URL's
+/// query.
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_named_error_without_retries() {
+    let (server, token, _) = setup().await;
+    let untrusting = secure_media_reqwest::client_builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            secure_media_server::TestCa::new().unwrap().ca_pem().as_bytes(),
+        )
+        .unwrap()])
+        .build()
+        .unwrap();
+    let presigner = ReqwestPresigner::new(untrusting, format!("{}?fat=SECRET", server.presign_url()).parse().unwrap())
+        .unwrap()
+        .with_retry_policy(RetryPolicy::default().with_retries(3, Duration::from_millis(200)));
+    let started = std::time::Instant::now();
+    let error = presigner.presign(&server.media_url("sample-64x64.gif"), &token).await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("TLS: the server's certificate is not signed by a trusted CA"), "{text}");
+    assert!(!text.contains("SECRET") && !text.contains(token.expose_secret()), "{text}");
+    assert!(started.elapsed() < Duration::from_millis(600), "no backoff for a TLS failure");
+    assert_eq!(server.stats().presign_calls, 0);
 }

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub control: bool,
     /// Serve `https://` with a certificate from a fresh test CA ([`Tls`]); plain `http://` by default.
     pub tls: Tls,
+    /// The CA that issues the certificate when [`tls`](Self::tls) is on; a fresh one per start when
+    /// `None`. Share one between servers so one client trusts them all.
+    pub tls_ca: Option<std::sync::Arc<crate::TestCa>>,
     /// Other origins (`https://127.0.0.1:8443`: scheme, host, port) through which clients reach this
     /// server, such as a TLS proxy in front of it. The presign endpoint signs URLs on them as
     /// its own, and keeps the origin the client asked for. Empty by default; checked at start.
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             allowed_redirect_origins: Vec::new(),
             control: false,
             tls: Tls::Off,
+            tls_ca: None,
             public_origins: Vec::new(),
         }
     }
@@ -97,6 +101,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("media_dir", &self.media_dir)
             .field("control", &self.control)
             .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca.as_ref().map(|_| "<given>"))
             .field("public_origins", &self.public_origins)
             .finish_non_exhaustive()
     }

@@ -101,7 +101,7 @@ pub use faults::{Control, Faults, Route};
 pub use routes::{LoginAnswer, MAX_PRESIGN_BATCH};
 pub use samples::{samples, Sample, BOMB_SIDE, SAMPLE_NAMES};
 pub use stats::{Refusals, Served, Stats};
-pub use tls::{IssuedCertificate, TestCa, Tls};
+pub use tls::{client_config_trusting, IssuedCertificate, TestCa, Tls};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +185,7 @@ impl ReferenceServer {
         let keys = auth::Keys::new(fat_secret, url_secret, config.key_pair_id.clone(), config.app_id.clone())?;
         let public_origins =
             config.public_origins.iter().map(|o| config::parse_public_origin(o)).collect::<Result<Vec<_>, _>>()?;
-        let tls = tls::server_tls(config.tls)?;
+        let tls = tls::server_tls(config.tls, config.tls_ca.as_ref())?;
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| ServerError::Bind { addr: config.addr, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.addr, source })?;

@@ -124,6 +124,13 @@ impl TestCa {
         &self.pem
     }
 
+    /// A rustls client configuration (aws-lc-rs) that trusts this CA and nothing else: for a
+    /// hyper-rustls or tokio-rustls client of a test server. (reqwest takes
+    /// `reqwest::Certificate::from_pem(ca.ca_pem().as_bytes())`.)
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, ServerError> {
+        client_config_trusting(&self.pem)
+    }
+
     /// Issues a server certificate for `names`: DNS names (`localhost`) or IP addresses
     /// (`127.0.0.1`, `::1` or `[::1]`), which become IP address SANs. The first name is also the
     /// common name. Valid from an hour ago for two days; with `expired`, from 3 days ago until
@@ -176,13 +183,57 @@ impl std::fmt::Debug for IssuedCertificate {
 
 /// The server's TLS: the CA clients must trust and the rustls configuration. `None` for
 /// [`Tls::Off`].
-pub(crate) fn server_tls(mode: Tls) -> Result<Option<(String, Arc<rustls::ServerConfig>)>, ServerError> {
+/// A rustls client configuration (aws-lc-rs) trusting only the PEM certificates in `ca_pem`:
+/// for a hyper-rustls client of [`RunningServer`](crate::RunningServer)'s
+/// [`ca_pem`](crate::RunningServer::ca_pem).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use secure_media_server::{client_config_trusting, ReferenceServer, ServerConfig};
+///
+/// let server = ReferenceServer::start(ServerConfig::https()).await?;
+/// let tls = client_config_trusting(server.ca_pem().unwrap_or_default())?;
+/// let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+/// # let _ = https;
+/// # Ok(()) }
+/// ```
+pub fn client_config_trusting(ca_pem: &str) -> Result<rustls::ClientConfig, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|error| ServerError::Tls(format!("unreadable CA certificate: {error}")))?;
+        roots.add(cert).map_err(|error| ServerError::Tls(format!("unusable CA certificate: {error}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ServerError::Tls("no CA certificate in the PEM".into()));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ServerError::Tls(format!("no TLS protocol version: {error}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+pub(crate) fn server_tls(
+    mode: Tls,
+    issuer: Option<&Arc<TestCa>>,
+) -> Result<Option<(String, Arc<rustls::ServerConfig>)>, ServerError> {
     let expired = match mode {
         Tls::Off => return Ok(None),
         Tls::TestCa => false,
         Tls::ExpiredCertificate => true,
     };
-    let ca = TestCa::new()?;
+    let fresh;
+    let ca = match issuer {
+        Some(ca) => ca.as_ref(),
+        None => {
+            fresh = TestCa::new()?;
+            &fresh
+        }
+    };
     let leaf = ca.issue_leaf(&SERVER_NAMES, expired)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der()));
     // aws-lc-rs named here, never the process default: the workspace has one provider, chosen.
@@ -195,7 +246,7 @@ pub(crate) fn server_tls(mode: Tls) -> Result<Option<(String, Arc<rustls::Server
         .map_err(|error| ServerError::Tls(format!("rustls refused the server certificate: {error}")))?;
     // The server speaks HTTP/1.1 only (axum's `http1` feature).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some((ca.pem, Arc::new(config))))
+    Ok(Some((ca.pem.clone(), Arc::new(config))))
 }
 
 /// A TLS listener for `axum::serve`. A background loop accepts TCP connections and runs each

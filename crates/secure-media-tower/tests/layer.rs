@@ -132,14 +132,13 @@ async fn a_request_with_a_body_is_not_replayed() {
 #[tokio::test]
 async fn composes_with_trace_and_timeout_and_keeps_tokens_out_of_errors() {
     secure_media_server::samples(); // generated once, before any timeout runs
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     let fat = server.login("tower-user").unwrap().fat;
     let strategy = Arc::new(EmbeddedStrategy::new(
-        SecureHosts::new().with_host(&server.host()).unwrap().allowing_http(),
+        SecureHosts::new().with_host(&server.host()).unwrap(),
         Arc::new(StaticToken::parse(fat.clone()).unwrap()),
     ));
-    let hyper =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let hyper = secure_media_testkit::hyper();
     let service = ServiceBuilder::new()
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(SecureMediaLayer::new(strategy))
@@ -198,14 +197,13 @@ impl<E> tower::retry::Policy<Request<Full<Bytes>>, Response<hyper::body::Incomin
 #[tokio::test]
 async fn composes_with_a_retry_layer_outside() {
     secure_media_server::samples();
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     let fat = server.login("retry-user").unwrap().fat;
     let strategy = Arc::new(EmbeddedStrategy::new(
-        SecureHosts::new().with_host(&server.host()).unwrap().allowing_http(),
+        SecureHosts::new().with_host(&server.host()).unwrap(),
         Arc::new(StaticToken::parse(fat).unwrap()),
     ));
-    let hyper =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let hyper = secure_media_testkit::hyper();
     let service = ServiceBuilder::new()
         .layer(tower::retry::RetryLayer::new(RetryServerErrorsOnce(false)))
         .layer(SecureMediaLayer::new(strategy))

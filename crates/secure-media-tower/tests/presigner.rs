@@ -4,32 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use secure_media_core::presigned::endpoint::RetryPolicy;
 use secure_media_core::presigned::Presigner;
 use secure_media_core::{AccessError, FileAccessToken};
 use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
 use secure_media_tower::TowerPresigner;
 
-type Hyper = Client<HttpConnector, Full<Bytes>>;
-
-fn hyper() -> Hyper {
-    Client::builder(TokioExecutor::new()).build_http()
-}
+use secure_media_testkit::{hyper, Hyper};
 
 fn presigner(endpoint: &str) -> TowerPresigner<Hyper> {
-    TowerPresigner::new_allowing_http(hyper(), endpoint.parse().unwrap()).unwrap().with_retry_policy(
+    TowerPresigner::new(hyper(), endpoint.parse().unwrap()).unwrap().with_retry_policy(
         RetryPolicy::default().with_retries(2, Duration::from_millis(10)).with_timeout(Duration::from_millis(500)),
     )
 }
 
 async fn setup() -> (RunningServer, FileAccessToken, TowerPresigner<Hyper>) {
-    let server = ReferenceServer::start(ServerConfig::default()).await.unwrap();
+    let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
     let token = FileAccessToken::new(server.login("p").unwrap().fat).unwrap();
     let presigner = presigner(&server.presign_url());
     (server, token, presigner)
