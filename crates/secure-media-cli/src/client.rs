@@ -25,20 +25,25 @@ pub(crate) fn http_client(ca_certs: &[PathBuf]) -> Result<reqwest::Client, Failu
     })
 }
 
-/// A CA file and how the user named it (`--ca-cert FILE` or `SSL_CERT_FILE=FILE`), for messages.
+/// A CA file and where the user named it (`--ca-cert ` or `SSL_CERT_FILE=`), for messages.
 struct CaFile {
-    named: String,
+    source: &'static str,
     path: PathBuf,
 }
 
+impl CaFile {
+    /// `--ca-cert FILE` or `SSL_CERT_FILE=FILE`.
+    fn named(&self) -> String {
+        format!("{}{}", self.source, self.path.display())
+    }
+}
+
 fn ca_files(ca_certs: &[PathBuf]) -> Vec<CaFile> {
-    let flags =
-        ca_certs.iter().map(|path| CaFile { named: format!("--ca-cert {}", path.display()), path: path.clone() });
+    let flags = ca_certs.iter().map(|path| CaFile { source: "--ca-cert ", path: path.clone() });
     // The variable OpenSSL and most TLS clients read: honoured here too, in addition to the flags.
     let env = std::env::var_os("SSL_CERT_FILE")
         .filter(|value| !value.is_empty())
-        .map(PathBuf::from)
-        .map(|path| CaFile { named: format!("SSL_CERT_FILE={}", path.display()), path });
+        .map(|path| CaFile { source: "SSL_CERT_FILE=", path: PathBuf::from(path) });
     flags.chain(env).collect()
 }
 
@@ -49,9 +54,9 @@ fn trust(
     files: &[CaFile],
 ) -> Result<(reqwest::ClientBuilder, Vec<String>), Failure> {
     for file in files {
-        builder = builder.tls_certs_merge(read_pem(&file.named, &file.path)?);
+        builder = builder.tls_certs_merge(read_pem(file)?);
     }
-    Ok((builder, files.iter().map(|file| file.named.clone()).collect()))
+    Ok((builder, files.iter().map(CaFile::named).collect()))
 }
 
 #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
@@ -59,14 +64,15 @@ fn trust(builder: reqwest::ClientBuilder, files: &[CaFile]) -> Result<(reqwest::
     match files.first() {
         None => Ok((builder, Vec::new())),
         Some(file) => {
-            Err(Failure::usage(format!("{}: this build has no TLS (features rustls or native-tls)", file.named)))
+            Err(Failure::usage(format!("{}: this build has no TLS (features rustls or native-tls)", file.named())))
         }
     }
 }
 
 #[cfg(any(feature = "rustls", feature = "native-tls"))]
-fn read_pem(named: &str, path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Failure> {
-    let pem = std::fs::read(path).map_err(|error| Failure::usage(format!("{named}: cannot read it: {error}")))?;
+fn read_pem(file: &CaFile) -> Result<Vec<reqwest::Certificate>, Failure> {
+    let named = file.named();
+    let pem = std::fs::read(&file.path).map_err(|error| Failure::usage(format!("{named}: cannot read it: {error}")))?;
     let certificates = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|_| Failure::usage(format!("{named}: not a valid PEM certificate file")))?;
     if certificates.is_empty() {

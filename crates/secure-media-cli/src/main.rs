@@ -82,7 +82,7 @@ impl Failure {
 
 /// What the user can do about a failure, read from its words: the presign path hands its cause back
 /// as text (`AccessError::Presign`), so one rule over the text serves every path alike.
-pub(crate) fn hint_for(message: &str) -> Option<&'static str> {
+fn hint_for(message: &str) -> Option<&'static str> {
     let unknown_ca = NetworkFailure::Tls(TlsFailure::UnknownIssuer).to_string();
     message.contains(&unknown_ca).then_some(UNKNOWN_CA_HINT)
 }
