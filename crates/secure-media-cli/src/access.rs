@@ -1,46 +1,127 @@
 //! Turning the shared flags into a [`SecureMedia`] handle, and keeping the token off the screen.
 
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use secure_media_core::presigned::endpoint::check_endpoint;
 use secure_media_core::{AccessError, FileAccessToken, LoginCell, SecureHosts, SecureMedia, StaticToken, TokenSource};
-use secure_media_reqwest::ReqwestPresigner;
+use secure_media_reqwest::{network_error, ReqwestPresigner};
 
 use crate::args::{AccessArgs, Mode};
+use crate::client::http_client;
 use crate::Failure;
+
+/// The environment variable that holds the token when no flag gives one.
+pub(crate) const TOKEN_ENV: &str = "SECURE_MEDIA_TOKEN";
+
+/// The whole login exchange, connection to last byte.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Access {
     pub(crate) media: SecureMedia,
     pub(crate) tokens: Arc<dyn TokenSource>,
+    /// The client the presigner and the login use; wrap it with the middleware to fetch.
+    pub(crate) client: reqwest::Client,
     show_token: bool,
 }
 
-/// Logs in at `endpoint`: only over https, or plain http with `allow_http` (`--allow-http`), since
-/// the answer carries the token.
-pub(crate) async fn login(endpoint: &str, uid: &str, allow_http: bool) -> Result<FileAccessToken, AccessError> {
+/// Where the token comes from, read once (standard input cannot be read twice). No `Debug`: it
+/// holds the token.
+pub(crate) enum TokenInput {
+    /// From `--token-file`, `--token` or `SECURE_MEDIA_TOKEN`.
+    Given(String),
+    /// From a login at `endpoint` as `uid`.
+    Login { endpoint: String, uid: String },
+}
+
+impl TokenInput {
+    /// `--token-file`, `--token` or `--login`/`--uid` (clap lets through at most one), else
+    /// `SECURE_MEDIA_TOKEN`.
+    fn read(args: &AccessArgs) -> Result<Self, Failure> {
+        if let Some(path) = &args.token_file {
+            return read_token_file(path).map(Self::Given);
+        }
+        if let Some(token) = &args.token {
+            return Ok(Self::Given(token.clone()));
+        }
+        if let (Some(endpoint), Some(uid)) = (&args.login, &args.uid) {
+            return Ok(Self::Login { endpoint: endpoint.clone(), uid: uid.clone() });
+        }
+        match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.is_empty() => Ok(Self::Given(token)),
+            Ok(_) => Err(Failure::usage(format!("{TOKEN_ENV} is set but empty"))),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Failure::usage(format!("{TOKEN_ENV} is not valid text"))),
+            Err(std::env::VarError::NotPresent) => Err(Failure::usage(format!(
+                "no token: give --token-file FILE (- for standard input), set {TOKEN_ENV}, or give --login URL --uid USER"
+            ))),
+        }
+    }
+}
+
+/// The token in `path` (`-`: standard input), without its trailing newline; never in a message.
+fn read_token_file(path: &Path) -> Result<String, Failure> {
+    let stdin = path == Path::new("-");
+    let named =
+        if stdin { "--token-file - (standard input)".to_owned() } else { format!("--token-file {}", path.display()) };
+    let text = if stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    let text = text.map_err(|error| Failure::usage(format!("{named}: cannot read it: {error}")))?;
+    let token = text.trim_end_matches(['\r', '\n']);
+    if token.is_empty() {
+        return Err(Failure::usage(format!("{named}: no token in it (it is empty)")));
+    }
+    Ok(token.to_owned())
+}
+
+/// Logs in at `endpoint` with `client`: only over https, or plain http with `allow_http`
+/// (`--allow-http`), since the answer carries the token. A request that does not complete is
+/// [`AccessError::Network`] (the endpoint without its query, and the cause chain).
+pub(crate) async fn login(
+    client: &reqwest::Client,
+    endpoint: &str,
+    uid: &str,
+    allow_http: bool,
+) -> Result<FileAccessToken, AccessError> {
     check_endpoint(endpoint, allow_http)?;
-    // The endpoint as printed: scheme, host, port and path (no userinfo, no query).
-    let shown = url::Url::parse(endpoint)
-        .map_or_else(|_| "the login endpoint".to_owned(), |url| secure_media_core::redacted_url(&url));
+    let shown = shown_url(endpoint);
     let failed = |why: &str| AccessError::RefreshFailed(format!("login at {shown} failed: {why}"));
-    // No redirects: a login endpoint that redirects elsewhere does not get to choose where the token comes from.
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|_| failed("no HTTP client"))?;
+    let unreachable = |error| AccessError::Network { url: shown.clone(), error: network_error(error) };
+    // The client follows no redirects: a login endpoint that redirects elsewhere does not get to
+    // choose where the token comes from.
     let response = client
         .post(endpoint)
+        .timeout(LOGIN_TIMEOUT)
         .json(&serde_json::json!({ "uid": uid }))
         .send()
         .await
-        .map_err(|_| failed("unreachable"))?;
+        .map_err(unreachable)?;
     if !response.status().is_success() {
         return Err(failed(&format!("answered {}", response.status())));
     }
-    let answer: serde_json::Value = response.json().await.map_err(|_| failed("not a JSON login answer"))?;
+    let body = response.bytes().await.map_err(unreachable)?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| failed("not a JSON login answer"))?;
     let fat = answer.get("fat").and_then(|f| f.as_str()).ok_or_else(|| failed("no \"fat\" in the answer"))?;
     FileAccessToken::new(fat)
+}
+
+/// `url` as printed: scheme, host, port and path (no userinfo, no query: either may hold a secret).
+pub(crate) fn shown_url(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| "(not a URL)".to_owned(), |url| secure_media_core::redacted_url(&url))
+}
+
+/// A failed login as the user reads it: where, and why (with the cause chain).
+pub(crate) fn login_failure(error: &AccessError) -> Failure {
+    match error {
+        AccessError::Network { url, error } => Failure::network(format!("login at {url} failed: {error}")),
+        AccessError::RefreshFailed(reason) => Failure::network(reason.clone()),
+        _ => Failure::access(error),
+    }
 }
 
 pub(crate) fn hosts(args: &AccessArgs) -> Result<SecureHosts, Failure> {
@@ -51,42 +132,66 @@ pub(crate) fn hosts(args: &AccessArgs) -> Result<SecureHosts, Failure> {
     Ok(if args.allow_http { hosts.allowing_http() } else { hosts })
 }
 
-pub(crate) async fn build(args: &AccessArgs) -> Result<Access, Failure> {
-    let hosts = hosts(args)?;
-    let tokens: Arc<dyn TokenSource> = match (&args.token, &args.login, &args.uid) {
-        (Some(token), _, _) => Arc::new(StaticToken::parse(token.clone()).map_err(|e| Failure::usage(e.to_string()))?),
-        (None, Some(endpoint), Some(uid)) => {
-            let (endpoint, uid, allow_http) = (endpoint.clone(), uid.clone(), args.allow_http);
-            check_endpoint(&endpoint, allow_http).map_err(|e| Failure::usage(format!("--login: {e}")))?;
-            let first = login(&endpoint, &uid, allow_http).await.map_err(|e| Failure::network(e.to_string()))?;
-            let cell = LoginCell::with_relogin(move || {
-                let (endpoint, uid) = (endpoint.clone(), uid.clone());
-                async move { login(&endpoint, &uid, allow_http).await }
-            });
-            cell.set(first);
-            Arc::new(cell)
-        }
-        _ => return Err(Failure::usage("give --token, or --login with --uid")),
-    };
-    let mut builder =
-        SecureMedia::builder("cli").secure_hosts(hosts).mode(args.mode.into()).token_source(tokens.clone());
-    match (&args.presign_endpoint, args.mode) {
-        (Some(endpoint), _) => {
-            let endpoint = endpoint.parse().map_err(|_| Failure::usage("--presign-endpoint is not a URL"))?;
-            let client = reqwest::Client::new();
-            let presigner = if args.allow_http {
-                ReqwestPresigner::new_allowing_http(client, endpoint)
-            } else {
-                ReqwestPresigner::new(client, endpoint)
-            };
-            let presigner = presigner.map_err(|e| Failure::usage(format!("--presign-endpoint: {e}")))?;
-            builder = builder.presigner(Arc::new(presigner));
-        }
-        (None, Mode::Presigned) => return Err(Failure::usage("--presign-endpoint is required in presigned mode")),
-        (None, _) => {}
+/// The shared flags, read once: where the token comes from, and the one HTTP client.
+pub(crate) struct Setup<'a> {
+    args: &'a AccessArgs,
+    pub(crate) token: TokenInput,
+    pub(crate) client: reqwest::Client,
+}
+
+impl<'a> Setup<'a> {
+    pub(crate) fn read(args: &'a AccessArgs) -> Result<Self, Failure> {
+        let client = http_client(&args.ca_certs)?;
+        let token = TokenInput::read(args)?;
+        Ok(Self { args, token, client })
     }
-    let media = builder.build().map_err(|e| Failure::usage(e.to_string()))?;
-    Ok(Access { media, tokens, show_token: args.show_token })
+
+    /// The handle for `mode` (the doctor tries each).
+    pub(crate) async fn access(&self, mode: Mode) -> Result<Access, Failure> {
+        let args = self.args;
+        let hosts = hosts(args)?;
+        let tokens: Arc<dyn TokenSource> = match &self.token {
+            TokenInput::Given(token) => {
+                Arc::new(StaticToken::parse(token.clone()).map_err(|e| Failure::usage(e.to_string()))?)
+            }
+            TokenInput::Login { endpoint, uid } => {
+                let allow_http = args.allow_http;
+                check_endpoint(endpoint, allow_http).map_err(|e| Failure::usage(format!("--login: {e}")))?;
+                let first = login(&self.client, endpoint, uid, allow_http).await.map_err(|e| login_failure(&e))?;
+                let (client, endpoint, uid) = (self.client.clone(), endpoint.clone(), uid.clone());
+                let cell = LoginCell::with_relogin(move || {
+                    let (client, endpoint, uid) = (client.clone(), endpoint.clone(), uid.clone());
+                    async move { login(&client, &endpoint, &uid, allow_http).await }
+                });
+                cell.set(first);
+                Arc::new(cell)
+            }
+        };
+        let mut builder =
+            SecureMedia::builder("cli").secure_hosts(hosts).mode(mode.into()).token_source(tokens.clone());
+        match (&args.presign_endpoint, mode) {
+            (Some(endpoint), _) => {
+                let endpoint = endpoint.parse().map_err(|_| Failure::usage("--presign-endpoint is not a URL"))?;
+                let client = self.client.clone();
+                let presigner = if args.allow_http {
+                    ReqwestPresigner::new_allowing_http(client, endpoint)
+                } else {
+                    ReqwestPresigner::new(client, endpoint)
+                };
+                let presigner = presigner.map_err(|e| Failure::usage(format!("--presign-endpoint: {e}")))?;
+                builder = builder.presigner(Arc::new(presigner));
+            }
+            (None, Mode::Presigned) => return Err(Failure::usage("--presign-endpoint is required in presigned mode")),
+            (None, _) => {}
+        }
+        let media = builder.build().map_err(|e| Failure::usage(e.to_string()))?;
+        Ok(Access { media, tokens, client: self.client.clone(), show_token: args.show_token })
+    }
+}
+
+/// The handle the flags describe.
+pub(crate) async fn build(args: &AccessArgs) -> Result<Access, Failure> {
+    Setup::read(args)?.access(args.mode).await
 }
 
 impl Access {
@@ -101,6 +206,13 @@ impl Access {
             }
             None => text.to_owned(),
         }
+    }
+
+    /// The failure with its message through [`redact`](Self::redact): a second guard, as no
+    /// message is built with the token in it.
+    pub(crate) fn redact_failure(&self, mut failure: Failure) -> Failure {
+        failure.message = self.redact(&failure.message);
+        failure
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// Run the reference server, see what a mode sends, fetch and diagnose secure media.
 #[derive(Parser)]
@@ -73,7 +73,11 @@ impl From<Mode> for secure_media_core::SecureMediaMode {
 }
 
 /// How to reach secure media: shared by resolve, fetch and doctor. No `Debug`: it holds the token.
+// The token comes from one of --token-file, --token or --login/--uid (at most one), or else from
+// SECURE_MEDIA_TOKEN: a flag wins over the environment. The variable is read in access.rs, not by
+// clap, whose `env` would count it as given and make it conflict with those flags.
 #[derive(Args)]
+#[command(group(ArgGroup::new("fat").args(["token_file", "token", "login"]).multiple(false)))]
 pub(crate) struct AccessArgs {
     /// The access mode.
     #[arg(long, value_enum, default_value = "embedded")]
@@ -85,8 +89,16 @@ pub(crate) struct AccessArgs {
     /// servers only: the token could be read on the way).
     #[arg(long)]
     pub(crate) allow_http: bool,
-    /// The File Access Token.
-    #[arg(long, conflicts_with_all = ["login", "uid"], required_unless_present = "login")]
+    /// Trust the CA certificates in this PEM file as well as the platform's roots (repeatable; for
+    /// a private CA or a test server). The file named by SSL_CERT_FILE, if set, is trusted too.
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub(crate) ca_certs: Vec<PathBuf>,
+    /// Read the File Access Token from FILE (`-`: standard input); a trailing newline is ignored.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// The File Access Token. Visible to other users in the process list and kept in the shell
+    /// history: prefer the SECURE_MEDIA_TOKEN environment variable or --token-file.
+    #[arg(long)]
     pub(crate) token: Option<String>,
     /// A login endpoint to get a token from (POST {"uid"}).
     #[arg(long, requires = "uid")]

@@ -6,8 +6,11 @@ use secure_media_core::presigned::expiry_of;
 use secure_media_core::{FileAccessToken, MediaUrl, SecureMediaMode, FAT_PARAM};
 use url::Url;
 
-use crate::access::{build, hosts, login};
-use crate::args::{AccessArgs, DoctorArgs, Mode};
+use secure_media_reqwest::network_error;
+
+use crate::access::{hosts, login, login_failure, shown_url, Setup, TokenInput};
+use crate::args::{DoctorArgs, Mode};
+use crate::fetch::send_failure;
 use crate::Failure;
 
 fn ago(t: SystemTime, now: SystemTime) -> String {
@@ -48,10 +51,10 @@ impl Report {
     }
 }
 
-async fn check_token(args: &AccessArgs, report: &mut Report) -> bool {
+async fn check_token(setup: &Setup<'_>, allow_http: bool, report: &mut Report) -> bool {
     let now = SystemTime::now();
-    let token = match (&args.token, &args.login, &args.uid) {
-        (Some(token), _, _) => match FileAccessToken::new(token.clone()) {
+    let token = match &setup.token {
+        TokenInput::Given(token) => match FileAccessToken::new(token.clone()) {
             Ok(token) => token,
             Err(error) => {
                 report.problem(
@@ -61,17 +64,18 @@ async fn check_token(args: &AccessArgs, report: &mut Report) -> bool {
                 return false;
             }
         },
-        (None, Some(endpoint), Some(uid)) => match login(endpoint, uid, args.allow_http).await {
+        TokenInput::Login { endpoint, uid } => match login(&setup.client, endpoint, uid, allow_http).await {
             Ok(token) => {
-                report.ok(format!("logged in at {endpoint} as {uid}"));
+                report.ok(format!("logged in at {} as {uid}", shown_url(endpoint)));
                 token
             }
             Err(error) => {
-                report.problem(error.to_string(), "check --login (the login endpoint) and that the server is running");
+                let failure = login_failure(&error);
+                let fix = failure.hint().unwrap_or("check --login (the login endpoint) and that the server is running");
+                report.problem(failure.message(), fix);
                 return false;
             }
         },
-        _ => return false,
     };
     match token.expires_at() {
         // Strict here (no clock-skew allowance): the doctor says what the server will see.
@@ -135,26 +139,20 @@ fn check_url(args: &DoctorArgs, report: &mut Report) -> Option<Url> {
     Some(url)
 }
 
-async fn try_mode(args: &DoctorArgs, mode: Mode) -> Result<u16, String> {
-    let access_args = AccessArgs {
-        mode,
-        secure_hosts: args.access.secure_hosts.clone(),
-        allow_http: args.access.allow_http,
-        token: args.access.token.clone(),
-        login: args.access.login.clone(),
-        uid: args.access.uid.clone(),
-        presign_endpoint: args.access.presign_endpoint.clone(),
-        show_token: false,
-    };
-    let access = build(&access_args).await.map_err(|f| f.message)?;
-    let client = crate::fetch::client(&access).map_err(|f| f.message)?;
-    let response = client.get(&args.url).send().await.map_err(|e| access.redact(&e.to_string()))?;
+async fn try_mode(setup: &Setup<'_>, url: &str, mode: Mode) -> Result<u16, Failure> {
+    let access = setup.access(mode).await?;
+    let response = crate::fetch::client(&access)
+        .get(url)
+        .send()
+        .await
+        .map_err(|error| access.redact_failure(send_failure(url, error)))?;
     Ok(response.status().as_u16())
 }
 
 pub(crate) async fn run(args: DoctorArgs) -> Result<(), Failure> {
+    let setup = Setup::read(&args.access)?;
     let mut report = Report { problems: 0 };
-    let token_ok = check_token(&args.access, &mut report).await;
+    let token_ok = check_token(&setup, args.access.allow_http, &mut report).await;
     let url = check_url(&args, &mut report);
     let Some(url) = url else {
         return Err(Failure::refused(format!("{} problem(s) found", report.problems)));
@@ -166,15 +164,17 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<(), Failure> {
             if matches!(mode, Mode::Presigned) && args.access.presign_endpoint.is_none() {
                 continue;
             }
-            results.push((mode, try_mode(&args, mode).await));
+            results.push((mode, try_mode(&setup, &args.url, mode).await));
         }
     }
-    let plain = reqwest::Client::new()
+    // Without any proof, through the same client (the same trusted CAs, no redirects followed).
+    let plain = setup
+        .client
         .get(url.as_str())
         .send()
         .await
         .map(|r| r.status().as_u16())
-        .map_err(|e| e.without_url().to_string());
+        .map_err(|e| Failure::network(format!("{}: {}", shown_url(url.as_str()), network_error(e))));
     println!("\ntried:");
     for (mode, result) in &results {
         let mark = if std::mem::discriminant(mode) == std::mem::discriminant(&chosen) { " (chosen)" } else { "" };
@@ -186,6 +186,12 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<(), Failure> {
             .iter()
             .any(|(mode, r)| std::mem::discriminant(mode) == std::mem::discriminant(m) && matches!(r, Ok(200..=299)))
     };
+    // A request that did not complete says why (the cause chain), and what to do if we know.
+    let unreachable = results
+        .iter()
+        .map(|(_, result)| result)
+        .chain([&plain])
+        .find_map(|result| result.as_ref().err().filter(|failure| failure.is_network()));
     println!();
     if worked(&chosen) {
         report.ok(format!("{} mode loads this URL", SecureMediaMode::from(chosen)));
@@ -195,6 +201,9 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<(), Failure> {
             format!("{} mode fails but {name} works", SecureMediaMode::from(chosen)),
             format!("use --mode {name} (the server's configured mode)"),
         );
+    } else if let Some(failure) = unreachable {
+        let fix = failure.hint().unwrap_or("check the URL's host and port, and that the server is running");
+        report.problem(failure.message(), fix);
     } else if token_ok {
         report
             .problem("no mode loads this URL", "check the URL, the secure host and that the token belongs to this app");
@@ -210,9 +219,9 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<(), Failure> {
     }
 }
 
-fn show(result: &Result<u16, String>) -> String {
+fn show(result: &Result<u16, Failure>) -> String {
     match result {
         Ok(status) => format!("HTTP {status}"),
-        Err(error) => format!("error: {error}"),
+        Err(failure) => format!("error: {}", failure.message()),
     }
 }

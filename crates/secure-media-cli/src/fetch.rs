@@ -3,18 +3,36 @@
 use std::io::{IsTerminal, Write};
 
 use http::{header, StatusCode};
-use secure_media_core::check_media;
-use secure_media_reqwest::{redirect_policy, SecureMediaMiddleware};
+use secure_media_core::{check_media, AccessError, NetworkError, NetworkFailure};
+use secure_media_reqwest::{network_error, SecureMediaMiddleware};
 use tokio::io::AsyncWriteExt;
 
-use crate::access::{build, Access};
+use crate::access::{build, shown_url, Access};
 use crate::args::FetchArgs;
 use crate::Failure;
 
-pub(crate) fn client(access: &Access) -> Result<reqwest_middleware::ClientWithMiddleware, Failure> {
-    let client =
-        reqwest::Client::builder().redirect(redirect_policy()).build().map_err(|e| Failure::other(e.to_string()))?;
-    Ok(reqwest_middleware::ClientBuilder::new(client).with(SecureMediaMiddleware::new(access.media.strategy())).build())
+/// The command's client (see `client.rs`) with the middleware over the flags' strategy.
+pub(crate) fn client(access: &Access) -> reqwest_middleware::ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(access.client.clone())
+        .with(SecureMediaMiddleware::new(access.media.strategy()))
+        .build()
+}
+
+/// Why a request through the middleware failed: the clean URL and the cause chain.
+pub(crate) fn send_failure(url: &str, error: reqwest_middleware::Error) -> Failure {
+    match error {
+        reqwest_middleware::Error::Reqwest(error) => {
+            Failure::network(format!("{}: {}", shown_url(url), network_error(error)))
+        }
+        reqwest_middleware::Error::Middleware(error) => match error.downcast_ref::<AccessError>() {
+            Some(access) => Failure::access(access),
+            None => Failure::network(format!(
+                "{}: {}",
+                shown_url(url),
+                NetworkError::from_chain(error.as_ref(), NetworkFailure::Other)
+            )),
+        },
+    }
 }
 
 pub(crate) async fn run(args: FetchArgs) -> Result<(), Failure> {
@@ -22,12 +40,12 @@ pub(crate) async fn run(args: FetchArgs) -> Result<(), Failure> {
         crate::verbose_logs();
     }
     let access = build(&args.access).await?;
-    let client = client(&access)?;
+    let client = client(&access);
     if args.verbose {
-        eprintln!("-> {} mode, requesting {}", access.media.mode(), args.url);
+        eprintln!("-> {} mode, requesting {}", access.media.mode(), access.redact(&args.url));
     }
     let mut response =
-        client.get(&args.url).send().await.map_err(|e| Failure::network(access.redact(&e.to_string())))?;
+        client.get(&args.url).send().await.map_err(|e| access.redact_failure(send_failure(&args.url, e)))?;
     let status = response.status();
     if args.verbose {
         eprintln!("<- {status}");
@@ -52,9 +70,8 @@ pub(crate) async fn run(args: FetchArgs) -> Result<(), Failure> {
     let progress = args.output.is_some() && std::io::stderr().is_terminal();
     let mut received: u64 = 0;
     let mut checked = false;
-    while let Some(chunk) =
-        response.chunk().await.map_err(|e| Failure::network(access.redact(&e.without_url().to_string())))?
-    {
+    let cut_off = |error| Failure::network(format!("{}: {}", shown_url(&args.url), network_error(error)));
+    while let Some(chunk) = response.chunk().await.map_err(|e| access.redact_failure(cut_off(e)))? {
         if !checked {
             check_media(&content_type, &chunk).map_err(Failure::not_media)?;
             checked = true;

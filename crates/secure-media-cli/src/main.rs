@@ -5,6 +5,7 @@
 
 mod access;
 mod args;
+mod client;
 mod doctor;
 mod fetch;
 mod resolve;
@@ -13,29 +14,84 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::Parser;
+use secure_media_core::{AccessError, NetworkFailure, TlsFailure};
 
-/// A one-line reason and the exit code that goes with it.
+/// What to do about a server certificate from a CA the client does not know.
+const UNKNOWN_CA_HINT: &str = "pass --ca-cert FILE (or set SSL_CERT_FILE) if the server uses a private CA";
+
+/// A one-line reason, what to do about it if we know, and the exit code that goes with it.
 #[derive(Debug)]
 pub(crate) struct Failure {
     code: u8,
     message: String,
+    hint: Option<&'static str>,
 }
 
 impl Failure {
+    fn new(code: u8, message: String) -> Self {
+        let hint = hint_for(&message);
+        Self { code, message, hint }
+    }
     pub(crate) fn usage(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into() }
+        Self::new(2, message.into())
     }
     pub(crate) fn refused(message: impl Into<String>) -> Self {
-        Self { code: 3, message: message.into() }
+        Self::new(3, message.into())
     }
+    /// A request that did not complete; the message ends with its cause chain
+    /// ([`secure_media_core::NetworkError`]'s words).
     pub(crate) fn network(message: impl Into<String>) -> Self {
-        Self { code: 4, message: message.into() }
+        Self::new(4, message.into())
     }
     pub(crate) fn not_media(message: impl Into<String>) -> Self {
-        Self { code: 5, message: message.into() }
+        Self::new(5, message.into())
     }
     pub(crate) fn other(message: impl Into<String>) -> Self {
-        Self { code: 1, message: message.into() }
+        Self::new(1, message.into())
+    }
+
+    /// An access error from the middleware or a strategy: a refused token is 3, an endpoint that
+    /// may not receive the token is a usage error, anything else (the network, a presign endpoint
+    /// that failed) is 4, as it always was.
+    pub(crate) fn access(error: &AccessError) -> Self {
+        match error {
+            AccessError::Refused { .. } | AccessError::PresignUnauthorized { .. } => Self::refused(error.to_string()),
+            AccessError::InsecureEndpoint { .. } => Self::usage(error.to_string()),
+            _ => Self::network(error.to_string()),
+        }
+    }
+
+    /// The same exit code and hint under another message (the reasons were printed already).
+    pub(crate) fn summarized(self, message: String) -> Self {
+        Self { message, ..self }
+    }
+
+    /// A request that did not complete (exit code 4).
+    pub(crate) fn is_network(&self) -> bool {
+        self.code == 4
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn hint(&self) -> Option<&'static str> {
+        self.hint
+    }
+}
+
+/// What the user can do about a failure, read from its words: the presign path hands its cause back
+/// as text (`AccessError::Presign`), so one rule over the text serves every path alike.
+fn hint_for(message: &str) -> Option<&'static str> {
+    let unknown_ca = NetworkFailure::Tls(TlsFailure::UnknownIssuer).to_string();
+    message.contains(&unknown_ca).then_some(UNKNOWN_CA_HINT)
+}
+
+/// The one way a failure reaches the user: the reason with its cause chain, then the hint.
+fn print_failure(failure: &Failure) {
+    eprintln!("secure-media: {}", failure.message);
+    if let Some(hint) = failure.hint {
+        eprintln!("hint: {hint}");
     }
 }
 
@@ -62,7 +118,7 @@ async fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("secure-media: {}", failure.message);
+            print_failure(&failure);
             ExitCode::from(failure.code)
         }
     }

@@ -9,7 +9,7 @@ use crate::Failure;
 pub(crate) async fn run(args: ResolveArgs) -> Result<(), Failure> {
     let access = build(&args.access).await?;
     let strategy = access.media.strategy();
-    let mut failed = None;
+    let mut failed: Option<(usize, Failure)> = None;
     for url in &args.urls {
         match resolve_str(&*strategy, url).await {
             Ok((resolved, resolution)) => {
@@ -21,10 +21,17 @@ pub(crate) async fn run(args: ResolveArgs) -> Result<(), Failure> {
             }
             Err(error) => {
                 println!("{url}");
-                eprintln!("error: {url}: {}", access.redact(&error.to_string()));
-                failed = Some(Failure::other(format!("{url}: {error}")));
+                let failure = access.redact_failure(Failure::access(&error));
+                eprintln!("error: {}: {}", access.redact(url), failure.message());
+                failed = Some((failed.map_or(0, |(count, _)| count) + 1, failure));
             }
         }
     }
-    failed.map_or(Ok(()), Err)
+    // Each reason is above; the last one's exit code and hint go with the summary.
+    match failed {
+        None => Ok(()),
+        Some((count, last)) => {
+            Err(last.summarized(format!("{count} of {} URLs could not be resolved", args.urls.len())))
+        }
+    }
 }
