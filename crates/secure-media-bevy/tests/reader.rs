@@ -87,3 +87,19 @@ fn the_plugin_registers_its_source() {
     });
     assert!(bytes.starts_with(b"GIF8"));
 }
+
+/// Plain http is the opt-in: `over_http` reads from a plain-http server (whose host the fetcher
+/// allows over http); without it the reader asks for https, which that server cannot answer.
+#[test]
+fn over_http_is_the_opt_in_for_a_plain_http_server() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(ReferenceServer::start(ServerConfig::default())).unwrap();
+    let fetcher = fetcher(&server, SecureMediaMode::Embedded, logged_in(&server, "bevy"));
+    let path = asset_path(&server, "sample-64x64.gif");
+    let plain = SecureAssetReader::new(fetcher.clone(), runtime.handle().clone()).over_http();
+    let expected = &samples().iter().find(|s| s.name == "sample-64x64.gif").unwrap().bytes;
+    assert_eq!(&futures::executor::block_on(read_all(&plain, &path)).unwrap()[..], &expected[..]);
+    let https = SecureAssetReader::new(fetcher, runtime.handle().clone());
+    assert!(futures::executor::block_on(read_all(&https, &path)).is_err());
+    assert_eq!(server.stats().requests_with_token, 1, "only the opted-in read carried the token");
+}
