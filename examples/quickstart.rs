@@ -34,7 +34,8 @@ async fn main() -> Result<(), Error> {
     // trusting the test CA only. Against a real host, leave out `tls_certs_only`.
     let reqwest_client = client_builder().tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?]).build()?;
     // tower: hyper over hyper-rustls, trusting the test CA only. Against a real host, use
-    // `HttpsConnectorBuilder::new().with_native_roots()?` instead of `with_tls_config`.
+    // `with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?` instead of
+    // `with_tls_config`.
     let tls = secure_media_server::client_config_trusting(ca)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
     let hyper = HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(https);

@@ -110,10 +110,8 @@ async fn an_https_to_http_redirect_onto_a_secure_host_is_not_followed() {
             assert_eq!(fetched.status, 302, "{stack:?} {mode}");
             assert_eq!(fetched.record.unwrap().hops, 0, "{stack:?} {mode}");
             assert!(!fetched.shown.contains(&token), "{stack:?} {mode}: {}", fetched.shown);
-            // One media request (the https one) besides any presign call; an http request to the
-            // TLS port would be another.
-            let stats = server.stats();
-            assert_eq!(stats.requests, 1 + stats.presign_calls, "{stack:?} {mode}");
+            // The status and the hop count say the downgrade was not followed (plain http to the
+            // TLS port would fail its handshake, never reaching the counters).
         }
     }
 }

@@ -46,7 +46,8 @@ pub(crate) struct ServeArgs {
     /// Serve https with a certificate from a fresh test CA (written to --ca-out for clients).
     #[arg(long)]
     pub(crate) tls: bool,
-    /// Where to write the test CA's certificate (default: the temp dir, secure-media-ca-<port>.pem).
+    /// Where to write the test CA's certificate (default: ca.pem in a new private directory in the
+    /// temp dir, secure-media-tls-<port>-<pid>).
     #[arg(long, requires = "tls")]
     pub(crate) ca_out: Option<PathBuf>,
 }

@@ -342,6 +342,53 @@ fn serve_prints_where_it_listens_first() {
     assert!(first.starts_with("listening on http://127.0.0.1:"), "{first}");
 }
 
+/// The whole walkthrough as a user runs it: `secure-media serve --tls` in one process, then
+/// `secure-media fetch --ca-cert` (the file serve wrote) in every mode, no `--allow-http`.
+#[test]
+fn serve_tls_then_fetch_with_its_ca_loads_an_image_in_every_mode() {
+    let dir = temp_dir("serve-tls");
+    let ca = dir.join("ca.pem").display().to_string();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("secure-media"))
+        .args(["serve", "--tls", "--addr", "127.0.0.1:0", "--ca-out", &ca])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read everything serve prints (the reader stays open: serve must not meet a closed pipe).
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let printed: Vec<String> = (&mut stdout).lines().map(|line| line.unwrap()).take(5).collect();
+    let base = printed[0].strip_prefix("listening on ").unwrap().trim().to_owned();
+    assert!(base.starts_with("https://127.0.0.1:"), "{printed:?}");
+    assert!(printed[1].trim_start().starts_with(&format!("CA certificate: {ca}")), "{printed:?}");
+    let host = base.trim_start_matches("https://").to_owned();
+    for mode in ["embedded", "header", "presigned"] {
+        let out = dir.join(format!("{mode}.png")).display().to_string();
+        let (code, _, err) = run(&[
+            "fetch",
+            "--ca-cert",
+            &ca,
+            "--mode",
+            mode,
+            "--secure-host",
+            &host,
+            "--login",
+            &format!("{base}/v1/auth/login"),
+            "--uid",
+            "walkthrough",
+            "--presign-endpoint",
+            &format!("{base}/v1/media/presign"),
+            "-o",
+            &out,
+            &format!("{base}/demo/media/sample-640x480.png"),
+        ]);
+        assert_eq!(code, 0, "{mode}: {err}");
+        assert_eq!(std::fs::read(&out).unwrap(), sample("sample-640x480.png"), "{mode}");
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    drop(stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The server's CA certificate in a file, as `serve --tls` writes it.
 fn ca_file(server: &RunningServer, dir: &Path) -> String {
     let path = dir.join("ca.pem");

@@ -560,26 +560,45 @@ impl Exchange {
             return None;
         }
         strip_credentials(&mut target);
-        if answered.scheme() == "https" && self.downgrades_a_secure_host(&target) {
+        // Whatever answered: a plain-http host in between must not bring the chain back to a
+        // secure host over http either.
+        if self.downgrades_a_secure_host(&target) {
             return None;
         }
         Some(target)
     }
 
-    /// Is `target` a plain-http URL on a host the strategy serves over https only? A redirect
-    /// there (an attacker on the path, a misconfigured server) would strip the protection the
-    /// caller asked for: it is not followed, and the 3xx goes back to the caller.
     fn downgrades_a_secure_host(&self, target: &Url) -> bool {
-        if target.scheme() != "http" || MediaUrl::from_url(target).is_some_and(|v| self.strategy.applies_to(&v)) {
-            return false;
-        }
-        let mut upgraded = target.clone();
-        // `http` to `https` is always allowed by `Url::set_scheme` (both special schemes).
-        if upgraded.set_scheme("https").is_err() {
-            return true;
-        }
-        MediaUrl::from_url(&upgraded).is_some_and(|view| self.strategy.applies_to(&view))
+        downgrades_to_http(target, |view| self.strategy.applies_to(view))
     }
+}
+
+/// Is `target` a plain-http URL on a host that `serves` (a strategy's `applies_to`, a
+/// `SecureHosts::matches`) accepts over https only? A redirect there (an attacker on the path, a
+/// misconfigured server) would strip the protection the caller asked for: the exchange does not
+/// follow it, and the redirect policies of both stacks stop there. With `allowing_http` the http
+/// URL is itself served, and this is `false`.
+///
+/// ```
+/// use secure_media_core::{downgrades_to_http, SecureHosts};
+///
+/// let hosts = SecureHosts::cometchat("us")?;
+/// let url = |s: &str| url::Url::parse(s).unwrap();
+/// assert!(downgrades_to_http(&url("http://files-us.cometchat.io/app/a.png"), |v| hosts.matches(v)));
+/// assert!(!downgrades_to_http(&url("http://cdn.example/a.png"), |v| hosts.matches(v)));
+/// assert!(!downgrades_to_http(&url("https://files-us.cometchat.io/app/a.png"), |v| hosts.matches(v)));
+/// # Ok::<(), secure_media_core::AccessError>(())
+/// ```
+pub fn downgrades_to_http(target: &Url, serves: impl Fn(&MediaUrl<'_>) -> bool) -> bool {
+    if target.scheme() != "http" || MediaUrl::from_url(target).is_some_and(|view| serves(&view)) {
+        return false;
+    }
+    let mut upgraded = target.clone();
+    // `http` to `https` is always allowed by `Url::set_scheme` (both special schemes).
+    if upgraded.set_scheme("https").is_err() {
+        return true;
+    }
+    MediaUrl::from_url(&upgraded).is_some_and(|view| serves(&view))
 }
 
 /// Does the URL carry userinfo or a credential query parameter (in any spelling)? Such a URL was
@@ -682,6 +701,15 @@ mod tests {
         assert!(ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("http://cdn.example/b.png?fat=T"))));
         let hop = ex.next().await.unwrap().unwrap();
         assert_eq!(sent(&hop, SECURE), "http://cdn.example/b.png");
+        // ...but it cannot bring the chain back to the secure host over http, in any spelling.
+        for back in ["http://files-us.cometchat.io/app/media/b.png", "//files-us.cometchat.io/app/media/b.png"] {
+            let mut ex = exchange(SECURE, Method::GET);
+            ex.first_ready().unwrap().unwrap();
+            assert!(ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static("http://cdn.example/x"))));
+            ex.next().await.unwrap().unwrap();
+            assert!(!ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static(back))), "{back}");
+            assert_eq!(ex.record().hops, 1, "{back}");
+        }
     }
 
     #[tokio::test]

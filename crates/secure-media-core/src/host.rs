@@ -83,7 +83,8 @@ impl SecureHosts {
     }
 
     /// Lets `http://` URLs on these hosts match too: for loopback test servers only, since a
-    /// token sent over plain http can be read on the way.
+    /// token sent over plain http can be read on the way. Then an http URL on these hosts is
+    /// secure like an https one, also when a redirect leads there from https, and gets the token.
     pub fn allowing_http(mut self) -> Self {
         self.allow_http = true;
         self

@@ -43,8 +43,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedStrategy, FAT_PARAM};
 pub use error::AccessError;
 pub use exchange::{
-    carries_credentials, strip_credentials, Attempt, Exchange, ExchangeRecord, CALLER_CREDENTIAL_HEADERS,
-    DEFAULT_MAX_HOPS,
+    carries_credentials, downgrades_to_http, strip_credentials, Attempt, Exchange, ExchangeRecord,
+    CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS,
 };
 pub use fetch::{check_media, Media, MediaFetcher};
 pub use header::HeaderStrategy;

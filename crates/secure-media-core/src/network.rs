@@ -91,17 +91,23 @@ impl NetworkError {
     /// an I/O error's kind, a resolver's "dns error"; `fallback` when none says more. Pass an
     /// error whose message holds no URL (reqwest: `error.without_url()`).
     pub fn from_chain(error: &(dyn Error + 'static), fallback: NetworkFailure) -> Self {
-        let mut failure = None;
+        // A TLS failure anywhere in the chain names it (an outer "connection reset" is how a
+        // failed handshake looks one level up); otherwise the outermost cause that says more.
+        let (mut tls, mut failure) = (None, None);
+        let mut classify = |cause: &(dyn Error + 'static)| {
+            tls = tls.or_else(|| tls_failure(cause));
+            failure = failure.or_else(|| kind_of(cause));
+        };
         let mut detail = String::new();
         let mut next = Some(error);
         while let Some(cause) = next {
-            failure = failure.or_else(|| classify(cause));
+            classify(cause);
             let text = cause.to_string();
             // io::Error shows its inner error's text but skips it in `source()` (and TLS stacks
             // nest one io::Error in another): read them here.
             let mut inner = io_inner(cause);
             while let Some(wrapped) = inner {
-                failure = failure.or_else(|| classify(wrapped));
+                classify(wrapped);
                 inner = io_inner(wrapped);
             }
             if !text.is_empty() && !detail.contains(&text) {
@@ -112,7 +118,7 @@ impl NetworkError {
             }
             next = cause.source();
         }
-        Self::new(failure.unwrap_or(fallback), detail)
+        Self::new(tls.map(NetworkFailure::Tls).or(failure).unwrap_or(fallback), detail)
     }
 
     /// What failed.
@@ -125,6 +131,8 @@ impl NetworkError {
         &self.detail
     }
 }
+
+impl Error for NetworkError {}
 
 impl fmt::Display for NetworkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -141,10 +149,8 @@ fn io_inner<'e>(error: &'e (dyn Error + 'static)) -> Option<&'e (dyn Error + 'st
     Some(inner as &(dyn Error + 'static))
 }
 
-fn classify(error: &(dyn Error + 'static)) -> Option<NetworkFailure> {
-    if let Some(tls) = tls_failure(error) {
-        return Some(NetworkFailure::Tls(tls));
-    }
+/// What an I/O error's kind or a resolver's words say.
+fn kind_of(error: &(dyn Error + 'static)) -> Option<NetworkFailure> {
     if let Some(io) = error.downcast_ref::<io::Error>() {
         return match io.kind() {
             io::ErrorKind::TimedOut => Some(NetworkFailure::Timeout),
@@ -212,19 +218,36 @@ fn tls_failure(error: &(dyn Error + 'static)) -> Option<TlsFailure> {
     rustls_failure(error).or_else(|| native_tls_failure(error))
 }
 
-/// Cuts the query off anything in `text` that looks like a URL: no cause may carry a token.
+/// Cuts what could carry a credential out of `text`: the query of anything that looks like a URL
+/// or a path (`.../p?fat=...`), and any `name=value` pair named like a credential (`fat=`,
+/// `Signature=`, in any spelling), wherever words end (whitespace, quotes, brackets). No cause in
+/// a chain may carry a token, whoever wrote its message.
 fn redact_queries(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for (i, word) in text.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        match word.find('?') {
-            Some(at) if word.contains("://") || word.starts_with('/') => out.push_str(&word[..at]),
-            _ => out.push_str(word),
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, '\'' | '"' | '(' | ')' | '<' | '>' | '{' | '}' | '[' | ']' | ',') {
+            push_redacted(&mut out, &word);
+            word.clear();
+            out.push(c);
+        } else {
+            word.push(c);
         }
     }
+    push_redacted(&mut out, &word);
     out
+}
+
+fn push_redacted(out: &mut String, word: &str) {
+    let word = match word.find('?') {
+        Some(at) if word[..at].contains('/') => &word[..at],
+        _ => word,
+    };
+    if word.contains('=') && crate::query::has_credential(word.trim_start_matches(['?', '&', ';'])) {
+        out.push_str("<redacted>");
+    } else {
+        out.push_str(word);
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +294,33 @@ mod tests {
         );
         assert!(!error.to_string().contains("SECRET") && !error.to_string().contains("Signature"));
         assert!(error.detail().contains("plain? words"));
+        for written in [
+            "'/v1/presign?fat=SECRET'",
+            "uri=/v1/presign?fat=SECRET",
+            "failed:\n/v1/presign?fat=SECRET",
+            "GET h.example/p?fat=SECRET",
+            "https://h/p?name=a b&fat=SECRET",
+            "Url { query: Some(\"fat=SECRET\") }",
+            "params: X-Amz-Signature=SECRET&x=1",
+        ] {
+            let detail = NetworkError::new(NetworkFailure::Other, written).detail().to_owned();
+            assert!(!detail.contains("SECRET"), "{written:?} -> {detail:?}");
+        }
+        let kept = "connection refused (os error 111): key=value stays";
+        assert_eq!(NetworkError::new(NetworkFailure::Connect, kept).detail(), kept);
+    }
+
+    #[test]
+    fn a_tls_failure_inside_a_reset_is_named_as_tls() {
+        #[cfg(feature = "rustls")]
+        {
+            let rustls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+            let reset = io::Error::new(io::ErrorKind::ConnectionReset, rustls);
+            let error = NetworkError::from_chain(&reset, NetworkFailure::Other);
+            assert_eq!(error.failure(), NetworkFailure::Tls(TlsFailure::UnknownIssuer));
+        }
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(NetworkError::from_chain(&reset, NetworkFailure::Other).failure(), NetworkFailure::Connect);
     }
 
     #[cfg(feature = "rustls")]

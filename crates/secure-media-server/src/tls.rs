@@ -13,7 +13,7 @@ use rcgen::{
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -249,9 +249,12 @@ pub(crate) fn server_tls(
     Ok(Some((ca.pem.clone(), Arc::new(config))))
 }
 
+/// Handshakes the listener runs at once; more connections wait to be accepted.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// A TLS listener for `axum::serve`. A background loop accepts TCP connections and runs each
-/// handshake in its own task (at most [`HANDSHAKE_TIMEOUT`]), so a slow or broken client never
-/// holds up another; finished handshakes arrive here through a channel. Dropping the listener
+/// handshake in its own task (at most [`HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at
+/// once), so a slow or broken client never holds up another; finished handshakes arrive here through a channel. Dropping the listener
 /// (when axum stops serving) ends the loop and the handshakes still running.
 pub(crate) struct TlsListener {
     handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -276,14 +279,27 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     handshaken: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
+    // Handshakes in progress are bounded: a flood of silent connections waits in the kernel's
+    // backlog instead of taking every file descriptor (each lasts at most HANDSHAKE_TIMEOUT).
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let accepted = tokio::select! {
             () = handshaken.closed() => return,
-            accepted = tcp.accept() => accepted,
+            accepted = async {
+                // The semaphore is never closed, so acquiring fails never; stop if it somehow did.
+                let permit = pending.clone().acquire_owned().await.ok()?;
+                Some((permit, tcp.accept().await))
+            } => accepted,
         };
+        let Some((permit, accepted)) = accepted else { return };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(handshake(acceptor.clone(), stream, peer, handshaken.clone()));
+                let handshaken = handshaken.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    handshake(acceptor, stream, peer, handshaken).await;
+                    drop(permit);
+                });
             }
             Err(error) => {
                 // Out of file descriptors and the like: pause rather than spin.

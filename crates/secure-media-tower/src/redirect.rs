@@ -3,7 +3,8 @@
 
 use http::{HeaderName, Request};
 use secure_media_core::{
-    strip_credentials, MediaUrl, SecureHosts, CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS, FAT_PARAM,
+    downgrades_to_http, strip_credentials, MediaUrl, SecureHosts, CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS,
+    FAT_PARAM,
 };
 use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
 
@@ -52,6 +53,11 @@ impl KeepTokensHome {
 impl<B, E> Policy<B, E> for KeepTokensHome {
     fn redirect(&mut self, attempt: &Attempt<'_>) -> Result<Action, E> {
         if self.hops_left == 0 {
+            return Ok(Action::Stop);
+        }
+        // A plain-http hop onto a secure host: the redirect goes back to the caller instead.
+        let location = url::Url::parse(&attempt.location().to_string());
+        if location.is_ok_and(|to| downgrades_to_http(&to, |view| self.hosts.matches(view))) {
             return Ok(Action::Stop);
         }
         self.hops_left -= 1;
@@ -138,6 +144,14 @@ mod tests {
     async fn the_callers_credentials_stay_home_on_a_hop_to_a_secure_host_of_another_origin() {
         let seen = follow("https://api.example/x", "https://files-us.cometchat.io/a").await;
         assert_eq!(seen[1], ("https://files-us.cometchat.io/a".into(), None));
+    }
+
+    #[tokio::test]
+    async fn a_hop_to_a_secure_host_over_plain_http_is_not_followed() {
+        let seen = follow("https://files-us.cometchat.io/a", "http://files-us.cometchat.io/a").await;
+        assert_eq!(seen.len(), 1, "the redirect goes back to the caller");
+        let seen = follow("https://api.example/x", "http://files-us.cometchat.io/a").await;
+        assert_eq!(seen.len(), 1, "from any origin");
     }
 
     #[tokio::test]
