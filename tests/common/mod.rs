@@ -136,6 +136,16 @@ impl Client {
         }
     }
 
+    /// A client on `stack` over any strategy (a custom one).
+    pub fn with_strategy(stack: Stack, strategy: Arc<dyn secure_media::MediaAccessStrategy>) -> Self {
+        match stack {
+            Stack::Reqwest => {
+                Client::Reqwest(secure_media_reqwest::secure_client_from(reqwest_builder(), strategy).unwrap())
+            }
+            Stack::Tower => Client::TowerStrategy(strategy),
+        }
+    }
+
     pub fn get(&self, url: &str) -> futures::future::BoxFuture<'static, Result<Fetched, String>> {
         self.get_with(url, &[])
     }

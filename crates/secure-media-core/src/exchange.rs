@@ -50,7 +50,7 @@ use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Method, Statu
 use url::Url;
 
 use crate::media_url::has_userinfo;
-use crate::{query, AccessError, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange};
+use crate::{query, AccessError, Credentials, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange};
 
 /// The most redirect hops an exchange follows by default.
 pub const DEFAULT_MAX_HOPS: u32 = 10;
@@ -105,25 +105,25 @@ impl Caller {
     }
 
     /// Is `url` (what a response reports) the caller's own URL, with no credential in it?
-    fn is_clean_url(&self, url: &Url) -> bool {
+    fn is_clean_url(&self, url: &Url, declared: &Credentials) -> bool {
         let same = match self {
             Self::Url(caller) => caller == url,
             Self::Uri(caller) => *caller == *url.as_str(),
         };
-        same && self.is_clean()
+        same && self.is_clean(declared)
     }
 
     /// Is `uri` (what an inner layer recorded as sent) the caller's own URL, with no credential?
-    fn is_clean_uri(&self, uri: &http::Uri) -> bool {
+    fn is_clean_uri(&self, uri: &http::Uri, declared: &Credentials) -> bool {
         let same = match self {
             Self::Url(caller) => *uri == *caller.as_str(),
             Self::Uri(caller) => uri == caller,
         };
-        same && self.is_clean()
+        same && self.is_clean(declared)
     }
 
-    fn is_clean(&self) -> bool {
-        self.view().is_some_and(|view| !view.carries_credentials())
+    fn is_clean(&self, declared: &Credentials) -> bool {
+        self.view().is_some_and(|view| !view.carries_credentials_with(declared))
     }
 }
 
@@ -148,6 +148,8 @@ pub struct Attempt {
     hop: Option<Url>,
     resolution: Option<Resolution>,
     foreign: bool,
+    /// The headers the strategy declares as credentials ([`Credentials::headers`]).
+    declared_headers: Arc<[HeaderName]>,
 }
 
 impl Attempt {
@@ -195,11 +197,12 @@ impl Attempt {
         Ok(resolved.or(hop))
     }
 
-    /// Adjusts a copy of the caller's headers: the caller's credentials go when the request leaves
-    /// the caller's origin, then the resolution's headers go in.
+    /// Adjusts a copy of the caller's headers: the caller's credentials (and any header the
+    /// strategy declares as one) go when the request leaves the caller's origin, then the
+    /// resolution's headers go in.
     pub fn apply_to_headers(&self, headers: &mut HeaderMap) {
         if self.foreign {
-            for name in &CALLER_CREDENTIAL_HEADERS {
+            for name in CALLER_CREDENTIAL_HEADERS.iter().chain(self.declared_headers.iter()) {
                 headers.remove(name);
             }
         }
@@ -301,22 +304,22 @@ impl Exchange {
     /// strategy's [`cache_scope`](MediaAccessStrategy::cache_scope).
     pub fn media_key(&mut self) -> Option<MediaKey> {
         let view = self.caller.view()?;
-        let scope = self.strategy.cache_scope();
-        self.key_scope = scope.clone();
-        Some(MediaKey::scoped(scope, &view))
+        let key = MediaKey::of_strategy(&*self.strategy, &view);
+        self.key_scope = key.shared_scope();
+        Some(key)
     }
 
     /// The caller's URL without credentials: what errors and the response handed back name.
     pub fn clean_caller_url(&self) -> Option<Url> {
         let mut url = self.caller.to_url()?.into_owned();
-        strip_credentials(&mut url);
+        strip_credentials(&mut url, self.strategy.credentials());
         Some(url)
     }
 
     /// The URL a response that reports `answered` must report instead, or `None` when `answered`
     /// is already the caller's own clean URL (header mode on a clean URL: nothing to rebuild).
     pub fn response_url(&self, answered: &Url) -> Option<Url> {
-        if self.caller.is_clean_url(answered) {
+        if self.caller.is_clean_url(answered, self.strategy.credentials()) {
             return None;
         }
         self.clean_caller_url().filter(|clean| clean != answered)
@@ -348,7 +351,7 @@ impl Exchange {
         make: fn(http::Uri) -> T,
     ) {
         let Some(recorded) = extensions.get::<T>().map(read) else { return };
-        if self.caller.is_clean_uri(recorded) {
+        if self.caller.is_clean_uri(recorded, self.strategy.credentials()) {
             return;
         }
         match self.clean_caller_url().and_then(|clean| clean.as_str().parse().ok()) {
@@ -400,7 +403,7 @@ impl Exchange {
             return Some(location.clone());
         }
         let mut target = self.sent_url(self.used.as_ref())?.join(text).ok()?;
-        strip_credentials(&mut target);
+        strip_credentials(&mut target, self.strategy.credentials());
         HeaderValue::from_str(target.as_str()).ok()
     }
 
@@ -518,7 +521,8 @@ impl Exchange {
         self.record.attempts += 1;
         let foreign = self.leaves_callers_origin(resolution.as_ref());
         self.used = resolution.clone();
-        Attempt { hop: self.hop.clone(), resolution, foreign }
+        let declared_headers = self.strategy.credentials().headers_shared();
+        Attempt { hop: self.hop.clone(), resolution, foreign, declared_headers }
     }
 
     /// Where an attempt with `resolution` goes, compared with the caller's origin.
@@ -559,7 +563,7 @@ impl Exchange {
         if !matches!(target.scheme(), "http" | "https") || target.host_str().is_none() {
             return None;
         }
-        strip_credentials(&mut target);
+        strip_credentials(&mut target, self.strategy.credentials());
         // Whatever answered: a plain-http host in between must not bring the chain back to a
         // secure host over http either.
         if self.downgrades_a_secure_host(&target) {
@@ -601,24 +605,26 @@ pub fn downgrades_to_http(target: &Url, serves: impl Fn(&MediaUrl<'_>) -> bool) 
     MediaUrl::from_url(&upgraded).is_some_and(|view| serves(&view))
 }
 
-/// Does the URL carry userinfo or a credential query parameter (in any spelling)? Such a URL was
-/// made by a resolution, or echoed from one: it is for its own host only.
-pub fn carries_credentials(url: &Url) -> bool {
+/// Does the URL carry userinfo or a credential query parameter (a shared one or one in
+/// `declared`, in any spelling)? Such a URL was made by a resolution, or echoed from one: it is
+/// for its own host only.
+pub fn carries_credentials(url: &Url, declared: &Credentials) -> bool {
     MediaUrl::from_url(url).map_or_else(
-        || has_userinfo(url) || url.query().is_some_and(query::has_credential),
-        |view| view.carries_credentials(),
+        || has_userinfo(url) || url.query().is_some_and(|q| query::has_credential(q, declared)),
+        |view| view.carries_credentials_with(declared),
     )
 }
 
 /// Removes userinfo and every credential query parameter, in any spelling (the list
 /// [`MediaUrl::clean_key`] drops: `fat`, `Expires`, `Signature`, `Key-Pair-Id`, `X-Amz-*`, ...):
-/// what a URL handed back to a caller, or sent to another origin, must look like.
-pub fn strip_credentials(url: &mut Url) {
+/// what a URL handed back to a caller, or sent to another origin, must look like; and those in
+/// `declared` (a strategy's [`Credentials`]).
+pub fn strip_credentials(url: &mut Url, declared: &Credentials) {
     if has_userinfo(url) {
         let _ = url.set_username("");
         let _ = url.set_password(None);
     }
-    if let Some(kept) = url.query().and_then(query::without_credentials) {
+    if let Some(kept) = url.query().and_then(|q| query::without_credentials(q, declared)) {
         url.set_query(kept.as_deref());
     }
 }
@@ -710,6 +716,62 @@ mod tests {
             assert!(!ex.answered(StatusCode::FOUND, Some(&HeaderValue::from_static(back))), "{back}");
             assert_eq!(ex.record().hops, 1, "{back}");
         }
+    }
+
+    /// A strategy that signs locally with two parameters of its own, declared as credentials,
+    /// written with the trait's defaults only (`resolve`, `rejected`).
+    struct LocalSigner {
+        hosts: SecureHosts,
+        credentials: crate::Credentials,
+    }
+
+    #[async_trait::async_trait]
+    impl MediaAccessStrategy for LocalSigner {
+        fn secure_hosts(&self) -> &SecureHosts {
+            &self.hosts
+        }
+        fn credentials(&self) -> &crate::Credentials {
+            &self.credentials
+        }
+        fn resolve_ready(&self, _: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
+            let params = [("md5", crate::ParamValue::new("SIG")), ("expires", crate::ParamValue::new("99"))];
+            Some(Ok(Resolution::set_params(params)))
+        }
+    }
+
+    #[tokio::test]
+    async fn declared_credentials_are_treated_as_fat() {
+        let strategy: Arc<dyn MediaAccessStrategy> = Arc::new(LocalSigner {
+            hosts: SecureHosts::cometchat("us").unwrap(),
+            credentials: crate::Credentials::new()
+                .param("md5")
+                .param("expires")
+                .header(HeaderName::from_static("x-sig")),
+        });
+        // The caller's URL echoes an old signature (any case): the key and the clean URL drop it.
+        let caller = Url::parse("https://files-us.cometchat.io/app/a.mp4?t=5&md5=OLD&EXPIRES=1").unwrap();
+        let mut ex = Exchange::for_url(&strategy, &caller, &Method::GET).unwrap();
+        assert_eq!(ex.media_key().unwrap().url(), "https://files-us.cometchat.io/app/a.mp4?t=5");
+        assert_eq!(ex.clean_caller_url().unwrap().as_str(), "https://files-us.cometchat.io/app/a.mp4?t=5");
+        let first = ex.first_ready().unwrap().unwrap();
+        let first = sent(&first, caller.as_str());
+        assert_eq!(first, "https://files-us.cometchat.io/app/a.mp4?t=5&md5=SIG&EXPIRES=1&expires=99");
+        // The default `rejected`: one retry with a fresh resolution.
+        assert!(ex.answered(StatusCode::FORBIDDEN, None));
+        let retry = ex.next().await.unwrap().unwrap();
+        assert!(format!("{:?}", retry.resolution().unwrap()).contains(r#"names: ["md5", "expires"]"#));
+        // A hop elsewhere loses the signature, echoed or not, and the declared header.
+        let location = HeaderValue::from_static("https://cdn.example/a.mp4?t=5&md5=SIG&Expires=99&%65xpires=9");
+        assert!(ex.answered(StatusCode::FOUND, Some(&location)));
+        let hop = ex.next().await.unwrap().unwrap();
+        assert_eq!(sent(&hop, caller.as_str()), "https://cdn.example/a.mp4?t=5");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-sig", HeaderValue::from_static("SIG"));
+        hop.apply_to_headers(&mut headers);
+        assert!(headers.is_empty());
+        // A Location handed back names none of them either.
+        let handed = ex.clean_location(&HeaderValue::from_static("/b.mp4?md5=SIG&expires=9&w=1")).unwrap();
+        assert_eq!(handed, "https://cdn.example/b.mp4?w=1");
     }
 
     #[tokio::test]

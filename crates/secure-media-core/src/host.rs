@@ -40,6 +40,13 @@ impl SecureHosts {
         Self::default()
     }
 
+    /// No hosts, as a `'static` reference (what a strategy that answers `applies_to` itself
+    /// reports).
+    pub fn none() -> &'static SecureHosts {
+        static NONE: std::sync::OnceLock<SecureHosts> = std::sync::OnceLock::new();
+        NONE.get_or_init(SecureHosts::default)
+    }
+
     /// The vendor's hosts for a region: `files-<region>.cometchat.io`,
     /// `files-<region>.cometchat.com` and `media-<region>.cometchat.io`.
     pub fn cometchat(region: &str) -> Result<Self, AccessError> {

@@ -24,6 +24,7 @@
 
 mod clock;
 mod counters;
+mod credentials;
 mod embedded;
 mod error;
 mod exchange;
@@ -40,6 +41,7 @@ mod strategy;
 mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use credentials::Credentials;
 pub use embedded::{EmbeddedStrategy, FAT_PARAM};
 pub use error::AccessError;
 pub use exchange::{

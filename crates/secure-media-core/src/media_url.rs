@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use url::Url;
 
-use crate::query;
+use crate::{query, Credentials};
 
 /// The schemes media can travel over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -263,6 +263,12 @@ impl<'a> MediaUrl<'a> {
     /// same while tokens and signatures rotate, so caches key by it. Borrowed when the URL is
     /// already clean.
     pub fn clean_key(&self) -> Cow<'a, str> {
+        self.clean_key_with(Credentials::shared())
+    }
+
+    /// [`clean_key`](Self::clean_key) without the parameters a strategy declares too
+    /// ([`Credentials`]).
+    pub fn clean_key_with(&self, declared: &Credentials) -> Cow<'a, str> {
         // A parsed URL with neither query nor fragment is its own key: no scanning.
         if let (Source::Url(url), Some(whole)) = (self.source, self.whole()) {
             if url.query().is_none() && url.fragment().is_none() {
@@ -270,7 +276,7 @@ impl<'a> MediaUrl<'a> {
             }
         }
         let query = self.query();
-        let credential_free = query.is_none_or(|q| !query::has_credential(q));
+        let credential_free = query.is_none_or(|q| !query::has_credential(q, declared));
         if let (Some(whole), true) = (self.whole(), credential_free) {
             let end = whole.find('#').unwrap_or(whole.len());
             let trimmed = whole[..end].strip_suffix('?').unwrap_or(&whole[..end]);
@@ -289,7 +295,8 @@ impl<'a> MediaUrl<'a> {
             out.push_str(&port.to_string());
         }
         out.push_str(if path.is_empty() { "/" } else { path });
-        if let Some(kept) = query.and_then(|q| query::without_credentials(q).unwrap_or_else(|| Some(q.to_owned()))) {
+        let kept = query.and_then(|q| query::without_credentials(q, declared).unwrap_or_else(|| Some(q.to_owned())));
+        if let Some(kept) = kept {
             out.push('?');
             out.push_str(&kept);
         }
@@ -306,13 +313,19 @@ impl<'a> MediaUrl<'a> {
     /// Does the URL carry userinfo or a credential query parameter in any spelling? Such a URL
     /// was made by a resolution, or echoed from one.
     pub fn carries_credentials(&self) -> bool {
+        self.carries_credentials_with(Credentials::shared())
+    }
+
+    /// [`carries_credentials`](Self::carries_credentials), counting the parameters a strategy
+    /// declares too ([`Credentials`]).
+    pub fn carries_credentials_with(&self, declared: &Credentials) -> bool {
         let userinfo = match self.source {
             Source::Url(url) => has_userinfo(url),
             Source::Uri(uri) => uri.authority().is_some_and(|authority| authority.as_str().contains('@')),
             // The fast path takes no authority with an '@'.
             Source::Plain { .. } => false,
         };
-        userinfo || self.query().is_some_and(query::has_credential)
+        userinfo || self.query().is_some_and(|q| query::has_credential(q, declared))
     }
 
     /// The URL as a printable string for errors and logs: scheme, host, port and path only.
@@ -448,6 +461,12 @@ impl MediaKey {
         Self { scope, url: url.clean_key().into() }
     }
 
+    /// The key `strategy` gives a URL it serves: within its scope, and without the credentials
+    /// it declares ([`MediaAccessStrategy::credentials`](crate::MediaAccessStrategy::credentials)).
+    pub fn of_strategy(strategy: &dyn crate::MediaAccessStrategy, url: &MediaUrl<'_>) -> Self {
+        Self { scope: strategy.cache_scope(), url: url.clean_key_with(strategy.credentials()).into() }
+    }
+
     /// The unscoped key of a URL string, when it is an http(s) URL.
     pub fn of_str(url: &str) -> Option<Self> {
         MediaUrl::with_str(url, |view| Some(Self::of(view)))
@@ -457,7 +476,12 @@ impl MediaKey {
     /// cache placed outside them, which computes its key before the request reaches us. `None`
     /// when the URL is not one the strategy serves.
     pub fn for_request(strategy: &dyn crate::MediaAccessStrategy, url: &str) -> Option<Self> {
-        MediaUrl::with_str(url, |view| strategy.applies_to(view).then(|| Self::scoped(strategy.cache_scope(), view)))
+        MediaUrl::with_str(url, |view| strategy.applies_to(view).then(|| Self::of_strategy(strategy, view)))
+    }
+
+    /// The scope, shared.
+    pub(crate) fn shared_scope(&self) -> Option<Arc<str>> {
+        self.scope.clone()
     }
 
     /// The same key within `scope`.

@@ -243,7 +243,9 @@ fn push_redacted(out: &mut String, word: &str) {
         Some(at) if word[..at].contains('/') => &word[..at],
         _ => word,
     };
-    if word.contains('=') && crate::query::has_credential(word.trim_start_matches(['?', '&', ';'])) {
+    if word.contains('=')
+        && crate::query::has_credential(word.trim_start_matches(['?', '&', ';']), crate::Credentials::shared())
+    {
         out.push_str("<redacted>");
     } else {
         out.push_str(word);

@@ -5,6 +5,8 @@ use std::borrow::Cow;
 
 use url::form_urlencoded;
 
+use crate::Credentials;
+
 /// Parameters that carry credentials or signatures: never part of a media key.
 const CREDENTIAL_PARAMS: &[&str] = &["fat", "Expires", "Signature", "Key-Pair-Id", "Policy", "sig", "se"];
 
@@ -26,31 +28,33 @@ fn raw_name(pair: &str) -> &str {
     pair.split_once('=').map_or(pair, |(name, _)| name)
 }
 
-/// Is `pair` a credential or signature parameter, in any spelling (`FAT=`, `%66at=`), also
-/// behind a `;` (some servers still split queries on it)?
-pub(crate) fn is_credential(pair: &str) -> bool {
+/// Is `pair` a credential or signature parameter (a shared one, or one `declared` by the
+/// strategy), in any spelling (`FAT=`, `%66at=`), also behind a `;` (some servers still split
+/// queries on it)?
+pub(crate) fn is_credential(pair: &str, declared: &Credentials) -> bool {
     if pair.contains(';') {
-        return pair.split(';').any(is_credential_name);
+        return pair.split(';').any(|part| is_credential_name(part, declared));
     }
-    is_credential_name(pair)
+    is_credential_name(pair, declared)
 }
 
-fn is_credential_name(pair: &str) -> bool {
+fn is_credential_name(pair: &str, declared: &Credentials) -> bool {
     let decoded = decoded_name(raw_name(pair));
     // Servers differ in how they read names: match the credential names whatever their case.
     CREDENTIAL_PARAMS.iter().any(|c| decoded.eq_ignore_ascii_case(c))
         || decoded.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
+        || declared.declares_param(&decoded)
 }
 
 /// Does the query carry a credential or signature parameter ([`is_credential`])?
-pub(crate) fn has_credential(query: &str) -> bool {
-    query.split('&').any(is_credential)
+pub(crate) fn has_credential(query: &str, declared: &Credentials) -> bool {
+    query.split('&').any(|pair| is_credential(pair, declared))
 }
 
 /// The query without its credential parameters: `None` when it has none (keep it as it is),
 /// `Some(None)` when nothing else is left.
-pub(crate) fn without_credentials(query: &str) -> Option<Option<String>> {
-    has_credential(query).then(|| retain(query, |pair| !is_credential(pair)))
+pub(crate) fn without_credentials(query: &str, declared: &Credentials) -> Option<Option<String>> {
+    has_credential(query, declared).then(|| retain(query, |pair| !is_credential(pair, declared)))
 }
 
 /// Does the query hold a parameter called `name`?
@@ -170,13 +174,13 @@ mod tests {
         for pair in
             ["fat=1", "Expires=1", "Signature=a", "Key-Pair-Id=k", "X-Amz-Date=1", "x-amz-signature=z", "sig=s", "se=d"]
         {
-            assert!(is_credential(pair), "{pair}");
+            assert!(is_credential(pair, Credentials::shared()), "{pair}");
         }
         for pair in ["x=1;fat=T", "FAT=1", "%66at=1", "%46AT=1", "fAt=1", "SIGNATURE=1", "x-AMZ-credential=1"] {
-            assert!(is_credential(pair), "{pair}");
+            assert!(is_credential(pair, Credentials::shared()), "{pair}");
         }
         for pair in ["w=100", "format=png", "expires_soon=1", "fat_=1"] {
-            assert!(!is_credential(pair), "{pair}");
+            assert!(!is_credential(pair, Credentials::shared()), "{pair}");
         }
     }
 }

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use url::Url;
 
 use crate::presigned::SignedUrl;
-use crate::{query, AccessError, FileAccessToken, MediaUrl, SecureHosts};
+use crate::{query, AccessError, Credentials, FileAccessToken, MediaUrl, SecureHosts};
 
 /// A query parameter value, raw and form-urlencoded, both computed once and shared (one `Arc`:
 /// a clone is one reference count). `Debug` hides it: it is usually a credential.
@@ -62,6 +62,9 @@ pub enum UrlChange {
         /// The value, encoded once and shared.
         value: ParamValue,
     },
+    /// Set several query parameters, each as [`SetParam`](Self::SetParam) does, in order (a
+    /// local signer's `md5` and `expires`).
+    SetParams(Arc<[(Box<str>, ParamValue)]>),
     /// Remove a query parameter (a stale `fat` in header mode).
     RemoveParam(&'static str),
     /// Request another URL instead (a presigned or signed URL).
@@ -74,6 +77,10 @@ impl std::fmt::Debug for UrlChange {
             Self::Keep => f.write_str("Keep"),
             Self::SetParam { name, .. } => {
                 f.debug_struct("SetParam").field("name", name).field("value", &"<redacted>").finish()
+            }
+            Self::SetParams(params) => {
+                let names: Vec<&str> = params.iter().map(|(name, _)| &**name).collect();
+                f.debug_struct("SetParams").field("names", &names).field("values", &"<redacted>").finish()
             }
             Self::RemoveParam(name) => f.debug_tuple("RemoveParam").field(name).finish(),
             Self::Replace(signed) => f.debug_tuple("Replace").field(signed).finish(),
@@ -131,6 +138,25 @@ impl Resolution {
     /// Set a query parameter.
     pub fn set_param(name: &'static str, value: ParamValue) -> Self {
         Self { url: UrlChange::SetParam { name, value }, ..Self::keep() }
+    }
+
+    /// Set several query parameters at once, in order: what a local signer sends (nginx
+    /// secure_link's `md5` and `expires`, a SigV4 query). Declare their names in the strategy's
+    /// [`credentials`](MediaAccessStrategy::credentials) so they never leave the host.
+    ///
+    /// ```
+    /// use secure_media_core::{ParamValue, Resolution};
+    ///
+    /// let signed = Resolution::set_params([("md5", ParamValue::new("q1w2")), ("expires", ParamValue::new("2000000000"))]);
+    /// assert_eq!(
+    ///     signed.apply_to_str("https://media.example/a.mp4?t=5&md5=old"),
+    ///     "https://media.example/a.mp4?t=5&md5=q1w2&expires=2000000000",
+    /// );
+    /// ```
+    pub fn set_params<N: Into<Box<str>>>(params: impl IntoIterator<Item = (N, ParamValue)>) -> Self {
+        let params: Arc<[(Box<str>, ParamValue)]> =
+            params.into_iter().map(|(name, value)| (name.into(), value)).collect();
+        Self { url: UrlChange::SetParams(params), ..Self::keep() }
     }
 
     /// Remove a query parameter.
@@ -221,6 +247,11 @@ impl Resolution {
                     url.query_pairs_mut().append_pair(name, value.raw());
                 }
             },
+            UrlChange::SetParams(params) => {
+                if let Some(q) = set_all(url.query(), params) {
+                    url.set_query(Some(&q));
+                }
+            }
             UrlChange::RemoveParam(name) => {
                 if let Some(q) = query::remove(url.query(), name) {
                     url.set_query(q.as_deref());
@@ -268,6 +299,15 @@ impl Resolution {
                 out = String::with_capacity(base.len() + fragment.map_or(0, |f| f.len() + 1));
                 out.push_str(base);
             }
+            UrlChange::SetParams(params) => {
+                let Some(query) = set_all(old_query, params) else {
+                    return Cow::Borrowed(url);
+                };
+                out = String::with_capacity(base.len() + query.len() + 1);
+                out.push_str(base);
+                out.push('?');
+                out.push_str(&query);
+            }
             UrlChange::RemoveParam(name) => {
                 let Some(kept) = query::remove(old_query, name) else {
                     return Cow::Borrowed(url);
@@ -299,6 +339,10 @@ impl Resolution {
                     .map_err(|_| AccessError::InvalidUrl("the signed URL is not a valid URI"));
             }
             UrlChange::SetParam { name, value } => match query::set(uri.query(), name, value.encoded()) {
+                Some(q) => Some(q),
+                None => return Ok(None),
+            },
+            UrlChange::SetParams(params) => match set_all(uri.query(), params) {
                 Some(q) => Some(q),
                 None => return Ok(None),
             },
@@ -363,6 +407,18 @@ pub(crate) fn set_param_in<'u>(
     Cow::Owned(out)
 }
 
+/// `query` with every parameter of `params` set in order; `None` when it already says exactly that.
+fn set_all(query: Option<&str>, params: &[(Box<str>, ParamValue)]) -> Option<String> {
+    let mut current: Option<String> = None;
+    for (name, value) in params {
+        let now = current.as_deref().or(query);
+        if let Some(next) = query::set(now, name, value.encoded()) {
+            current = Some(next);
+        }
+    }
+    current
+}
+
 /// What a strategy says after the media server refused its resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryDecision {
@@ -425,8 +481,19 @@ pub struct StrategyStats {
 /// ```
 #[async_trait]
 pub trait MediaAccessStrategy: Send + Sync + 'static {
-    /// The hosts this strategy serves.
-    fn secure_hosts(&self) -> &SecureHosts;
+    /// The hosts this strategy serves. Default: none, for a strategy that answers
+    /// [`applies_to`](Self::applies_to) itself (then nothing is secure unless it says so).
+    fn secure_hosts(&self) -> &SecureHosts {
+        SecureHosts::none()
+    }
+
+    /// The query parameters and headers that carry this strategy's proof beyond the shared ones
+    /// (`fat`, `Signature`, `X-Amz-*`, ...): declare them, and the exchange treats them as
+    /// `fat` (stripped on a hop elsewhere, never in a [`MediaKey`](crate::MediaKey), a response's
+    /// URL or an error). Default: the shared ones only.
+    fn credentials(&self) -> &Credentials {
+        Credentials::shared()
+    }
 
     /// Does this URL need us at all? Default: it is on one of [`secure_hosts`](Self::secure_hosts).
     fn applies_to(&self, url: &MediaUrl<'_>) -> bool {
@@ -440,12 +507,21 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
         None
     }
 
-    /// The full resolution, which may wait (fetch a token, presign).
-    async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError>;
+    /// The full resolution, which may wait (fetch a token, presign). Default:
+    /// [`resolve_ready`](Self::resolve_ready)'s answer, for a strategy that never waits (a local
+    /// signer implements only that).
+    async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
+        self.resolve_ready(url)
+            .unwrap_or(Err(AccessError::InvalidConfig("the strategy implements neither resolve_ready nor resolve")))
+    }
 
     /// The media server refused what `used` produced with `status` (401 or 403): drop caches,
-    /// renew tokens, and say whether one retry makes sense.
-    async fn rejected(&self, url: &MediaUrl<'_>, used: &Resolution, status: StatusCode) -> RetryDecision;
+    /// renew tokens, and say whether one retry makes sense. Default: one retry, with a fresh
+    /// resolution (a local signer signs again, with a new expiry).
+    async fn rejected(&self, url: &MediaUrl<'_>, used: &Resolution, status: StatusCode) -> RetryDecision {
+        let _ = (url, used, status);
+        RetryDecision::RetryOnce
+    }
 
     /// A snapshot of the strategy's counters.
     fn stats(&self) -> StrategyStats {
@@ -465,6 +541,9 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
 impl<S: MediaAccessStrategy + ?Sized> MediaAccessStrategy for Arc<S> {
     fn secure_hosts(&self) -> &SecureHosts {
         (**self).secure_hosts()
+    }
+    fn credentials(&self) -> &Credentials {
+        (**self).credentials()
     }
     fn applies_to(&self, url: &MediaUrl<'_>) -> bool {
         (**self).applies_to(url)

@@ -129,7 +129,7 @@ pub fn redirect_policy_outside(strategy: Arc<dyn MediaAccessStrategy>) -> Policy
         let serves = |view: &MediaUrl<'_>| strategy.applies_to(view);
         // A secure host in any form: served, carrying a credential, or its plain-http downgrade.
         let ours = |url: &url::Url| {
-            carries_credentials(url)
+            carries_credentials(url, strategy.credentials())
                 || MediaUrl::from_url(url).is_some_and(|view| serves(&view))
                 || downgrades_to_http(url, serves)
         };

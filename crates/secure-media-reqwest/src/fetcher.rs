@@ -71,11 +71,12 @@ impl MediaFetcher for ReqwestFetcher {
     }
 
     async fn fetch(&self, url: &str) -> Result<Media, AccessError> {
-        let key = MediaKey::of_str(url).ok_or(AccessError::InvalidUrl("not an http(s) URL"))?;
-        let clean = key.to_string();
-        if !self.handles(url) {
-            return Err(AccessError::NotSecure(clean));
-        }
+        // The strategy's key: its scope, and none of the credentials it declares.
+        let Some(key) = MediaKey::for_request(&*self.strategy, url) else {
+            let key = MediaKey::of_str(url).ok_or(AccessError::InvalidUrl("not an http(s) URL"))?;
+            return Err(AccessError::NotSecure(key.url().to_owned()));
+        };
+        let clean = key.url().to_owned();
         let network = |error: NetworkError| AccessError::Network { url: clean.clone(), error };
         let mut response = self.client.get(url).send().await.map_err(|e| match e {
             reqwest_middleware::Error::Middleware(inner) => match inner.downcast::<AccessError>() {

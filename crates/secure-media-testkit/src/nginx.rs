@@ -73,7 +73,17 @@ impl NginxPort {
     /// # Panics
     /// If nginx is not installed, or does not listen within 10 s (the panic shows its error log).
     pub fn start_tls_proxy(self, upstream: SocketAddr) -> Nginx {
-        Nginx::start(self.port, upstream)
+        Nginx::start(self.port, &proxy_location(upstream))
+    }
+
+    /// Starts nginx on this port over TLS with `locations` (nginx `location` blocks) as its
+    /// server's body. `{root}` in them names a fresh directory ([`Nginx::root`]) to serve files
+    /// from.
+    ///
+    /// # Panics
+    /// As [`start_tls_proxy`](Self::start_tls_proxy).
+    pub fn start_serving(self, locations: &str) -> Nginx {
+        Nginx::start(self.port, locations)
     }
 }
 
@@ -112,9 +122,12 @@ impl Nginx {
         Self::reserve().start_tls_proxy(upstream)
     }
 
-    fn start(port: u16, upstream: SocketAddr) -> Nginx {
+    fn start(port: u16, locations: &str) -> Nginx {
         let binary = nginx_binary();
         let dir = TempDir::new();
+        let root = dir.path().join("www");
+        fs::create_dir_all(&root).unwrap_or_else(|e| panic!("nginx root: {e}"));
+        let locations = locations.replace("{root}", &quoted(&root));
         let issued = crate::test_ca()
             .issue(&["127.0.0.1", "localhost"], false)
             .unwrap_or_else(|e| panic!("a certificate for nginx: {e}"));
@@ -123,7 +136,7 @@ impl Nginx {
         write_file(&cert, issued.cert_pem.as_bytes(), 0o644);
         write_file(&key, issued.key_pem.as_bytes(), 0o600);
         let config = dir.path().join("nginx.conf");
-        write_file(&config, config_text(dir.path(), port, upstream, &cert, &key).as_bytes(), 0o644);
+        write_file(&config, config_text(dir.path(), port, &locations, &cert, &key).as_bytes(), 0o644);
         // nginx writes to stderr before it opens its error log (and when it cannot).
         let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap_or_else(|e| panic!("nginx stderr: {e}"));
         let child = Command::new(&binary)
@@ -162,6 +175,11 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The directory `{root}` names in [`NginxPort::start_serving`]'s locations.
+    pub fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("www")
     }
 
     /// `https://127.0.0.1:PORT`
@@ -230,12 +248,12 @@ impl Drop for Nginx {
 }
 
 /// The nginx configuration: everything nginx writes goes into `dir`.
-fn config_text(dir: &Path, port: u16, upstream: SocketAddr, cert: &Path, key: &Path) -> String {
+fn config_text(dir: &Path, port: u16, locations: &str, cert: &Path, key: &Path) -> String {
     let path = |name: &str| quoted(&dir.join(name));
     // As root, the master would switch its workers to `nobody`, who may not reach `dir`.
     let user = if effective_uid_is_root() { "user root;\n" } else { "" };
     format!(
-        r#"# Written by secure-media-testkit: nginx as a TLS proxy in front of a plain-http upstream.
+        r#"# Written by secure-media-testkit: nginx over TLS (a proxy, or files behind secure_link)
 daemon off;
 master_process on;
 worker_processes 1;
@@ -257,14 +275,7 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
-        location / {{
-            # No URI part after the address: nginx passes the request line as the client sent
-            # it (not re-encoded), so a signature over the path still matches upstream.
-            proxy_pass http://{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Host $http_host;
-            proxy_buffering off;
-        }}
+{locations}
     }}
 }}
 "#,
@@ -278,6 +289,20 @@ http {{
         scgi = path("scgi_temp"),
         cert = quoted(cert),
         key = quoted(key),
+    )
+}
+
+/// nginx as a TLS proxy in front of a plain-http upstream.
+fn proxy_location(upstream: SocketAddr) -> String {
+    format!(
+        r#"        location / {{
+            # No URI part after the address: nginx passes the request line as the client sent
+            # it (not re-encoded), so a signature over the path still matches upstream.
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+        }}"#
     )
 }
 

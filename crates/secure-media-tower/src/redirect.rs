@@ -3,8 +3,8 @@
 
 use http::{HeaderName, Request};
 use secure_media_core::{
-    downgrades_to_http, strip_credentials, MediaUrl, SecureHosts, CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS,
-    FAT_PARAM,
+    downgrades_to_http, strip_credentials, Credentials, MediaUrl, SecureHosts, CALLER_CREDENTIAL_HEADERS,
+    DEFAULT_MAX_HOPS, FAT_PARAM,
 };
 use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
 
@@ -29,6 +29,8 @@ use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
 #[derive(Debug, Clone)]
 pub struct KeepTokensHome {
     hosts: SecureHosts,
+    /// A custom strategy's own credentials, stripped like `fat`.
+    credentials: Credentials,
     /// Hops left for this request (the policy is cloned for each request).
     hops_left: u32,
     /// `redirect` said Follow: the next `on_request` is a hop, not the caller's request.
@@ -40,7 +42,19 @@ pub struct KeepTokensHome {
 impl KeepTokensHome {
     /// Keeps tokens on `hosts`; follows up to 10 hops.
     pub fn new(hosts: SecureHosts) -> Self {
-        Self { hosts, hops_left: DEFAULT_MAX_HOPS, hopping: false, cross_origin: false }
+        Self {
+            hosts,
+            credentials: Credentials::new(),
+            hops_left: DEFAULT_MAX_HOPS,
+            hopping: false,
+            cross_origin: false,
+        }
+    }
+
+    /// Keeps what a strategy serves and declares home: its hosts and its own credentials
+    /// ([`MediaAccessStrategy::credentials`](secure_media_core::MediaAccessStrategy::credentials)).
+    pub fn for_strategy(strategy: &dyn secure_media_core::MediaAccessStrategy) -> Self {
+        Self { credentials: strategy.credentials().clone(), ..Self::new(strategy.secure_hosts().clone()) }
     }
 
     /// Follows up to `hops` hops.
@@ -82,8 +96,11 @@ impl<B, E> Policy<B, E> for KeepTokensHome {
             return;
         }
         request.headers_mut().remove(HeaderName::from_static(FAT_PARAM));
+        for name in self.credentials.headers() {
+            request.headers_mut().remove(name);
+        }
         let stripped = url::Url::parse(&request.uri().to_string()).ok().and_then(|mut url| {
-            strip_credentials(&mut url);
+            strip_credentials(&mut url, &self.credentials);
             url.as_str().parse().ok()
         });
         match stripped {
