@@ -35,6 +35,7 @@ mod media;
 mod media_url;
 mod mode;
 mod network;
+mod path;
 pub mod presigned;
 mod query;
 mod strategy;
