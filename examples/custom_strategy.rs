@@ -8,14 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
-use http::StatusCode;
 use http_body_util::{BodyExt, Full};
-use secure_media::presigned::SignedUrl;
-use secure_media::{AccessError, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts};
+use secure_media::{AccessError, MediaAccessStrategy, MediaUrl, ParamValue, Resolution, SecureHosts};
 use secure_media_server::{ReferenceServer, ServerConfig};
 use sha2::Sha256;
 use tower::ServiceExt;
@@ -29,47 +26,25 @@ struct HmacSignedUrls {
     lifetime: Duration,
 }
 
-impl HmacSignedUrls {
-    fn sign(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
-        let now = SystemTime::now();
-        let expires_at = now + self.lifetime;
-        let expires = expires_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        let mut mac = self.key.clone();
-        mac.update(format!("GET\n{}\n{expires}", url.path()).as_bytes());
-        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        let mut signed = url::Url::parse(&url.clean_key()).map_err(|_| AccessError::InvalidUrl("unparsable"))?;
-        signed
-            .query_pairs_mut()
-            .clear()
-            .append_pair("Expires", &expires.to_string())
-            .append_pair("Signature", &signature)
-            .append_pair("Key-Pair-Id", &self.key_pair_id);
-        Ok(Resolution::replace(Arc::new(SignedUrl::new(signed, now, expires_at))))
-    }
-}
-
-#[async_trait]
 impl MediaAccessStrategy for HmacSignedUrls {
     fn secure_hosts(&self) -> &SecureHosts {
         &self.hosts
     }
 
-    /// Signing needs no I/O: always ready, so adapters never box a future for it.
+    /// Signing needs no I/O: always ready (the trait's default `resolve` answers the same, and its
+    /// default `rejected` signs afresh once after a refusal, a clock skew say).
     fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
-        Some(self.sign(url))
-    }
-
-    async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
-        self.sign(url)
-    }
-
-    /// A refused signature (clock skew, say) is worth one fresh signature.
-    async fn rejected(&self, _url: &MediaUrl<'_>, _used: &Resolution, status: StatusCode) -> RetryDecision {
-        if status == StatusCode::FORBIDDEN {
-            RetryDecision::RetryOnce
-        } else {
-            RetryDecision::GiveUp
-        }
+        let expires = (SystemTime::now().duration_since(UNIX_EPOCH).ok()? + self.lifetime).as_secs().to_string();
+        let mut mac = self.key.clone();
+        // The server signs the path as sent (`path()`, still percent-encoded).
+        mac.update(format!("GET\n{}\n{expires}", url.path()).as_bytes());
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let params = [
+            ("Expires", ParamValue::new(expires)),
+            ("Signature", ParamValue::new(signature)),
+            ("Key-Pair-Id", ParamValue::new(self.key_pair_id.as_str())),
+        ];
+        Some(Ok(Resolution::set_params(params)))
     }
 }
 
