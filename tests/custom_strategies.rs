@@ -1,13 +1,19 @@
-//! Custom strategies against a server we did not write: nginx's `secure_link` (the README's
-//! example, examples/secure_link.rs) through both stacks. Its own parameters (`md5`, `expires`),
-//! declared as credentials, never reach another origin, the caller's response, a media key or an
-//! error; an expired signature costs one retry.
+//! Custom strategies through both stacks: nginx's `secure_link` (the README's example,
+//! examples/secure_link.rs) against a real nginx, and S3 presigned URLs (query-string SigV4,
+//! examples/s3_sigv4.rs) against the reference server's implementation of AWS's documented
+//! algorithm. Their signing parameters (`md5`, `expires` declared as credentials; `X-Amz-*`
+//! shared) never reach another origin, the caller's response, a media key or an error; an
+//! expired signature costs one retry.
 
 mod common;
 
 #[path = "../examples/secure_link.rs"]
 #[allow(dead_code)]
 mod secure_link;
+
+#[path = "../examples/s3_sigv4.rs"]
+#[allow(dead_code)]
+mod s3_sigv4;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -137,4 +143,74 @@ async fn a_wrong_secret_is_refused_after_one_retry_and_no_error_names_the_signat
     assert!(matches!(error, AccessError::Refused { .. }), "{error:?}");
     assert_clean(&format!("{error} {error:?}"), "the fetcher's error");
     assert!(!format!("{error:?}").contains("LEAK"));
+}
+
+/// Signs its first request two hours ago (expired: X-Amz-Expires is 300 s), then now.
+struct S3ExpiredFirst {
+    inner: s3_sigv4::S3Presign,
+    first: AtomicBool,
+}
+
+impl MediaAccessStrategy for S3ExpiredFirst {
+    fn secure_hosts(&self) -> &SecureHosts {
+        self.inner.secure_hosts()
+    }
+    fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
+        let when = match self.first.swap(false, Ordering::SeqCst) {
+            true => SystemTime::now() - Duration::from_secs(7200),
+            false => SystemTime::now(),
+        };
+        Some(self.inner.sign_at(url, when).ok_or(AccessError::InvalidConfig("cannot sign")))
+    }
+}
+
+async fn s3_server() -> secure_media_server::RunningServer {
+    server_with(secure_media_server::ServerConfig { s3: Some(s3_sigv4::demo_key()), ..Default::default() }).await
+}
+
+#[tokio::test]
+async fn s3_presigned_urls_load_through_both_stacks_and_an_expired_one_costs_one_retry() {
+    let server = s3_server().await;
+    for stack in STACKS {
+        let client = Client::with_strategy(stack, Arc::new(s3_sigv4::strategy_for(&server, Duration::from_secs(300))));
+        for name in ["sample-640x480.png", "sample-64x64.gif"] {
+            let fetched = client.get(&format!("{}?w=64&x=a%20b", server.media_url(name))).await.unwrap();
+            assert_eq!(fetched.status, 200, "{stack:?} {name}");
+            assert_eq!(&fetched.bytes[..], sample(name), "{stack:?} {name}");
+            assert_eq!(fetched.record.unwrap().attempts, 1, "{stack:?} {name}");
+            assert!(!fetched.shown.to_ascii_lowercase().contains("x-amz-"), "{stack:?}: {}", fetched.shown);
+            assert!(!fetched.key.unwrap().url().to_ascii_lowercase().contains("x-amz-"), "{stack:?}");
+        }
+        let expired_first = S3ExpiredFirst {
+            inner: s3_sigv4::strategy_for(&server, Duration::from_secs(300)),
+            first: AtomicBool::new(true),
+        };
+        let fetched = Client::with_strategy(stack, Arc::new(expired_first))
+            .get(&server.media_url("sample-64x64.gif"))
+            .await
+            .unwrap();
+        assert_eq!(fetched.status, 200, "{stack:?}");
+        let record = fetched.record.unwrap();
+        assert_eq!((record.attempts, record.retries), (2, 1), "{stack:?}: the 403 earned one fresh signature");
+    }
+    assert_eq!(server.stats().served.sigv4, 6);
+}
+
+#[tokio::test]
+async fn s3_signatures_never_reach_another_origin() {
+    let server = s3_server().await;
+    let elsewhere = Recorder::start(200).await;
+    // The media host sends clients elsewhere and echoes the query, signature and all.
+    server.faults().redirect_media_to(Some(elsewhere.base_url.clone()), true);
+    for stack in STACKS {
+        let client = Client::with_strategy(stack, Arc::new(s3_sigv4::strategy_for(&server, Duration::from_secs(300))));
+        let fetched = client.get(&format!("{}?w=64", server.media_url("sample-64x64.gif"))).await.unwrap();
+        assert_eq!((fetched.status, fetched.record.unwrap().hops), (200, 1), "{stack:?}");
+        assert!(!fetched.shown.to_ascii_lowercase().contains("x-amz-"), "{stack:?}: {}", fetched.shown);
+    }
+    let heads = elsewhere.heads();
+    assert_eq!(heads.len(), 2);
+    for head in heads {
+        assert!(head.contains("?w=64 ") && !head.contains("x-amz-"), "{head}");
+    }
 }
