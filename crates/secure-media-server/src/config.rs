@@ -8,8 +8,8 @@ use crate::Tls;
 
 /// How to start a [`ReferenceServer`](crate::ReferenceServer). Start from
 /// `ServerConfig::default()` (app `demo`, 127.0.0.1 port 0, random secrets, FAT 1 h, URLs 1 day,
-/// built-in sample media, `POST /_control` off, plain http) or [`ServerConfig::https`] and set
-/// fields.
+/// built-in sample media, `POST /_control` off, plain http, no SigV4) or [`ServerConfig::https`]
+/// and set fields.
 ///
 /// ```
 /// use secure_media_server::ServerConfig;
@@ -52,6 +52,10 @@ pub struct ServerConfig {
     /// server, such as a TLS proxy in front of it. The presign endpoint signs URLs on them as
     /// its own, and keeps the origin the client asked for. Empty by default; checked at start.
     pub public_origins: Vec<String>,
+    /// Accept AWS SigV4 presigned URLs (S3 query-string authentication) signed with this key, as
+    /// the media route's fourth proof (see the [crate docs](crate#aws-sigv4-presigned-urls)). Off
+    /// (`None`) by default, and then a SigV4 URL is a 403.
+    pub s3: Option<crate::S3Key>,
 }
 
 impl ServerConfig {
@@ -84,6 +88,7 @@ impl Default for ServerConfig {
             tls: Tls::Off,
             tls_ca: None,
             public_origins: Vec::new(),
+            s3: None,
         }
     }
 }
@@ -103,6 +108,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls", &self.tls)
             .field("tls_ca", &self.tls_ca.as_ref().map(|_| "<given>"))
             .field("public_origins", &self.public_origins)
+            .field("s3", &self.s3)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +135,19 @@ pub(crate) fn parse_public_origin(text: &str) -> Result<url::Origin, crate::Serv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_the_s3_key_id_but_not_its_secret() {
+        let s3 = crate::S3Key {
+            access_key_id: "AKIDSHOWN".into(),
+            secret_access_key: "hidden-secret".into(),
+            region: "eu-central-1".into(),
+        };
+        let shown = format!("{:?}", ServerConfig { s3: Some(s3), ..ServerConfig::default() });
+        assert!(shown.contains("AKIDSHOWN") && shown.contains("eu-central-1"), "{shown}");
+        assert!(!shown.contains("hidden-secret"), "{shown}");
+        assert!(ServerConfig::default().s3.is_none());
+    }
 
     #[test]
     fn public_origins_are_scheme_host_and_port_only() {

@@ -23,8 +23,10 @@
 //! - `POST /v1/auth/login {"uid"}` -> `{"uid","fat","expires_at"}`: the FAT is an HS256 JWT
 //!   (`sub`, `exp`, `iat`, `app_id`).
 //! - `GET /{app_id}/media/{*path}`: the file (`Content-Type`, `Content-Length`, `ETag`, `Range`)
-//!   when `?fat=`, `Authorization: Bearer` or a presigned signature proves access; 401 for a
-//!   missing or invalid FAT, 403 for an expired, tampered or unparsable presigned URL, 400 for a
+//!   when one of four proofs grants access: `?fat=`, `Authorization: Bearer`, the server's own
+//!   presigned signature ([below](#presigned-urls)), or an AWS SigV4 presigned URL
+//!   ([below](#aws-sigv4-presigned-urls), only with [`ServerConfig::s3`]). 401 for a missing or
+//!   invalid FAT, 403 for an expired, tampered or unparsable presigned or SigV4 URL, 400 for a
 //!   path that leaves the media directory. A refusal never carries any part of the file.
 //! - `POST /v1/media/presign` (`Authorization: Bearer <fat>`) `{"urls":[...]}` ->
 //!   `{"urls":[{"url","presigned_url","expires_at"} | {"url","error"}]}`, at most
@@ -76,6 +78,46 @@
 //!
 //! Lifetimes are at most [`MAX_TTL`] (30 days): a longer configured or injected lifetime is
 //! clamped, and an `Expires` that is not a `u64` (negative, too large, garbage) is a 403.
+//!
+//! ## AWS SigV4 presigned URLs
+//! With [`ServerConfig::s3`] set to an [`S3Key`], the media route also accepts S3's query-string
+//! authentication, checked as AWS documents it
+//! (<https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html>); the unit tests
+//! hold the verifier to AWS's own worked example. The server signs nothing: clients sign with
+//! any SigV4 signer (an AWS SDK's presigner, or a few lines by these rules).
+//!
+//! - A query with any of `X-Amz-Algorithm`, `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-Expires`,
+//!   `X-Amz-SignedHeaders`, `X-Amz-Signature` is judged as SigV4 and as nothing else. Each must
+//!   appear exactly once: `X-Amz-Algorithm=AWS4-HMAC-SHA256`;
+//!   `X-Amz-Credential=<access key id>/<yyyymmdd>/<region>/s3/aws4_request`, with the key id and
+//!   region of the [`S3Key`] and the day of `X-Amz-Date`; `X-Amz-Date=yyyymmddThhmmssZ` (UTC);
+//!   `X-Amz-Expires` whole seconds, 1 to 604800; `X-Amz-SignedHeaders`, lowercase header names,
+//!   sorted, `;`-separated, including `host` (every one must be in the request);
+//!   `X-Amz-Signature`, 64 lowercase hex digits.
+//! - UriEncode: every byte but `A-Z a-z 0-9 - _ . ~` becomes `%XX`, upper-case hex; a space is
+//!   `%20`; UTF-8 bytes are encoded one by one.
+//! - CanonicalRequest = `<METHOD>\n<CanonicalURI>\n<CanonicalQueryString>\n<CanonicalHeaders>\n<SignedHeaders>\nUNSIGNED-PAYLOAD`,
+//!   with the request's method (`GET`; a `HEAD` needs its own signature, as on S3).
+//! - CanonicalURI: the path exactly as sent on the wire, which the signer must have UriEncoded
+//!   segment by segment, keeping `/` (`/demo/media/a%20b.png`, `/demo/media/%C3%BC.png`); like
+//!   S3 the server neither decodes nor normalises it, so `%c3%bc` is another path.
+//! - CanonicalQueryString: every `name=value` pair of the query but `X-Amz-Signature`, each name
+//!   and value percent-decoded as sent (`+` stays `+`) then UriEncoded, sorted by name then value
+//!   (byte order of the encoded text, so `X-Amz-*` sorts before lowercase names), joined with
+//!   `&`; a pair without `=` has the empty value. Their order on the wire does not matter.
+//! - CanonicalHeaders: for each signed header, `name:value\n`, the value with its ends trimmed
+//!   and inner runs of whitespace made one space, several values joined by `,` (hence the empty
+//!   line before SignedHeaders). `host` is the `Host` the client sends: `127.0.0.1:PORT`, as
+//!   [`RunningServer::host`] gives it.
+//! - StringToSign = `AWS4-HMAC-SHA256\n<X-Amz-Date>\n<yyyymmdd>/<region>/s3/aws4_request\n<hex(SHA-256(CanonicalRequest))>`.
+//! - Signing key = HMAC-SHA256 chain from `"AWS4" + secret` over the date, the region, `s3`,
+//!   `aws4_request`; the signature is lowercase hex of HMAC-SHA256(signing key, StringToSign),
+//!   compared in constant time.
+//! - Time, checked only once the signature matches: 403 when now is past `X-Amz-Date +
+//!   X-Amz-Expires` ([`Refusals::expired_url`]) or `X-Amz-Date` is more than 15 minutes ahead
+//!   ([`Refusals::not_yet_valid`]). Anything else wrong is a 403 saying which piece
+//!   ([`Refusals::bad_signature`]), never echoing the signature; served requests count in
+//!   [`Served::sigv4`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -85,6 +127,7 @@ mod faults;
 mod media;
 mod routes;
 mod samples;
+mod sigv4;
 mod stats;
 mod tls;
 
@@ -100,6 +143,7 @@ pub use config::ServerConfig;
 pub use faults::{Control, Faults, Route};
 pub use routes::{LoginAnswer, MAX_PRESIGN_BATCH};
 pub use samples::{samples, Sample, BOMB_SIDE, SAMPLE_NAMES};
+pub use sigv4::S3Key;
 pub use stats::{Refusals, Served, Stats};
 pub use tls::{client_config_trusting, IssuedCertificate, TestCa, Tls};
 

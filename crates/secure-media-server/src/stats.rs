@@ -36,8 +36,11 @@ pub struct Served {
     pub fat_query: u64,
     /// `Authorization: Bearer`.
     pub bearer: u64,
-    /// A presigned signature.
+    /// A presigned signature (`Expires`, `Signature`, `Key-Pair-Id`).
     pub presigned: u64,
+    /// An AWS SigV4 presigned URL (`X-Amz-Signature` and its fellows).
+    #[serde(default)]
+    pub sigv4: u64,
 }
 
 /// Refusals by reason.
@@ -50,17 +53,24 @@ pub struct Refusals {
     pub invalid_fat: u64,
     /// A FAT past its `exp` (401).
     pub expired_fat: u64,
-    /// A presigned URL past its `Expires` (403).
+    /// A presigned URL past its `Expires`, or a SigV4 one past `X-Amz-Date + X-Amz-Expires` (403).
     pub expired_url: u64,
-    /// A presigned URL whose signature does not verify (403).
+    /// A presigned or SigV4 URL whose signature does not verify, or whose parameters are missing,
+    /// malformed or name another key or region; SigV4 on a server without [`ServerConfig::s3`]
+    /// (403).
+    ///
+    /// [`ServerConfig::s3`]: crate::ServerConfig::s3
     pub bad_signature: u64,
+    /// A SigV4 URL whose `X-Amz-Date` is more than 15 minutes ahead of the server's clock (403).
+    #[serde(default)]
+    pub not_yet_valid: u64,
     /// A path escaping the media directory (400).
     pub traversal: u64,
     /// No such file (404).
     pub not_found: u64,
 }
 
-const FIELDS: usize = 17;
+const FIELDS: usize = 19;
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -70,11 +80,13 @@ pub(crate) struct Counters {
     pub(crate) served_fat_query: AtomicU64,
     pub(crate) served_bearer: AtomicU64,
     pub(crate) served_presigned: AtomicU64,
+    pub(crate) served_sigv4: AtomicU64,
     pub(crate) refused_missing: AtomicU64,
     pub(crate) refused_invalid_fat: AtomicU64,
     pub(crate) refused_expired_fat: AtomicU64,
     pub(crate) refused_expired_url: AtomicU64,
     pub(crate) refused_bad_signature: AtomicU64,
+    pub(crate) refused_not_yet_valid: AtomicU64,
     pub(crate) refused_traversal: AtomicU64,
     pub(crate) not_found: AtomicU64,
     pub(crate) requests_with_token: AtomicU64,
@@ -96,11 +108,13 @@ impl Counters {
             &self.served_fat_query,
             &self.served_bearer,
             &self.served_presigned,
+            &self.served_sigv4,
             &self.refused_missing,
             &self.refused_invalid_fat,
             &self.refused_expired_fat,
             &self.refused_expired_url,
             &self.refused_bad_signature,
+            &self.refused_not_yet_valid,
             &self.refused_traversal,
             &self.not_found,
             &self.requests_with_token,
@@ -111,14 +125,23 @@ impl Counters {
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
-        let [logins, presign_calls, urls_presigned, fat_query, bearer, presigned, missing, invalid_fat, expired_fat, expired_url, bad_signature, traversal, not_found, requests_with_token, requests, redirects, faults_injected] =
+        let [logins, presign_calls, urls_presigned, fat_query, bearer, presigned, sigv4, missing, invalid_fat, expired_fat, expired_url, bad_signature, not_yet_valid, traversal, not_found, requests_with_token, requests, redirects, faults_injected] =
             self.all().map(|c| c.load(Ordering::Relaxed));
         Stats {
             logins,
             presign_calls,
             urls_presigned,
-            served: Served { fat_query, bearer, presigned },
-            refusals: Refusals { missing, invalid_fat, expired_fat, expired_url, bad_signature, traversal, not_found },
+            served: Served { fat_query, bearer, presigned, sigv4 },
+            refusals: Refusals {
+                missing,
+                invalid_fat,
+                expired_fat,
+                expired_url,
+                bad_signature,
+                not_yet_valid,
+                traversal,
+                not_found,
+            },
             requests_with_token,
             requests,
             redirects,
@@ -130,5 +153,36 @@ impl Counters {
         for counter in self.all() {
             counter.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_from_before_sigv4_still_deserialize() {
+        let old = serde_json::json!({
+            "logins": 1, "presign_calls": 2, "urls_presigned": 3,
+            "served": {"fat_query": 4, "bearer": 5, "presigned": 6},
+            "refusals": {"missing": 7, "invalid_fat": 8, "expired_fat": 9, "expired_url": 10,
+                         "bad_signature": 11, "traversal": 12, "not_found": 13},
+            "requests_with_token": 14, "requests": 15, "redirects": 16, "faults_injected": 17
+        });
+        let stats: Stats = serde_json::from_value(old).unwrap();
+        assert_eq!((stats.served.presigned, stats.served.sigv4), (6, 0));
+        assert_eq!((stats.refusals.bad_signature, stats.refusals.not_yet_valid), (11, 0));
+    }
+
+    #[test]
+    fn every_counter_is_snapshot_and_reset() {
+        let counters = Counters::default();
+        for counter in counters.all() {
+            bump(counter);
+        }
+        let stats = counters.snapshot();
+        assert_eq!((stats.served.sigv4, stats.refusals.not_yet_valid, stats.faults_injected), (1, 1, 1));
+        counters.reset();
+        assert_eq!(counters.snapshot(), Stats::default());
     }
 }
