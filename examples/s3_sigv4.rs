@@ -51,8 +51,7 @@ impl S3Presign {
             None => url.host().to_owned(),
         };
         // S3 signs the path as it arrives, not normalised: `path()`.
-        let canonical =
-            format!("GET\n{}\n{}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD", url.path(), query.join("&"));
+        let canonical = format!("GET\n{}\n{}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD", url.path(), query.join("&"));
         let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex(&Sha256::digest(canonical)));
         let mut key = hmac(format!("AWS4{}", self.secret_access_key).as_bytes(), date.as_bytes())?;
         for part in [self.region.as_str(), "s3", "aws4_request"] {
@@ -117,7 +116,8 @@ pub fn strategy_for(server: &secure_media_server::RunningServer, lifetime: Durat
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let config = secure_media_server::ServerConfig { s3: Some(demo_key()), ..secure_media_server::ServerConfig::https() };
+    let config =
+        secure_media_server::ServerConfig { s3: Some(demo_key()), ..secure_media_server::ServerConfig::https() };
     let server = secure_media_server::ReferenceServer::start(config).await?;
     let strategy = std::sync::Arc::new(strategy_for(&server, Duration::from_secs(300)));
     let ca = reqwest::Certificate::from_pem(server.ca_pem().ok_or("no test CA")?.as_bytes())?;
