@@ -10,9 +10,9 @@
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, KeyInit, Mac};
+use percent_encoding::percent_decode_str;
 use secure_media::{AccessError, MediaAccessStrategy, MediaUrl, ParamValue, Resolution, SecureHosts};
 use sha2::{Digest, Sha256};
-use url::form_urlencoded;
 
 /// Presigns GETs for an S3-compatible host with an access key the app holds.
 pub struct S3Presign {
@@ -37,13 +37,22 @@ impl S3Presign {
             ("X-Amz-Expires", self.lifetime.as_secs().to_string()),
             ("X-Amz-SignedHeaders", "host".to_owned()),
         ];
-        // The canonical query: the URL's own parameters (not an old signature's) and ours, each
-        // name and value AWS-encoded, sorted.
-        let own = form_urlencoded::parse(url.query().unwrap_or_default().as_bytes())
-            .filter(|(name, _)| !name.to_ascii_lowercase().starts_with("x-amz-"))
-            .map(|(name, value)| (aws_encode(&name), aws_encode(&value)));
-        let mut pairs: Vec<(String, String)> =
-            own.chain(params.iter().map(|(name, value)| (aws_encode(name), aws_encode(value)))).collect();
+        // The canonical query: the URL's own parameters (percent-decoded, `+` kept as S3 reads
+        // it; any spelling of ours replaced, as `set_params` does) and ours, each name and value
+        // AWS-encoded, sorted.
+        let decode = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+        let own = url
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .map(|(name, value)| (decode(name), decode(value)))
+            .filter(|(name, _)| !params.iter().any(|(ours, _)| name.eq_ignore_ascii_case(ours)))
+            .map(|(name, value)| (aws_encode(&name), aws_encode(&value)))
+            .collect::<Vec<_>>();
+        let mut pairs = own;
+        pairs.extend(params.iter().map(|(name, value)| (aws_encode(name), aws_encode(value))));
         pairs.sort();
         let query: Vec<String> = pairs.iter().map(|(name, value)| format!("{name}={value}")).collect();
         let host = match url.port() {

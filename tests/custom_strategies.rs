@@ -51,13 +51,18 @@ async fn secure_link_loads_through_both_stacks_hashing_the_decoded_path() {
             ("sample-640x480.png", sample("sample-640x480.png")),
             // nginx hashes `$uri`, the decoded path: "/demo/media/a b ü.png".
             ("a%20b%20%C3%BC.png", &secure_media_server::samples()[0].bytes[..]),
+            // The caller's URL echoes a stale signature in other spellings: replaced, and never
+            // in what comes back.
+            ("sample-64x64.gif?w=1&MD5=OLD&Expires=1", sample("sample-64x64.gif")),
         ] {
             let fetched = client.get(&format!("{}/demo/media/{path}", nginx.base_url())).await.unwrap();
             assert_eq!(fetched.status, 200, "{stack:?} {path}: {}", nginx.logs());
             assert_eq!(&fetched.bytes[..], expected, "{stack:?} {path}");
             assert_eq!(fetched.record.unwrap().attempts, 1, "{stack:?} {path}");
             assert_clean(&fetched.shown, &format!("{stack:?} {path}"));
-            assert_clean(fetched.key.unwrap().url(), &format!("{stack:?} {path} key"));
+            let key = fetched.key.unwrap();
+            assert_clean(key.url(), &format!("{stack:?} {path} key"));
+            assert!(!key.url().contains("OLD") && !fetched.shown.contains("OLD"), "{stack:?} {path}");
         }
     }
 }
@@ -126,6 +131,45 @@ async fn the_signature_never_reaches_another_origin() {
     }
 }
 
+/// `SecureLink` plus a header of its own (`x-sig`), declared: it goes to nginx, never elsewhere.
+struct WithHeader {
+    inner: SecureLink,
+    credentials: Credentials,
+}
+
+impl MediaAccessStrategy for WithHeader {
+    fn secure_hosts(&self) -> &SecureHosts {
+        self.inner.secure_hosts()
+    }
+    fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+    fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
+        let signed = self.inner.resolve_ready(url)?;
+        Some(signed.map(|r| r.with_header(http::HeaderName::from_static("x-sig"), "HEADER-SECRET".parse().unwrap())))
+    }
+}
+
+#[tokio::test]
+async fn a_declared_header_never_reaches_another_origin() {
+    let elsewhere = Recorder::start(200).await;
+    let nginx = secure_link::nginx(SECRET, &elsewhere.base_url);
+    let credentials = Credentials::new().param("md5").param("expires").header(http::HeaderName::from_static("x-sig"));
+    let strategy: Arc<dyn MediaAccessStrategy> = Arc::new(WithHeader { inner: strategy(&nginx, SECRET), credentials });
+    for stack in STACKS {
+        let client = Client::with_strategy(stack, strategy.clone());
+        let fetched = client.get(&format!("{}/demo/moved/a.png?md5=OLD", nginx.base_url())).await.unwrap();
+        assert_eq!((fetched.status, fetched.record.unwrap().hops), (200, 1), "{stack:?}");
+        assert!(!fetched.shown.contains("HEADER-SECRET"), "{stack:?}");
+    }
+    let heads = elsewhere.heads();
+    assert_eq!(heads.len(), 2);
+    for head in heads {
+        assert!(!head.contains("x-sig") && !head.contains("header-secret"), "{head}");
+        assert_clean(&head, "what the other origin saw");
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_secret_is_refused_after_one_retry_and_no_error_names_the_signature() {
     let nginx = secure_link::nginx(SECRET, "https://elsewhere.example");
@@ -174,7 +218,8 @@ async fn s3_presigned_urls_load_through_both_stacks_and_an_expired_one_costs_one
     for stack in STACKS {
         let client = Client::with_strategy(stack, Arc::new(s3_sigv4::strategy_for(&server, Duration::from_secs(300))));
         for name in ["sample-640x480.png", "sample-64x64.gif"] {
-            let fetched = client.get(&format!("{}?w=64&x=a%20b", server.media_url(name))).await.unwrap();
+            // `+` is a plus to S3, not a space: signed as the server reads it.
+            let fetched = client.get(&format!("{}?w=64&x=a%20b&q=a+b", server.media_url(name))).await.unwrap();
             assert_eq!(fetched.status, 200, "{stack:?} {name}");
             assert_eq!(&fetched.bytes[..], sample(name), "{stack:?} {name}");
             assert_eq!(fetched.record.unwrap().attempts, 1, "{stack:?} {name}");

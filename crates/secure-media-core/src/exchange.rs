@@ -50,7 +50,9 @@ use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Method, Statu
 use url::Url;
 
 use crate::media_url::has_userinfo;
-use crate::{query, AccessError, Credentials, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange};
+use crate::{
+    query, strategy_serves, AccessError, Credentials, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange,
+};
 
 /// The most redirect hops an exchange follows by default.
 pub const DEFAULT_MAX_HOPS: u32 = 10;
@@ -148,8 +150,9 @@ pub struct Attempt {
     hop: Option<Url>,
     resolution: Option<Resolution>,
     foreign: bool,
-    /// The headers the strategy declares as credentials ([`Credentials::headers`]).
-    declared_headers: Arc<[HeaderName]>,
+    /// The headers the strategy declares as credentials ([`Credentials::headers`]), when the
+    /// attempt leaves the caller's origin and there are any.
+    declared_headers: Option<Arc<[HeaderName]>>,
 }
 
 impl Attempt {
@@ -202,7 +205,7 @@ impl Attempt {
     /// resolution's headers go in.
     pub fn apply_to_headers(&self, headers: &mut HeaderMap) {
         if self.foreign {
-            for name in CALLER_CREDENTIAL_HEADERS.iter().chain(self.declared_headers.iter()) {
+            for name in CALLER_CREDENTIAL_HEADERS.iter().chain(self.declared_headers.iter().flat_map(|h| h.iter())) {
                 headers.remove(name);
             }
         }
@@ -262,14 +265,14 @@ impl Exchange {
     /// not serve the URL: such a request passes through untouched, and nothing is copied.
     pub fn for_url(strategy: &Arc<dyn MediaAccessStrategy>, url: &Url, method: &Method) -> Option<Self> {
         let view = MediaUrl::from_url(url)?;
-        strategy.applies_to(&view).then(|| Self::new(strategy.clone(), Caller::Url(url.clone()), method))
+        strategy_serves(&**strategy, &view).then(|| Self::new(strategy.clone(), Caller::Url(url.clone()), method))
     }
 
     /// An exchange for a request to an [`http::Uri`] (tower, hyper); `None` when the strategy
     /// does not serve the URI.
     pub fn for_uri(strategy: &Arc<dyn MediaAccessStrategy>, uri: &http::Uri, method: &Method) -> Option<Self> {
         let view = MediaUrl::from_uri(uri)?;
-        strategy.applies_to(&view).then(|| Self::new(strategy.clone(), Caller::Uri(uri.clone()), method))
+        strategy_serves(&**strategy, &view).then(|| Self::new(strategy.clone(), Caller::Uri(uri.clone()), method))
     }
 
     fn new(strategy: Arc<dyn MediaAccessStrategy>, caller: Caller, method: &Method) -> Self {
@@ -465,7 +468,7 @@ impl Exchange {
             }
             Pending::Hop(url) => {
                 self.record.hops += 1;
-                let secure = MediaUrl::from_url(&url).is_some_and(|view| self.strategy.applies_to(&view));
+                let secure = MediaUrl::from_url(&url).is_some_and(|view| strategy_serves(&*self.strategy, &view));
                 self.hop = Some(url);
                 let resolution = if secure { Some(self.resolve().await?) } else { None };
                 Ok(Some(self.attempt(resolution)))
@@ -521,7 +524,9 @@ impl Exchange {
         self.record.attempts += 1;
         let foreign = self.leaves_callers_origin(resolution.as_ref());
         self.used = resolution.clone();
-        let declared_headers = self.strategy.credentials().headers_shared();
+        // Only a foreign attempt needs them: the common one takes no reference count.
+        let declared = self.strategy.credentials();
+        let declared_headers = (foreign && !declared.headers().is_empty()).then(|| declared.headers_shared());
         Attempt { hop: self.hop.clone(), resolution, foreign, declared_headers }
     }
 
@@ -573,7 +578,7 @@ impl Exchange {
     }
 
     fn downgrades_a_secure_host(&self, target: &Url) -> bool {
-        downgrades_to_http(target, |view| self.strategy.applies_to(view))
+        downgrades_to_http(target, |view| strategy_serves(&*self.strategy, view))
     }
 }
 
@@ -749,13 +754,14 @@ mod tests {
                 .header(HeaderName::from_static("x-sig")),
         });
         // The caller's URL echoes an old signature (any case): the key and the clean URL drop it.
-        let caller = Url::parse("https://files-us.cometchat.io/app/a.mp4?t=5&md5=OLD&EXPIRES=1").unwrap();
+        let caller = Url::parse("https://files-us.cometchat.io/app/a.mp4?t=5&MD5=OLD&EXPIRES=1").unwrap();
         let mut ex = Exchange::for_url(&strategy, &caller, &Method::GET).unwrap();
         assert_eq!(ex.media_key().unwrap().url(), "https://files-us.cometchat.io/app/a.mp4?t=5");
         assert_eq!(ex.clean_caller_url().unwrap().as_str(), "https://files-us.cometchat.io/app/a.mp4?t=5");
         let first = ex.first_ready().unwrap().unwrap();
         let first = sent(&first, caller.as_str());
-        assert_eq!(first, "https://files-us.cometchat.io/app/a.mp4?t=5&md5=SIG&EXPIRES=1&expires=99");
+        // Stale spellings are replaced in place: nginx reads names case-insensitively.
+        assert_eq!(first, "https://files-us.cometchat.io/app/a.mp4?t=5&md5=SIG&expires=99");
         // The default `rejected`: one retry with a fresh resolution.
         assert!(ex.answered(StatusCode::FORBIDDEN, None));
         let retry = ex.next().await.unwrap().unwrap();

@@ -39,6 +39,13 @@ pub trait MediaFetcher: Send + Sync + 'static {
 
     /// The media at `url`.
     async fn fetch(&self, url: &str) -> Result<Media, AccessError>;
+
+    /// The key a cache or a log should use for `url`: its clean URL, without any credential the
+    /// fetcher's strategy declares (and within its principal's scope when it serves `url`).
+    /// Default: the clean URL without the shared credential names ([`MediaKey::of_str`]).
+    fn key_of(&self, url: &str) -> Option<MediaKey> {
+        MediaKey::of_str(url)
+    }
 }
 
 /// Is this answer media? Judged by its content type and its first bytes: HTML (a login page) is

@@ -57,6 +57,7 @@ pub use media_url::{redacted_url, MediaKey, MediaUrl, Scheme};
 pub use mode::SecureMediaMode;
 pub use network::{NetworkError, NetworkFailure, TlsFailure};
 pub use strategy::{
-    resolve_str, MediaAccessStrategy, ParamValue, Resolution, RetryDecision, SharedHeaders, StrategyStats, UrlChange,
+    resolve_str, strategy_serves, MediaAccessStrategy, ParamValue, Resolution, RetryDecision, SharedHeaders,
+    StrategyStats, UrlChange,
 };
 pub use token::{FileAccessToken, LoginCell, StaticToken, TokenListener, TokenRef, TokenSource, CLOCK_SKEW_ALLOWANCE};

@@ -304,7 +304,9 @@ impl<'a> MediaUrl<'a> {
     ///   should keep `//` out of the URLs it signs;
     /// - nginx decodes before it resolves, so `/a%2F..%2Fb` is `/b` to nginx and `/a/../b`
     ///   here: keep encoded slashes out of signed paths too;
-    /// - nginx refuses a `..` above the root (400) where this stays at the root.
+    /// - nginx refuses a `..` above the root (400) where this stays at the root;
+    /// - nginx hashes the raw bytes: a path that decodes to invalid UTF-8 (`%FF`) reads
+    ///   U+FFFD here, so it cannot be signed for nginx.
     pub fn decoded_path(&self) -> Cow<'a, str> {
         path::percent_decoded(self.normalized_path())
     }
@@ -561,7 +563,9 @@ impl MediaKey {
     /// cache placed outside them, which computes its key before the request reaches us. `None`
     /// when the URL is not one the strategy serves.
     pub fn for_request(strategy: &dyn crate::MediaAccessStrategy, url: &str) -> Option<Self> {
-        MediaUrl::with_str(url, |view| strategy.applies_to(view).then(|| Self::of_strategy(strategy, view)))
+        MediaUrl::with_str(url, |view| {
+            crate::strategy_serves(strategy, view).then(|| Self::of_strategy(strategy, view))
+        })
     }
 
     /// The scope, shared.

@@ -32,10 +32,9 @@ fn raw_name(pair: &str) -> &str {
 /// strategy), in any spelling (`FAT=`, `%66at=`), also behind a `;` (some servers still split
 /// queries on it)?
 pub(crate) fn is_credential(pair: &str, declared: &Credentials) -> bool {
-    if pair.contains(';') {
-        return pair.split(';').any(|part| is_credential_name(part, declared));
-    }
+    // The whole pair first: a declared name may itself hold a `;`.
     is_credential_name(pair, declared)
+        || (pair.contains(';') && pair.split(';').any(|part| is_credential_name(part, declared)))
 }
 
 fn is_credential_name(pair: &str, declared: &Credentials) -> bool {
@@ -112,6 +111,42 @@ pub(crate) fn set(query: Option<&str>, name: &str, encoded_value: &str) -> Optio
     Some(out)
 }
 
+/// The query with `encoded_name=encoded_value` set, the name matched in any case or spelling
+/// (`MD5`, `%6Dd5`): the first match is replaced in place and every other dropped, so no stale
+/// spelling of a signer's parameter reaches a server that reads names case-insensitively.
+/// `None` when the query already says exactly that.
+pub(crate) fn set_any_case(query: Option<&str>, encoded_name: &str, encoded_value: &str) -> Option<String> {
+    let name = decoded_name(encoded_name);
+    let mut out = String::with_capacity(query.map_or(0, str::len) + encoded_name.len() + encoded_value.len() + 2);
+    let mut placed = false;
+    for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+        let same = decoded_name(raw_name(pair)).eq_ignore_ascii_case(&name);
+        if same && placed {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('&');
+        }
+        if same {
+            out.push_str(encoded_name);
+            out.push('=');
+            out.push_str(encoded_value);
+            placed = true;
+        } else {
+            out.push_str(pair);
+        }
+    }
+    if !placed {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(encoded_name);
+        out.push('=');
+        out.push_str(encoded_value);
+    }
+    (Some(out.as_str()) != query).then_some(out)
+}
+
 /// Removes every `name` parameter. `None` when there was none; `Some(None)` when nothing is left.
 pub(crate) fn remove(query: Option<&str>, name: &str) -> Option<Option<String>> {
     let query = query?;
@@ -136,6 +171,23 @@ pub(crate) fn retain(query: &str, keep: impl Fn(&str) -> bool) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_any_case_replaces_every_spelling_once() {
+        assert_eq!(set_any_case(Some("MD5=old&w=1&%6Dd5=x"), "md5", "new").as_deref(), Some("md5=new&w=1"));
+        assert_eq!(set_any_case(Some("w=1"), "md5", "new").as_deref(), Some("w=1&md5=new"));
+        assert_eq!(set_any_case(None, "md5", "new").as_deref(), Some("md5=new"));
+        assert_eq!(set_any_case(Some("w=1&md5=new"), "md5", "new"), None, "already exactly that");
+        assert_eq!(set_any_case(Some("a%20b=1"), "a%20b", "2").as_deref(), Some("a%20b=2"));
+    }
+
+    #[test]
+    fn a_declared_name_may_hold_a_semicolon() {
+        let declared = Credentials::new().param("a;b");
+        assert!(is_credential("a;b=SECRET", &declared));
+        assert!(is_credential("x=1;fat=T", &declared), "a shared name behind a `;` still counts");
+        assert_eq!(without_credentials("a;b=SECRET&w=1", &declared), Some(Some("w=1".to_owned())));
+    }
 
     #[test]
     fn set_appends_last_and_keeps_the_rest() {

@@ -62,8 +62,8 @@ pub enum UrlChange {
         /// The value, encoded once and shared.
         value: ParamValue,
     },
-    /// Set several query parameters, each as [`SetParam`](Self::SetParam) does, in order (a
-    /// local signer's `md5` and `expires`).
+    /// Set several query parameters in order (a local signer's `md5` and `expires`), each
+    /// replacing its name in any case or spelling; names are stored encoded.
     SetParams(Arc<[(Box<str>, ParamValue)]>),
     /// Remove a query parameter (a stale `fat` in header mode).
     RemoveParam(&'static str),
@@ -141,7 +141,8 @@ impl Resolution {
     }
 
     /// Set several query parameters at once, in order: what a local signer sends (nginx
-    /// secure_link's `md5` and `expires`, a SigV4 query). Declare their names in the strategy's
+    /// secure_link's `md5` and `expires`, a SigV4 query). Each replaces any parameter of its name
+    /// in any case or spelling (a stale `MD5=` the caller's URL echoes), in place. Declare their names in the strategy's
     /// [`credentials`](MediaAccessStrategy::credentials) so they never leave the host.
     ///
     /// ```
@@ -153,9 +154,11 @@ impl Resolution {
     ///     "https://media.example/a.mp4?t=5&md5=q1w2&expires=2000000000",
     /// );
     /// ```
-    pub fn set_params<N: Into<Box<str>>>(params: impl IntoIterator<Item = (N, ParamValue)>) -> Self {
+    pub fn set_params<N: AsRef<str>>(params: impl IntoIterator<Item = (N, ParamValue)>) -> Self {
+        // Names are encoded once, as values are: a name with `&`, `#` or a space stays one name.
+        let encode = |name: &str| url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
         let params: Arc<[(Box<str>, ParamValue)]> =
-            params.into_iter().map(|(name, value)| (name.into(), value)).collect();
+            params.into_iter().map(|(name, value)| (encode(name.as_ref()).into_boxed_str(), value)).collect();
         Self { url: UrlChange::SetParams(params), ..Self::keep() }
     }
 
@@ -407,12 +410,13 @@ pub(crate) fn set_param_in<'u>(
     Cow::Owned(out)
 }
 
-/// `query` with every parameter of `params` set in order; `None` when it already says exactly that.
+/// `query` with every parameter of `params` (names already encoded) set in order, each name in
+/// any case or spelling ([`query::set_any_case`]); `None` when it already says exactly that.
 fn set_all(query: Option<&str>, params: &[(Box<str>, ParamValue)]) -> Option<String> {
     let mut current: Option<String> = None;
     for (name, value) in params {
         let now = current.as_deref().or(query);
-        if let Some(next) = query::set(now, name, value.encoded()) {
+        if let Some(next) = query::set_any_case(now, name, value.encoded()) {
             current = Some(next);
         }
     }
@@ -490,12 +494,15 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
     /// The query parameters and headers that carry this strategy's proof beyond the shared ones
     /// (`fat`, `Signature`, `X-Amz-*`, ...): declare them, and the exchange treats them as
     /// `fat` (stripped on a hop elsewhere, never in a [`MediaKey`](crate::MediaKey), a response's
-    /// URL or an error). Default: the shared ones only.
+    /// URL or an error). Default: the shared ones only. A strategy that wraps another must
+    /// pass this on.
     fn credentials(&self) -> &Credentials {
         Credentials::shared()
     }
 
     /// Does this URL need us at all? Default: it is on one of [`secure_hosts`](Self::secure_hosts).
+    /// Adapters also require https unless `secure_hosts` allow http ([`strategy_serves`]), so an
+    /// override that checks the host alone stays safe.
     fn applies_to(&self, url: &MediaUrl<'_>) -> bool {
         self.secure_hosts().matches(url)
     }
@@ -511,8 +518,9 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
     /// [`resolve_ready`](Self::resolve_ready)'s answer, for a strategy that never waits (a local
     /// signer implements only that).
     async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
-        self.resolve_ready(url)
-            .unwrap_or(Err(AccessError::InvalidConfig("the strategy implements neither resolve_ready nor resolve")))
+        self.resolve_ready(url).unwrap_or(Err(AccessError::InvalidConfig(
+            "resolve_ready answered None and the strategy does not implement resolve",
+        )))
     }
 
     /// The media server refused what `used` produced with `status` (401 or 403): drop caches,
@@ -535,6 +543,26 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
     fn cache_scope(&self) -> Option<Arc<str>> {
         None
     }
+}
+
+/// Does `strategy` take `url` (what every adapter asks before adding a proof)? Its
+/// [`applies_to`](MediaAccessStrategy::applies_to), and https, or plain http only when its
+/// [`secure_hosts`](MediaAccessStrategy::secure_hosts) allow it: a strategy that answers
+/// `applies_to` by host alone never sends its proof in the clear, nor follows a redirect that
+/// drops to http.
+///
+/// ```
+/// use secure_media_core::{strategy_serves, EmbeddedStrategy, MediaUrl, SecureHosts, StaticToken};
+///
+/// let strategy = EmbeddedStrategy::new(SecureHosts::cometchat("us")?, std::sync::Arc::new(StaticToken::parse("t")?));
+/// let https = url::Url::parse("https://files-us.cometchat.io/a.png").unwrap();
+/// let http = url::Url::parse("http://files-us.cometchat.io/a.png").unwrap();
+/// assert!(strategy_serves(&strategy, &MediaUrl::from_url(&https).unwrap()));
+/// assert!(!strategy_serves(&strategy, &MediaUrl::from_url(&http).unwrap()));
+/// # Ok::<(), secure_media_core::AccessError>(())
+/// ```
+pub fn strategy_serves(strategy: &(impl MediaAccessStrategy + ?Sized), url: &MediaUrl<'_>) -> bool {
+    strategy.applies_to(url) && (url.scheme() == crate::Scheme::Https || strategy.secure_hosts().allows_http())
 }
 
 #[async_trait]
@@ -608,6 +636,27 @@ pub async fn resolve_str<'u, S: MediaAccessStrategy + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_params_encodes_names_and_every_adapter_agrees() {
+        let resolution = Resolution::set_params([
+            ("a b", ParamValue::new("1")),
+            ("x&y", ParamValue::new("2")),
+            ("h#", ParamValue::new("3")),
+            ("md5", ParamValue::new("v&w=#")),
+        ]);
+        let text = "https://h.io/p?w=1&MD5=old#frag";
+        let expected = "https://h.io/p?w=1&md5=v%26w%3D%23&a+b=1&x%26y=2&h%23=3#frag";
+        assert_eq!(resolution.apply_to_str(text), expected);
+        let mut url = Url::parse(text).unwrap();
+        resolution.apply_to_url(&mut url);
+        assert_eq!(url.as_str(), expected);
+        let uri: http::Uri = "https://h.io/p?w=1&MD5=old".parse().unwrap();
+        let sent = resolution.apply_to_uri(&uri).unwrap().unwrap();
+        assert_eq!(sent.to_string(), expected.trim_end_matches("#frag"));
+        // Applying it again changes nothing.
+        assert!(matches!(resolution.apply_to_str(expected), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn apply_to_str_keeps_query_and_fragment_order() {

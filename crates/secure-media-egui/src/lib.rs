@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use egui::load::{Bytes, BytesLoadResult, BytesLoader, BytesPoll, LoadError};
 use egui::Context;
-use secure_media_core::{MediaFetcher, MediaKey};
+use secure_media_core::MediaFetcher;
 
 enum Entry {
     Pending,
@@ -60,8 +60,9 @@ impl SecureBytesLoader {
         self
     }
 
-    fn key(uri: &str) -> String {
-        MediaKey::of_str(uri).map_or_else(|| uri.to_owned(), |k| k.to_string())
+    /// The fetcher's key for `uri` (no credential its strategy declares, scoped to the principal).
+    fn key(&self, uri: &str) -> String {
+        self.fetcher.key_of(uri).map_or_else(|| uri.to_owned(), |k| k.to_string())
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -78,7 +79,7 @@ impl BytesLoader for SecureBytesLoader {
         if !self.fetcher.handles(uri) {
             return Err(LoadError::NotSupported);
         }
-        let key = Self::key(uri);
+        let key = self.key(uri);
         {
             let mut cache = self.cache();
             match cache.get(&key) {
@@ -121,7 +122,7 @@ impl BytesLoader for SecureBytesLoader {
     }
 
     fn forget(&self, uri: &str) {
-        self.cache().remove(&Self::key(uri));
+        self.cache().remove(&self.key(uri));
     }
 
     fn forget_all(&self) {

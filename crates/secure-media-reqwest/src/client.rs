@@ -6,7 +6,8 @@ use std::sync::Arc;
 use reqwest::redirect::Policy;
 use reqwest_middleware::ClientWithMiddleware;
 use secure_media_core::{
-    carries_credentials, downgrades_to_http, MediaAccessStrategy, MediaUrl, NetworkError, NetworkFailure,
+    carries_credentials, downgrades_to_http, strategy_serves, MediaAccessStrategy, MediaUrl, NetworkError,
+    NetworkFailure,
 };
 
 use crate::SecureMediaMiddleware;
@@ -126,12 +127,12 @@ pub fn secure_client_from(
 /// does: the middleware follows those hop by hop, with its per-hop rules.
 pub fn redirect_policy_outside(strategy: Arc<dyn MediaAccessStrategy>) -> Policy {
     Policy::custom(move |attempt| {
-        let serves = |view: &MediaUrl<'_>| strategy.applies_to(view);
+        let takes = |view: &MediaUrl<'_>| strategy_serves(&*strategy, view);
         // A secure host in any form: served, carrying a credential, or its plain-http downgrade.
         let ours = |url: &url::Url| {
             carries_credentials(url, strategy.credentials())
-                || MediaUrl::from_url(url).is_some_and(|view| serves(&view))
-                || downgrades_to_http(url, serves)
+                || MediaUrl::from_url(url).is_some_and(|view| takes(&view))
+                || downgrades_to_http(url, takes)
         };
         if attempt.previous().len() > 10 {
             attempt.error("too many redirects")

@@ -8,8 +8,8 @@ use bytes::BytesMut;
 use http::{header, StatusCode};
 use reqwest_middleware::ClientWithMiddleware;
 use secure_media_core::{
-    check_media, AccessError, Media, MediaAccessStrategy, MediaFetcher, MediaKey, MediaUrl, NetworkError,
-    NetworkFailure,
+    check_media, strategy_serves, AccessError, Media, MediaAccessStrategy, MediaFetcher, MediaKey, MediaUrl,
+    NetworkError, NetworkFailure,
 };
 
 use crate::{client_builder, network_error, SecureMediaMiddleware};
@@ -63,17 +63,26 @@ impl ReqwestFetcher {
 impl MediaFetcher for ReqwestFetcher {
     fn handles(&self, url: &str) -> bool {
         match MediaUrl::parse_plain(url) {
-            Some(view) => self.strategy.applies_to(&view),
+            Some(view) => strategy_serves(&*self.strategy, &view),
             None => url::Url::parse(url)
                 .ok()
-                .is_some_and(|u| MediaUrl::from_url(&u).is_some_and(|v| self.strategy.applies_to(&v))),
+                .is_some_and(|u| MediaUrl::from_url(&u).is_some_and(|v| strategy_serves(&*self.strategy, &v))),
         }
+    }
+
+    fn key_of(&self, url: &str) -> Option<MediaKey> {
+        MediaKey::for_request(&*self.strategy, url).or_else(|| {
+            // Not served: the clean URL all the same, without what the strategy declares.
+            let parsed = url::Url::parse(url).ok()?;
+            let view = MediaUrl::from_url(&parsed)?;
+            MediaKey::of_str(&view.clean_key_with(self.strategy.credentials()))
+        })
     }
 
     async fn fetch(&self, url: &str) -> Result<Media, AccessError> {
         // The strategy's key: its scope, and none of the credentials it declares.
         let Some(key) = MediaKey::for_request(&*self.strategy, url) else {
-            let key = MediaKey::of_str(url).ok_or(AccessError::InvalidUrl("not an http(s) URL"))?;
+            let key = self.key_of(url).ok_or(AccessError::InvalidUrl("not an http(s) URL"))?;
             return Err(AccessError::NotSecure(key.url().to_owned()));
         };
         let clean = key.url().to_owned();

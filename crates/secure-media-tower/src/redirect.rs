@@ -1,10 +1,12 @@
 //! [`KeepTokensHome`]: a tower-http redirect policy that strips every credential from hops that
 //! leave the secure hosts.
 
+use std::sync::Arc;
+
 use http::{HeaderName, Request};
 use secure_media_core::{
-    downgrades_to_http, strip_credentials, Credentials, MediaUrl, SecureHosts, CALLER_CREDENTIAL_HEADERS,
-    DEFAULT_MAX_HOPS, FAT_PARAM,
+    downgrades_to_http, strategy_serves, strip_credentials, Credentials, MediaAccessStrategy, MediaUrl, SecureHosts,
+    CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS, FAT_PARAM,
 };
 use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
 
@@ -26,9 +28,9 @@ use tower_http::follow_redirect::policy::{Action, Attempt, Policy};
 ///
 /// [`SecureMediaLayer`](crate::SecureMediaLayer) follows the redirects of secure requests itself;
 /// this policy is for a `FollowRedirect` a stack already has, outside the layer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KeepTokensHome {
-    hosts: SecureHosts,
+    home: Home,
     /// A custom strategy's own credentials, stripped like `fat`.
     credentials: Credentials,
     /// Hops left for this request (the policy is cloned for each request).
@@ -39,11 +41,41 @@ pub struct KeepTokensHome {
     cross_origin: bool,
 }
 
+/// Where proofs may go.
+#[derive(Clone)]
+enum Home {
+    Hosts(SecureHosts),
+    Strategy(Arc<dyn MediaAccessStrategy>),
+}
+
+impl Home {
+    fn serves(&self, url: &MediaUrl<'_>) -> bool {
+        match self {
+            Self::Hosts(hosts) => hosts.matches(url),
+            Self::Strategy(strategy) => strategy_serves(&**strategy, url),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeepTokensHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let home: &dyn std::fmt::Debug = match &self.home {
+            Home::Hosts(hosts) => hosts,
+            Home::Strategy(strategy) => strategy.secure_hosts(),
+        };
+        f.debug_struct("KeepTokensHome")
+            .field("home", home)
+            .field("credentials", &self.credentials)
+            .field("hops_left", &self.hops_left)
+            .finish_non_exhaustive()
+    }
+}
+
 impl KeepTokensHome {
     /// Keeps tokens on `hosts`; follows up to 10 hops.
     pub fn new(hosts: SecureHosts) -> Self {
         Self {
-            hosts,
+            home: Home::Hosts(hosts),
             credentials: Credentials::new(),
             hops_left: DEFAULT_MAX_HOPS,
             hopping: false,
@@ -51,10 +83,12 @@ impl KeepTokensHome {
         }
     }
 
-    /// Keeps what a strategy serves and declares home: its hosts and its own credentials
-    /// ([`MediaAccessStrategy::credentials`](secure_media_core::MediaAccessStrategy::credentials)).
-    pub fn for_strategy(strategy: &dyn secure_media_core::MediaAccessStrategy) -> Self {
-        Self { credentials: strategy.credentials().clone(), ..Self::new(strategy.secure_hosts().clone()) }
+    /// Keeps what a strategy serves and declares home: the URLs it takes (its `applies_to`, https
+    /// unless its hosts allow http) and its own credentials
+    /// ([`MediaAccessStrategy::credentials`]). The policy for a custom strategy.
+    pub fn for_strategy(strategy: Arc<dyn MediaAccessStrategy>) -> Self {
+        let credentials = strategy.credentials().clone();
+        Self { home: Home::Strategy(strategy), credentials, ..Self::new(SecureHosts::new()) }
     }
 
     /// Follows up to `hops` hops.
@@ -71,7 +105,7 @@ impl<B, E> Policy<B, E> for KeepTokensHome {
         }
         // A plain-http hop onto a secure host: the redirect goes back to the caller instead.
         let location = url::Url::parse(&attempt.location().to_string());
-        if location.is_ok_and(|to| downgrades_to_http(&to, |view| self.hosts.matches(view))) {
+        if location.is_ok_and(|to| downgrades_to_http(&to, |view| self.home.serves(view))) {
             return Ok(Action::Stop);
         }
         self.hops_left -= 1;
@@ -87,12 +121,13 @@ impl<B, E> Policy<B, E> for KeepTokensHome {
             return;
         }
         if std::mem::take(&mut self.cross_origin) {
-            // The caller's credentials are for the origin it named, secure host or not.
-            for name in &CALLER_CREDENTIAL_HEADERS {
+            // The caller's credentials (and the strategy's own headers) are for the origin it
+            // named, secure host or not.
+            for name in CALLER_CREDENTIAL_HEADERS.iter().chain(self.credentials.headers()) {
                 request.headers_mut().remove(name);
             }
         }
-        if MediaUrl::from_uri(request.uri()).is_some_and(|url| self.hosts.matches(&url)) {
+        if MediaUrl::from_uri(request.uri()).is_some_and(|url| self.home.serves(&url)) {
             return;
         }
         request.headers_mut().remove(HeaderName::from_static(FAT_PARAM));
@@ -129,10 +164,20 @@ mod tests {
 
     /// A server that redirects every request to `location` and records what it got.
     async fn follow(first: &str, location: &'static str) -> Vec<(String, Option<String>)> {
+        follow_with(KeepTokensHome::new(SecureHosts::cometchat("us").unwrap()), first, location, "authorization").await
+    }
+
+    /// The same with `policy`, recording the header `header`.
+    async fn follow_with(
+        policy: KeepTokensHome,
+        first: &str,
+        location: &'static str,
+        header: &'static str,
+    ) -> Vec<(String, Option<String>)> {
         let seen: Seen = Arc::default();
         let record = seen.clone();
         let inner = tower::service_fn(move |request: Request<String>| {
-            let auth = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap().to_owned());
+            let auth = request.headers().get(header).map(|v| v.to_str().unwrap().to_owned());
             record.lock().unwrap().push((request.uri().to_string(), auth));
             async move {
                 let mut response = Response::new(String::new());
@@ -141,9 +186,12 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let policy = KeepTokensHome::new(SecureHosts::cometchat("us").unwrap());
         let service = ServiceBuilder::new().layer(FollowRedirectLayer::with_policy(policy)).service(inner);
-        let request = Request::get(first).header(header::AUTHORIZATION, "Basic mine").body(String::new()).unwrap();
+        let request = Request::get(first)
+            .header(header::AUTHORIZATION, "Basic mine")
+            .header("x-sig", "SIG")
+            .body(String::new())
+            .unwrap();
         let response = service.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::FOUND);
         let seen = seen.lock().unwrap().clone();
@@ -169,6 +217,37 @@ mod tests {
         assert_eq!(seen.len(), 1, "the redirect goes back to the caller");
         let seen = follow("https://api.example/x", "http://files-us.cometchat.io/a").await;
         assert_eq!(seen.len(), 1, "from any origin");
+    }
+
+    /// A custom strategy that takes one host by `applies_to` alone and declares `md5` and the
+    /// header `x-sig` as its proof.
+    struct Signer(Credentials);
+
+    impl MediaAccessStrategy for Signer {
+        fn applies_to(&self, url: &MediaUrl<'_>) -> bool {
+            url.host() == "media.example"
+        }
+        fn credentials(&self) -> &Credentials {
+            &self.0
+        }
+    }
+
+    fn for_signer() -> KeepTokensHome {
+        let credentials = Credentials::new().param("md5").header(HeaderName::from_static("x-sig"));
+        KeepTokensHome::for_strategy(Arc::new(Signer(credentials)))
+    }
+
+    #[tokio::test]
+    async fn for_a_strategy_its_own_parameters_and_headers_stay_home() {
+        let seen =
+            follow_with(for_signer(), "https://media.example/a", "https://other.example/b?md5=S&w=1", "x-sig").await;
+        assert_eq!(seen[1], ("https://other.example/b?w=1".into(), None), "md5 and x-sig stay behind");
+        // Another origin that the strategy also serves: the hop is secure, the header still stays.
+        let seen = follow_with(for_signer(), "https://api.example/x", "https://media.example/b", "x-sig").await;
+        assert_eq!(seen[1], ("https://media.example/b".into(), None));
+        // Plain http on the strategy's host: not followed, although `applies_to` looks at the host only.
+        let seen = follow_with(for_signer(), "https://media.example/a", "http://media.example/a", "x-sig").await;
+        assert_eq!(seen.len(), 1);
     }
 
     #[tokio::test]
