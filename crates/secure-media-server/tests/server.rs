@@ -1,34 +1,17 @@
 //! The reference server's rules, proven with a plain HTTP client on 127.0.0.1.
 
+mod common;
+
+use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::{header, redirect, Client, StatusCode};
-use secure_media_server::{samples, Control, ReferenceServer, Route, RunningServer, ServerConfig, MAX_TTL};
+use reqwest::{header, StatusCode};
+use secure_media_server::{Control, ReferenceServer, Route, RunningServer, ServerConfig, MAX_TTL};
 use serde_json::Value;
 
 async fn server() -> RunningServer {
     ReferenceServer::start(ServerConfig::default()).await.unwrap()
-}
-
-fn client() -> Client {
-    Client::builder().redirect(redirect::Policy::none()).build().unwrap()
-}
-
-fn sample(name: &str) -> &'static [u8] {
-    &samples().iter().find(|s| s.name == name).unwrap().bytes
-}
-
-async fn presign(server: &RunningServer, fat: &str, urls: &[String]) -> Value {
-    let response = client()
-        .post(server.presign_url())
-        .bearer_auth(fat)
-        .json(&serde_json::json!({ "urls": urls }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -83,7 +66,7 @@ async fn each_proof_serves_the_file_with_its_headers() {
     let server = server().await;
     let fat = server.login("bob").unwrap().fat;
     let url = server.media_url("sample-640x480.png");
-    let signed = presign(&server, &fat, std::slice::from_ref(&url)).await;
+    let signed = presign(&client(), &server, &fat, std::slice::from_ref(&url)).await;
     let presigned = signed["urls"][0]["presigned_url"].as_str().unwrap().to_owned();
     assert!(presigned.contains("Expires=") && presigned.contains("Signature=") && presigned.contains("Key-Pair-Id="));
     for request in
@@ -106,7 +89,7 @@ async fn expired_and_tampered_presigned_urls_are_403() {
     let server = server().await;
     let fat = server.login("carol").unwrap().fat;
     let url = server.media_url("sample-64x64.gif");
-    let good = presign(&server, &fat, std::slice::from_ref(&url)).await["urls"][0]["presigned_url"]
+    let good = presign(&client(), &server, &fat, std::slice::from_ref(&url)).await["urls"][0]["presigned_url"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -122,7 +105,8 @@ async fn expired_and_tampered_presigned_urls_are_403() {
         assert!(!response.bytes().await.unwrap().starts_with(b"GIF"));
     }
     server.faults().set_url_ttl(Duration::ZERO);
-    let expired = presign(&server, &fat, &[url]).await["urls"][0]["presigned_url"].as_str().unwrap().to_owned();
+    let expired =
+        presign(&client(), &server, &fat, &[url]).await["urls"][0]["presigned_url"].as_str().unwrap().to_owned();
     let response = client().get(&expired).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let refusals = server.stats().refusals;
@@ -206,7 +190,7 @@ async fn one_presign_call_signs_many_urls_and_refuses_foreign_ones() {
         "https://elsewhere.example/demo/media/x.png".to_owned(),
         "not a url".to_owned(),
     ];
-    let answer = presign(&server, &fat, &urls).await;
+    let answer = presign(&client(), &server, &fat, &urls).await;
     let items = answer["urls"].as_array().unwrap();
     assert_eq!(items.len(), 4);
     for (i, item) in items.iter().enumerate() {
@@ -329,24 +313,6 @@ fn presigned_url_of(answer: &Value) -> String {
     answer["urls"][0]["presigned_url"].as_str().unwrap_or_else(|| panic!("not presigned: {answer}")).to_owned()
 }
 
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("secure-media-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn presigned_urls_verify_for_file_names_that_need_percent_encoding() {
     let dir = TempDir::new("encoded-names");
@@ -361,14 +327,14 @@ async fn presigned_urls_verify_for_file_names_that_need_percent_encoding() {
     for (name, bytes) in
         [("a%20b.png", &b"space"[..]), ("ü.png", b"umlaut"), ("%C3%BC.png", b"umlaut"), ("sub%2Fc.png", b"nested")]
     {
-        let presigned = presigned_url_of(&presign(&server, &fat, &[server.media_url(name)]).await);
+        let presigned = presigned_url_of(&presign(&client(), &server, &fat, &[server.media_url(name)]).await);
         let response = client().get(&presigned).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{name}");
         assert_eq!(&response.bytes().await.unwrap()[..], bytes, "{name}");
     }
     assert_eq!(server.stats().served.presigned, 4);
     // The signature covers the path as sent: another spelling of the same file is another path.
-    let presigned = presigned_url_of(&presign(&server, &fat, &[server.media_url("ü.png")]).await);
+    let presigned = presigned_url_of(&presign(&client(), &server, &fat, &[server.media_url("ü.png")]).await);
     assert!(presigned.contains("/%C3%BC.png?"), "{presigned}");
     let respelled = client().get(presigned.replace("%C3%BC", "%c3%bc")).send().await.unwrap();
     assert_eq!(respelled.status(), StatusCode::FORBIDDEN);
@@ -466,7 +432,7 @@ async fn huge_negative_or_garbage_expires_is_403_not_a_panic() {
     let server = server().await;
     let fat = server.login("rita").unwrap().fat;
     let url = server.media_url("sample-64x64.gif");
-    let good = presigned_url_of(&presign(&server, &fat, std::slice::from_ref(&url)).await);
+    let good = presigned_url_of(&presign(&client(), &server, &fat, std::slice::from_ref(&url)).await);
     let (_, query) = good.split_once('?').unwrap();
     let others: Vec<&str> = query.split('&').filter(|p| !p.starts_with("Expires=")).collect();
     let bad_expires = [

@@ -2,11 +2,14 @@
 //! from a minimal signer written here from AWS's documentation alone: the server exports none, so
 //! a pass means both sides implement the published algorithm, not a shared private one.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
+
+use common::*;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
-use reqwest::{header, redirect, Certificate, Client, StatusCode};
-use secure_media_server::{samples, ReferenceServer, RunningServer, S3Key, ServerConfig};
+use reqwest::{header, StatusCode};
+use secure_media_server::{RunningServer, S3Key, ServerConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -19,27 +22,8 @@ fn s3_key() -> S3Key {
     S3Key { access_key_id: AKID.into(), secret_access_key: SECRET.into(), region: REGION.into() }
 }
 
-async fn start(config: ServerConfig) -> RunningServer {
-    ReferenceServer::start(config).await.unwrap()
-}
-
 async fn s3_server() -> RunningServer {
     start(ServerConfig { s3: Some(s3_key()), ..ServerConfig::https() }).await
-}
-
-fn client_of(server: &RunningServer) -> Client {
-    let ca = Certificate::from_pem(server.ca_pem().expect("an https server").as_bytes()).unwrap();
-    Client::builder()
-        .tls_backend_rustls()
-        .tls_certs_only([ca])
-        .redirect(redirect::Policy::none())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-fn sample(name: &str) -> &'static [u8] {
-    &samples().iter().find(|s| s.name == name).unwrap().bytes
 }
 
 fn unix_now() -> i64 {
@@ -319,24 +303,6 @@ async fn sigv4_is_refused_when_the_server_has_no_s3_key() {
     assert!(message.contains("ServerConfig::s3"), "{message}");
     assert_eq!(server.stats().refusals.bad_signature, 1);
     server.shutdown().await;
-}
-
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("secure-media-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[tokio::test]

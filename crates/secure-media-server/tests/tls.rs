@@ -1,29 +1,15 @@
 //! The reference server over https, proven with rustls clients on 127.0.0.1: who gets through
 //! the handshake, who does not, and that a stuck handshake holds up nobody.
 
+mod common;
+
+use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use reqwest::{redirect, Certificate, Client, StatusCode};
-use secure_media_server::{samples, ReferenceServer, RunningServer, ServerConfig, ServerError, TestCa, Tls};
+use reqwest::{Client, StatusCode};
+use secure_media_server::{ReferenceServer, ServerConfig, ServerError, TestCa, Tls};
 use serde_json::Value;
-
-/// A rustls client that trusts `ca` and nothing else.
-fn trusting(ca: &str) -> reqwest::ClientBuilder {
-    Client::builder()
-        .tls_backend_rustls()
-        .tls_certs_only([Certificate::from_pem(ca.as_bytes()).unwrap()])
-        .redirect(redirect::Policy::none())
-        .timeout(Duration::from_secs(5))
-}
-
-fn client_of(server: &RunningServer) -> Client {
-    trusting(server.ca_pem().expect("an https server")).build().unwrap()
-}
-
-async fn start(config: ServerConfig) -> RunningServer {
-    ReferenceServer::start(config).await.unwrap()
-}
 
 /// The error and its sources, one line, lowercase: what a user would read.
 fn chain(error: &reqwest::Error) -> String {
@@ -35,22 +21,6 @@ fn chain(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text.to_lowercase()
-}
-
-fn sample(name: &str) -> &'static [u8] {
-    &samples().iter().find(|s| s.name == name).unwrap().bytes
-}
-
-async fn presign(client: &Client, server: &RunningServer, fat: &str, urls: &[String]) -> Value {
-    let response = client
-        .post(server.presign_url())
-        .bearer_auth(fat)
-        .json(&serde_json::json!({ "urls": urls }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
 }
 
 #[tokio::test]
