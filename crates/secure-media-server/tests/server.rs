@@ -17,15 +17,7 @@ async fn server() -> RunningServer {
 #[tokio::test]
 async fn login_issues_an_hs256_fat_with_the_claims() {
     let server = server().await;
-    let answer: Value = client()
-        .post(server.login_url())
-        .json(&serde_json::json!({"uid": "alice"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = login(&client(), &server, "alice").await;
     assert_eq!(answer["uid"], "alice");
     let fat = answer["fat"].as_str().unwrap();
     let payload = fat.split('.').nth(1).unwrap();
@@ -392,15 +384,7 @@ async fn huge_fat_ttl_knob_is_clamped_to_max_ttl_not_a_panic() {
     server.faults().set_fat_ttl(Duration::MAX);
     let direct = server.login("olga").unwrap();
     assert_fat_lifetime_is_clamped(direct.expires_at);
-    let answer: Value = client()
-        .post(server.login_url())
-        .json(&serde_json::json!({"uid": "olga"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = login(&client(), &server, "olga").await;
     assert_fat_lifetime_is_clamped(answer["expires_at"].as_u64().unwrap());
     let fat = answer["fat"].as_str().unwrap();
     let media = client().get(server.media_url("sample-64x64.gif")).bearer_auth(fat).send().await.unwrap();

@@ -34,15 +34,7 @@ async fn a_client_trusting_the_ca_logs_in_presigns_and_fetches_over_https() {
     assert!(server.ca_pem().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
     let client = client_of(&server);
 
-    let login: Value = client
-        .post(server.login_url())
-        .json(&serde_json::json!({"uid": "alice"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login: Value = login(&client, &server, "alice").await;
     let fat = login["fat"].as_str().unwrap();
     let url = server.media_url("sample-64x64.gif");
     let answer = presign(&client, &server, fat, &[url.clone(), url.replacen("https:", "http:", 1)]).await;

@@ -36,6 +36,12 @@ pub fn sample(name: &str) -> &'static [u8] {
     &samples().iter().find(|s| s.name == name).unwrap().bytes
 }
 
+/// `POST /v1/auth/login` for `uid`: the answer's JSON.
+pub async fn login(client: &Client, server: &RunningServer, uid: &str) -> Value {
+    let answer = client.post(server.login_url()).json(&serde_json::json!({ "uid": uid })).send().await.unwrap();
+    answer.json().await.unwrap()
+}
+
 /// `POST /v1/media/presign` for `urls` with `fat`, answered 200.
 pub async fn presign(client: &Client, server: &RunningServer, fat: &str, urls: &[String]) -> Value {
     let response = client
