@@ -132,6 +132,11 @@ impl<'a> MediaUrl<'a> {
         if memchr::memchr3(b'\t', b'\r', b'\n', input.as_bytes()).is_some() {
             return None;
         }
+        // They also trim trailing controls and spaces (`a.png ` is `/a.png`): a query appended
+        // after them would turn them into `%20` in the path the client requests.
+        if input.as_bytes().last().is_some_and(|b| *b <= b' ') {
+            return None;
+        }
         let (scheme, rest) = if let Some(rest) = input.strip_prefix("https://") {
             (Scheme::Https, rest)
         } else if let Some(rest) = input.strip_prefix("http://") {
@@ -366,7 +371,11 @@ impl<'a> MediaUrl<'a> {
         let credential_free = query.is_none_or(|q| !query::has_credential(q, declared));
         if let (Some(whole), true) = (self.whole(), credential_free) {
             let end = whole.find('#').unwrap_or(whole.len());
-            let trimmed = whole[..end].strip_suffix('?').unwrap_or(&whole[..end]);
+            // Only an empty query loses its `?`: in `a?x=?` the last `?` is the query's own.
+            let trimmed = match query {
+                Some("") => whole[..end].strip_suffix('?').unwrap_or(&whole[..end]),
+                _ => &whole[..end],
+            };
             return Cow::Borrowed(trimmed);
         }
         let path = self.path();
@@ -383,7 +392,8 @@ impl<'a> MediaUrl<'a> {
         }
         out.push_str(if path.is_empty() { "/" } else { path });
         let kept = query.and_then(|q| query::without_credentials(q, declared).unwrap_or_else(|| Some(q.to_owned())));
-        if let Some(kept) = kept {
+        // An empty query (`a?`) is no query: the borrowed path above trims its `?` too.
+        if let Some(kept) = kept.filter(|kept| !kept.is_empty()) {
             out.push('?');
             out.push_str(&kept);
         }
@@ -435,7 +445,8 @@ impl std::fmt::Debug for MediaUrl<'_> {
 
 /// A host without its trailing dot (the same host to DNS).
 fn bare_host(host: &str) -> &str {
-    host.strip_suffix('.').unwrap_or(host)
+    // The host `.` stays itself: an empty host would make a key (`https:///`) that is no URL.
+    host.strip_suffix('.').filter(|bare| !bare.is_empty()).unwrap_or(host)
 }
 
 /// Does a parsed URL carry a user name or a password?

@@ -72,6 +72,15 @@ pub enum RedisCacheError {
 /// Keys longer than this are stored by hash.
 const MAX_PLAIN_KEY: usize = 256;
 
+/// The latest time a stored entry may name, in milliseconds: 9999-12-31T23:59:59.999Z, where the
+/// core clamps every expiry. Later is not a time anyone wrote: a miss.
+const MAX_ENTRY_MILLIS: u64 = 253_402_300_799_999;
+
+/// How far ahead of this process's clock another process's `fetched_at` may be. An entry fetched
+/// further in the future is a miss: the strategy trusts a URL for at most `MAX_URL_LIFETIME`
+/// after it was fetched, which such an entry would push back without limit.
+const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(300);
+
 /// Deletes `KEYS[1]` only while it still holds the URL `ARGV[1]` (or something unreadable): the
 /// check and the delete are one step, so a fresher entry another process wrote is never lost.
 const DELETE_IF_SAME: &str = r"
@@ -215,15 +224,25 @@ fn encode(key: &CacheKey<'_>, url: &SignedUrl) -> String {
     .to_string()
 }
 
-fn decode(key: &CacheKey<'_>, text: &str) -> Option<SignedUrl> {
+/// A stored value read back at `now`: `None` (a miss) for anything but an entry for this very key
+/// with two times in order, neither past year 9999 and the fetch not in the future.
+fn decode(key: &CacheKey<'_>, text: &str, now: SystemTime) -> Option<SignedUrl> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
     if value.get("key")?.as_str()? != key.url() {
         return None; // a hashed key shared by two URLs: a miss, never the other URL
     }
     let url = url::Url::parse(value.get("url")?.as_str()?).ok()?;
     // Anyone who can write to Redis can write here: no arithmetic that could overflow.
-    let at = |field: &str| UNIX_EPOCH.checked_add(Duration::from_millis(value.get(field)?.as_u64()?));
-    Some(SignedUrl::new(url, at("fetched_at_ms")?, at("expires_at_ms")?))
+    let at = |field: &str| {
+        let millis = value.get(field)?.as_u64().filter(|millis| *millis <= MAX_ENTRY_MILLIS)?;
+        UNIX_EPOCH.checked_add(Duration::from_millis(millis))
+    };
+    let (fetched_at, expires_at) = (at("fetched_at_ms")?, at("expires_at_ms")?);
+    let fetched_in_the_past = now.checked_add(MAX_CLOCK_AHEAD).is_none_or(|latest| fetched_at <= latest);
+    if expires_at <= fetched_at || !fetched_in_the_past {
+        return None;
+    }
+    Some(SignedUrl::new(url, fetched_at, expires_at))
 }
 
 #[async_trait]
@@ -238,8 +257,9 @@ impl PresignCache for RedisPresignCache {
         }
         let redis_key = self.redis_key(key);
         let mut redis = self.redis.clone();
-        let text: Option<String> = self.call("GET", async move { redis.get(redis_key).await }).await.flatten();
-        let url = Arc::new(decode(key, &text?)?);
+        // Bytes, not a `String`: a value that is not UTF-8 is a bad entry (a miss), not an outage.
+        let bytes: Option<Vec<u8>> = self.call("GET", async move { redis.get(redis_key).await }).await.flatten();
+        let url = Arc::new(decode(key, std::str::from_utf8(&bytes?).ok()?, SystemTime::now())?);
         if let Some(l1) = &self.l1 {
             l1.put(key, url.clone()).await;
         }
@@ -312,29 +332,100 @@ mod tests {
             SignedUrl::new(url::Url::parse("https://m.io/a?Signature=s").unwrap(), now, now + Duration::from_secs(60));
         let key = CacheKey::new("sub:a", "https://m.io/a");
         let text = encode(&key, &signed);
-        let back = decode(&key, &text).unwrap();
+        let back = decode(&key, &text, now).unwrap();
         assert_eq!((back.as_str(), back.expires_at(), back.fetched_at()), (signed.as_str(), signed.expires_at(), now));
-        assert!(decode(&CacheKey::new("sub:a", "https://m.io/b"), &text).is_none());
-        assert!(decode(&key, "not json").is_none());
+        assert!(decode(&CacheKey::new("sub:a", "https://m.io/b"), &text, now).is_none());
+        assert!(decode(&key, "not json", now).is_none());
     }
 
     #[test]
     fn absurd_times_in_a_stored_value_are_a_miss_not_a_panic() {
         let key = CacheKey::new("sub:a", "https://m.io/a");
-        for (fetched, expires) in
-            [("18446744073709551615", "1"), ("1", "18446744073709551615"), ("-1", "5"), ("1.5", "2")]
-        {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Found by `decode_never_panics_and_absurd_times_are_a_miss`: the first five were read as
+        // entries (fetched in year 584 million or ahead of the clock, expiring before their fetch).
+        for (fetched, expires) in [
+            ("18446744073709551615", "1"),
+            ("1", "18446744073709551615"),
+            ("18446744073709551614", "18446744073709551615"),
+            ("1800000600000", "1800003600000"),
+            ("5", "5"),
+            ("-1", "5"),
+            ("1.5", "2"),
+            ("253402300800000", "253402300800001"),
+        ] {
             let text = format!(
                 r#"{{"key":"https://m.io/a","url":"https://m.io/a?s=1","fetched_at_ms":{fetched},"expires_at_ms":{expires}}}"#
             );
-            if let Some(url) = decode(&key, &text) {
-                let _ = (url.lifetime(), url.expires_at());
-            }
+            assert!(decode(&key, &text, now).is_none(), "{fetched} .. {expires}");
         }
+        let ahead = r#"{"key":"https://m.io/a","url":"https://m.io/a?s=1","fetched_at_ms":1800000060000,"expires_at_ms":1800003600000}"#;
+        assert!(decode(&key, ahead, now).is_some(), "a clock a minute ahead is fine");
     }
 
     #[test]
     fn passwords_never_reach_errors() {
         assert!(!redact_url("redis://user:hunter2@h:6379/0").contains("hunter2"));
+    }
+
+    /// Bad input (issue 16): whatever another process (or anyone who can write to Redis) stored,
+    /// `PROPTEST_CASES` cases (2048 when unset); the long run:
+    /// `PROPTEST_CASES=200000 cargo test -p secure-media-redis --lib --release`.
+    mod parser_props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn cases() -> u32 {
+            std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(2048)
+        }
+
+        fn json_number() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => (1_700_000_000_000u64..1_900_000_000_000).prop_map(|n| n.to_string()),
+                2 => any::<u64>().prop_map(|n| n.to_string()),
+                1 => any::<i64>().prop_map(|n| n.to_string()),
+                1 => any::<f64>().prop_map(|f| if f.is_finite() { format!("{f:e}") } else { "null".into() }),
+                1 => proptest::sample::select(&["253402300799999", "253402300800000", "0", "-0", "1e400", "\"5\"", "[]", "{}", "null", "true"][..]).prop_map(str::to_owned),
+            ]
+        }
+
+        fn stored_value() -> impl Strategy<Value = Vec<u8>> {
+            let url = prop_oneof![
+                3 => Just("\"https://m.io/a?Signature=s\"".to_owned()),
+                1 => any::<String>().prop_map(|s| serde_json::Value::String(s).to_string()),
+                1 => Just("42".to_owned()),
+            ];
+            let key = prop_oneof![4 => Just("\"https://m.io/a\"".to_owned()), 1 => Just("\"https://m.io/b\"".to_owned()), 1 => Just("null".to_owned())];
+            prop_oneof![
+                6 => (key, url, json_number(), json_number(), any::<bool>()).prop_map(|(key, url, fetched, expires, extra)| {
+                    let extra = if extra { r#","extra":[[[[1]]]]"# } else { "" };
+                    format!(r#"{{"key":{key},"url":{url},"fetched_at_ms":{fetched},"expires_at_ms":{expires}{extra}}}"#).into_bytes()
+                }),
+                2 => proptest::collection::vec(any::<u8>(), 0..128),
+                1 => (1usize..50_000).prop_map(|depth| format!("{}1{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+            /// Random bytes and entries with any numbers: a miss or an entry whose times are in
+            /// order, within year 9999 and fetched no later than the clock allows; never a panic,
+            /// and what the strategy computes from it never overflows.
+            #[test]
+            fn decode_never_panics_and_absurd_times_are_a_miss(bytes in stored_value(), now_ms in 1_700_000_000_000u64..1_900_000_000_000) {
+                let key = CacheKey::new("sub:a", "https://m.io/a");
+                let now = UNIX_EPOCH + Duration::from_millis(now_ms);
+                let Some(text) = std::str::from_utf8(&bytes).ok() else { return Ok(()) };
+                if let Some(url) = decode(&key, text, now) {
+                    prop_assert!(url.fetched_at() < url.expires_at());
+                    prop_assert!(url.expires_at() <= UNIX_EPOCH + Duration::from_millis(MAX_ENTRY_MILLIS));
+                    prop_assert!(url.fetched_at() <= now + MAX_CLOCK_AHEAD);
+                    prop_assert!(url.lifetime() > Duration::ZERO);
+                    let _ = encode(&key, &url);
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Fault knobs for tests: delays, injected failures, dropped connections, short lifetimes,
-//! cross-origin redirects and malformed presign answers. Set them through
+//! Fault knobs for tests: delays, injected failures, dropped connections, answers cut off
+//! mid-body, short lifetimes, cross-origin redirects and malformed presign answers. Set them through
 //! [`RunningServer::faults`](crate::RunningServer::faults) or, when
 //! [`ServerConfig::control`](crate::ServerConfig::control) is on, `POST /_control`.
 
@@ -34,6 +34,7 @@ struct RouteFaults {
     fail_next: u32,
     fail_status: Option<StatusCode>,
     drop_next: u32,
+    cut_body_next: u32,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +54,8 @@ struct State {
 pub(crate) enum Injected {
     Fail(StatusCode),
     Drop,
+    /// Send the real answer's head (with its `Content-Length`) and half its body, then close.
+    CutBody,
 }
 
 /// The fault knobs of one running server.
@@ -86,6 +89,13 @@ impl Faults {
     /// Drops the connection of the next `count` requests of `route` mid-response.
     pub fn drop_next(&self, route: Route, count: u32) {
         self.with(|s| s.routes[route.index()].drop_next = count);
+    }
+
+    /// Cuts off the answer to the next `count` requests of `route` mid-body: the real answer's
+    /// head goes out with its `Content-Length`, then half of its body, then the connection
+    /// closes. A client must report an error, never the half as the whole.
+    pub fn cut_body_next(&self, route: Route, count: u32) {
+        self.with(|s| s.routes[route.index()].cut_body_next = count);
     }
 
     /// FATs issued from now on live `ttl`, at most [`MAX_TTL`](crate::MAX_TTL) (`Duration::MAX`
@@ -152,6 +162,10 @@ impl Faults {
                 r.fail_next -= 1;
                 return Some(Injected::Fail(r.fail_status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE)));
             }
+            if r.cut_body_next > 0 {
+                r.cut_body_next -= 1;
+                return Some(Injected::CutBody);
+            }
             None
         })
     }
@@ -212,8 +226,15 @@ impl Faults {
             if let Some(count) = control.drop_next {
                 self.drop_next(route, count);
             }
-        } else if control.delay_ms.is_some() || control.fail_next.is_some() || control.drop_next.is_some() {
-            return Err("delay_ms, fail_next and drop_next need a route (login, media or presign)");
+            if let Some(count) = control.cut_body_next {
+                self.cut_body_next(route, count);
+            }
+        } else if control.delay_ms.is_some()
+            || control.fail_next.is_some()
+            || control.drop_next.is_some()
+            || control.cut_body_next.is_some()
+        {
+            return Err("delay_ms, fail_next, drop_next and cut_body_next need a route (login, media or presign)");
         }
         if let Some(secs) = control.fat_ttl_secs {
             self.set_fat_ttl(Duration::from_secs(secs));
@@ -244,7 +265,7 @@ impl Faults {
 pub struct Control {
     /// Clear every fault first.
     pub reset: bool,
-    /// The route for `delay_ms`, `fail_next` and `drop_next`.
+    /// The route for `delay_ms`, `fail_next`, `drop_next` and `cut_body_next`.
     pub route: Option<Route>,
     /// Delay in milliseconds.
     pub delay_ms: Option<u64>,
@@ -254,6 +275,8 @@ pub struct Control {
     pub status: Option<u16>,
     /// Drop the connection of the next N requests.
     pub drop_next: Option<u32>,
+    /// Cut off the answers to the next N requests mid-body (head and half the body, then close).
+    pub cut_body_next: Option<u32>,
     /// FAT lifetime in seconds for FATs issued from now on, at most [`MAX_TTL`](crate::MAX_TTL).
     pub fat_ttl_secs: Option<u64>,
     /// Presigned URL lifetime in seconds for URLs issued from now on, at most
@@ -291,5 +314,9 @@ mod tests {
             .is_err());
         faults.apply(&Control { route: Some(Route::Presign), drop_next: Some(1), ..Control::default() }).unwrap();
         assert_eq!(faults.take_injected(Route::Presign), Some(Injected::Drop));
+        assert!(faults.apply(&Control { cut_body_next: Some(1), ..Control::default() }).is_err());
+        faults.apply(&Control { route: Some(Route::Media), cut_body_next: Some(1), ..Control::default() }).unwrap();
+        assert_eq!(faults.take_injected(Route::Media), Some(Injected::CutBody));
+        assert_eq!(faults.take_injected(Route::Media), None);
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP surface: login, media, presign, `_stats` and `_control`.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -68,6 +69,7 @@ async fn observe(State(state): State<Arc<Shared>>, request: Request, next: Next)
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let route = route_of(&path, &state.config.app_id);
+    let mut cut = false;
     if let Some(route) = route {
         let delay = state.faults.delay_of(route);
         if !delay.is_zero() {
@@ -84,6 +86,11 @@ async fn observe(State(state): State<Arc<Shared>>, request: Request, next: Next)
                 tracing::info!(%method, %path, "injected dropped connection");
                 let broken = futures::stream::once(async { Err::<bytes::Bytes, _>(std::io::Error::other("dropped")) });
                 return Response::new(Body::from_stream(broken));
+            }
+            Some(Injected::CutBody) => {
+                bump(&state.counters.faults_injected);
+                tracing::info!(%method, %path, "injected answer cut off mid-body");
+                cut = true;
             }
             None => {}
         }
@@ -110,7 +117,27 @@ async fn observe(State(state): State<Arc<Shared>>, request: Request, next: Next)
     let response = next.run(request).await;
     // The path only: queries carry tokens and signatures.
     tracing::info!(%method, %path, status = response.status().as_u16(), "request");
+    if cut {
+        return cut_off(response).await;
+    }
     response
+}
+
+/// The answer's head, its `Content-Length` included, and half its body; then the connection
+/// breaks. The pause after the half lets it reach the client first.
+async fn cut_off(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "could not read the answer to cut it off");
+    };
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let half = bytes.slice(..bytes.len() / 2);
+    let rest = futures::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err(std::io::Error::other("cut off"))
+    });
+    let chunks = futures::stream::iter([Ok(half)]).chain(rest);
+    Response::from_parts(parts, Body::from_stream(chunks))
 }
 
 #[derive(Deserialize)]
