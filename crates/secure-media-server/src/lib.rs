@@ -215,7 +215,7 @@ impl ReferenceServer {
                 if !root.is_dir() {
                     return Err(ServerError::MediaDir(dir.display().to_string()));
                 }
-                media::MediaStore::Dir(root)
+                media::MediaStore::Dir(media::DirStore::new(root))
             }
         };
         let fat_secret = match &config.fat_secret {

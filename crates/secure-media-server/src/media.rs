@@ -6,7 +6,8 @@ use bytes::Bytes;
 
 use crate::samples::samples;
 
-/// A file to serve.
+/// A file to serve (its bytes are shared: a clone is a reference count).
+#[derive(Clone)]
 pub(crate) struct File {
     pub(crate) bytes: Bytes,
     pub(crate) content_type: &'static str,
@@ -14,7 +15,73 @@ pub(crate) struct File {
 
 pub(crate) enum MediaStore {
     Samples,
-    Dir(PathBuf),
+    Dir(DirStore),
+}
+
+/// Files of a media directory, kept in memory once read: the disk is asked again only when an
+/// entry is older than [`RECHECK_AFTER`] (then its length and modification time say whether to
+/// read it again), so a gallery under load is served from memory, not one blocking read each.
+pub(crate) struct DirStore {
+    root: PathBuf,
+    cached: std::sync::Mutex<std::collections::HashMap<PathBuf, Cached>>,
+}
+
+/// One file in memory, and what it looked like on disk when read.
+struct Cached {
+    file: File,
+    checked: std::time::Instant,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+/// How long a cached file is served without asking the disk.
+const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Files larger than this are read each time, not kept (a video can be large).
+const MAX_CACHED_FILE: u64 = 16 * 1024 * 1024;
+
+/// At most this many bytes in memory; past it, new files are read each time.
+const MAX_CACHED_BYTES: u64 = 512 * 1024 * 1024;
+
+impl DirStore {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Self { root, cached: std::sync::Mutex::default() }
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<PathBuf, Cached>> {
+        self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn get(&self, path: &Path) -> Option<File> {
+        let fresh = |entry: &Cached| entry.checked.elapsed() < RECHECK_AFTER;
+        if let Some(entry) = self.cached().get(path).filter(|entry| fresh(entry)) {
+            return Some(entry.file.clone());
+        }
+        let full = tokio::fs::canonicalize(self.root.join(path)).await.ok()?;
+        // A symlink out of the directory is as bad as `..`.
+        if !full.starts_with(&self.root) {
+            return None;
+        }
+        let meta = tokio::fs::metadata(&full).await.ok()?;
+        let (len, modified) = (meta.len(), meta.modified().ok());
+        if let Some(entry) = self.cached().get_mut(path) {
+            if entry.len == len && entry.modified == modified && modified.is_some() {
+                entry.checked = std::time::Instant::now();
+                return Some(entry.file.clone());
+            }
+        }
+        let bytes = tokio::fs::read(&full).await.ok()?;
+        let file = File { bytes: Bytes::from(bytes), content_type: content_type_of(&full) };
+        let mut cached = self.cached();
+        let held: u64 = cached.values().map(|entry| entry.len).sum();
+        if len <= MAX_CACHED_FILE && held + len <= MAX_CACHED_BYTES {
+            let entry = Cached { file: file.clone(), checked: std::time::Instant::now(), len, modified };
+            cached.insert(path.to_owned(), entry);
+        } else {
+            cached.remove(path);
+        }
+        Some(file)
+    }
 }
 
 /// Why a media path was refused before looking anything up.
@@ -69,15 +136,7 @@ impl MediaStore {
                     .find(|s| s.name == name)
                     .map(|s| File { bytes: s.bytes.clone(), content_type: s.content_type })
             }
-            MediaStore::Dir(root) => {
-                let full = tokio::fs::canonicalize(root.join(path)).await.ok()?;
-                // A symlink out of the directory is as bad as `..`.
-                if !full.starts_with(root) {
-                    return None;
-                }
-                let bytes = tokio::fs::read(&full).await.ok()?;
-                Some(File { bytes: Bytes::from(bytes), content_type: content_type_of(&full) })
-            }
+            MediaStore::Dir(store) => store.get(path).await,
         }
     }
 }

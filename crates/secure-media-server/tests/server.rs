@@ -459,3 +459,25 @@ async fn a_validly_signed_far_future_expires_is_served_without_overflow() {
         assert_eq!(response.status(), StatusCode::OK, "Expires={expires}");
     }
 }
+
+/// A media directory is served from memory once read, and the disk is asked again after a second:
+/// a file removed is still served for that second, then not; a file rewritten is served new.
+#[tokio::test]
+async fn a_media_directory_is_served_from_memory_and_rechecked() {
+    let dir = TempDir::new("dir-cache");
+    let file = dir.0.join("a.png");
+    std::fs::write(&file, b"\x89PNG\r\n\x1a\nfirst").unwrap();
+    let server = start(ServerConfig { media_dir: Some(dir.0.clone()), ..ServerConfig::default() }).await;
+    let fat = server.login("dir").unwrap().fat;
+    let get = || async {
+        let response = client().get(server.media_url("a.png")).bearer_auth(&fat).send().await.unwrap();
+        (response.status().as_u16(), response.bytes().await.unwrap())
+    };
+    assert_eq!(get().await, (200, bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nfirst")));
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(get().await.0, 200, "served from memory within the second");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get().await.0, 404, "asked the disk again");
+    std::fs::write(&file, b"\x89PNG\r\n\x1a\nsecond!").unwrap();
+    assert_eq!(get().await, (200, bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nsecond!")));
+}
