@@ -6,9 +6,7 @@ use secure_media_core::presigned::expiry_of;
 use secure_media_core::{FileAccessToken, MediaUrl, SecureMediaMode, FAT_PARAM};
 use url::Url;
 
-use secure_media_reqwest::network_error;
-
-use crate::access::{hosts, login, login_failure, shown_url, Setup, TokenInput};
+use crate::access::{hosts, login, login_failure, network_failure, shown_url, Setup, TokenInput};
 use crate::args::{DoctorArgs, Mode};
 use crate::fetch::send_failure;
 use crate::Failure;
@@ -174,7 +172,7 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<(), Failure> {
         .send()
         .await
         .map(|r| r.status().as_u16())
-        .map_err(|e| Failure::network(format!("{}: {}", shown_url(url.as_str()), network_error(e))));
+        .map_err(|e| network_failure(url.as_str(), e));
     println!("\ntried:");
     for (mode, result) in &results {
         let mark = if std::mem::discriminant(mode) == std::mem::discriminant(&chosen) { " (chosen)" } else { "" };

@@ -4,10 +4,10 @@ use std::io::{IsTerminal, Write};
 
 use http::{header, StatusCode};
 use secure_media_core::{check_media, AccessError, NetworkError, NetworkFailure};
-use secure_media_reqwest::{network_error, SecureMediaMiddleware};
+use secure_media_reqwest::SecureMediaMiddleware;
 use tokio::io::AsyncWriteExt;
 
-use crate::access::{build, shown_url, Access};
+use crate::access::{build, network_failure, shown_url, Access};
 use crate::args::FetchArgs;
 use crate::Failure;
 
@@ -21,9 +21,7 @@ pub(crate) fn client(access: &Access) -> reqwest_middleware::ClientWithMiddlewar
 /// Why a request through the middleware failed: the clean URL and the cause chain.
 pub(crate) fn send_failure(url: &str, error: reqwest_middleware::Error) -> Failure {
     match error {
-        reqwest_middleware::Error::Reqwest(error) => {
-            Failure::network(format!("{}: {}", shown_url(url), network_error(error)))
-        }
+        reqwest_middleware::Error::Reqwest(error) => network_failure(url, error),
         reqwest_middleware::Error::Middleware(error) => match error.downcast_ref::<AccessError>() {
             Some(access) => Failure::access(access),
             None => Failure::network(format!(
@@ -70,7 +68,7 @@ pub(crate) async fn run(args: FetchArgs) -> Result<(), Failure> {
     let progress = args.output.is_some() && std::io::stderr().is_terminal();
     let mut received: u64 = 0;
     let mut checked = false;
-    let cut_off = |error| Failure::network(format!("{}: {}", shown_url(&args.url), network_error(error)));
+    let cut_off = |error| network_failure(&args.url, error);
     while let Some(chunk) = response.chunk().await.map_err(|e| access.redact_failure(cut_off(e)))? {
         if !checked {
             check_media(&content_type, &chunk).map_err(Failure::not_media)?;

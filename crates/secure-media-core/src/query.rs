@@ -78,6 +78,11 @@ pub(crate) fn is_exactly(query: Option<&str>, name: &str, encoded_value: &str) -
 /// Writes the query with `name=encoded_value` set into `out`: the first existing `name` is
 /// replaced in place, later ones are dropped, and without one the pair goes last.
 pub(crate) fn write_set(out: &mut String, query: Option<&str>, name: &str, encoded_value: &str) {
+    write_set_by(out, query, name, encoded_value, |raw| name_is(raw, name));
+}
+
+/// [`write_set`] with `same` deciding which raw names are `name`.
+fn write_set_by(out: &mut String, query: Option<&str>, name: &str, encoded_value: &str, same: impl Fn(&str) -> bool) {
     let start = out.len();
     let mut placed = false;
     let push = |out: &mut String, piece: &[&str]| {
@@ -87,7 +92,7 @@ pub(crate) fn write_set(out: &mut String, query: Option<&str>, name: &str, encod
         piece.iter().for_each(|p| out.push_str(p));
     };
     for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
-        if name_is(raw_name(pair), name) {
+        if same(raw_name(pair)) {
             if !placed {
                 push(out, &[name, "=", encoded_value]);
                 placed = true;
@@ -118,32 +123,7 @@ pub(crate) fn set(query: Option<&str>, name: &str, encoded_value: &str) -> Optio
 pub(crate) fn set_any_case(query: Option<&str>, encoded_name: &str, encoded_value: &str) -> Option<String> {
     let name = decoded_name(encoded_name);
     let mut out = String::with_capacity(query.map_or(0, str::len) + encoded_name.len() + encoded_value.len() + 2);
-    let mut placed = false;
-    for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
-        let same = decoded_name(raw_name(pair)).eq_ignore_ascii_case(&name);
-        if same && placed {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push('&');
-        }
-        if same {
-            out.push_str(encoded_name);
-            out.push('=');
-            out.push_str(encoded_value);
-            placed = true;
-        } else {
-            out.push_str(pair);
-        }
-    }
-    if !placed {
-        if !out.is_empty() {
-            out.push('&');
-        }
-        out.push_str(encoded_name);
-        out.push('=');
-        out.push_str(encoded_value);
-    }
+    write_set_by(&mut out, query, encoded_name, encoded_value, |raw| decoded_name(raw).eq_ignore_ascii_case(&name));
     (Some(out.as_str()) != query).then_some(out)
 }
 

@@ -611,7 +611,7 @@ pub async fn resolve_str<'u, S: MediaAccessStrategy + ?Sized>(
     let Some(view) = fast.or_else(|| full.as_ref().and_then(MediaUrl::from_url)) else {
         return Ok((Cow::Borrowed(url), None));
     };
-    if !strategy.applies_to(&view) {
+    if !strategy_serves(strategy, &view) {
         return Ok((Cow::Borrowed(url), None));
     }
     let resolution = match strategy.resolve_ready(&view) {

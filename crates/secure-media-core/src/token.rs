@@ -120,8 +120,15 @@ impl FileAccessToken {
         &self.principal
     }
 
-    /// Records that a secure server (the media host, the presign endpoint) accepted this exact
-    /// token: from now on its claims may scope caches ([`cache_scope`](Self::cache_scope)).
+    /// [`principal`](Self::principal), shared: a scope handed out per request costs a
+    /// reference count, not a copy.
+    pub(crate) fn principal_shared(&self) -> &Arc<str> {
+        &self.principal
+    }
+
+    /// The app vouches for this exact token (it came from the app's own login answer): from now
+    /// on its claims may scope caches ([`cache_scope`](Self::cache_scope)). Without it, a token's
+    /// claims count only once a presign endpoint accepted it.
     pub fn mark_verified(&self) {
         self.verified.store(true, Ordering::Relaxed);
     }

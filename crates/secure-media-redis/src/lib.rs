@@ -58,6 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
+use secure_media_core::presigned::endpoint::MAX_UNIX_SECS;
 use secure_media_core::presigned::{CacheKey, MemoryPresignCache, PresignCache, SignedUrl, MAX_URL_LIFETIME};
 
 /// Why the cache could not be set up.
@@ -74,7 +75,7 @@ const MAX_PLAIN_KEY: usize = 256;
 
 /// The latest time a stored entry may name, in milliseconds: 9999-12-31T23:59:59.999Z, where the
 /// core clamps every expiry. Later is not a time anyone wrote: a miss.
-const MAX_ENTRY_MILLIS: u64 = 253_402_300_799_999;
+const MAX_ENTRY_MILLIS: u64 = MAX_UNIX_SECS * 1000 + 999;
 
 /// How far ahead of this process's clock another process's `fetched_at` may be. An entry fetched
 /// further in the future is a miss: the strategy trusts a URL for at most `MAX_URL_LIFETIME`

@@ -86,7 +86,7 @@ impl Keys {
     ) -> Result<(String, u64), crate::ServerError> {
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|_| crate::ServerError::Entropy)?;
-        let jti = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let jti = base16ct::lower::encode_string(&nonce);
         let claims =
             Claims { sub: uid.to_owned(), iat: unix(now), exp: expiry(now, ttl), app_id: self.app_id.clone(), jti };
         let token =

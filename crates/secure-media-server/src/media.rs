@@ -71,6 +71,8 @@ impl DirStore {
             }
         }
         let bytes = tokio::fs::read(&full).await.ok()?;
+        // What was read counts, not what the metadata said a moment before (a file may grow).
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         let file = File { bytes: Bytes::from(bytes), content_type: content_type_of(&full) };
         let mut cached = self.cached();
         let held: u64 = cached.values().map(|entry| entry.len).sum();

@@ -60,6 +60,14 @@ fn carries_token(request: &Request) -> bool {
     in_query || request.headers().contains_key(header::AUTHORIZATION)
 }
 
+/// `302 Found` to `location` (a fault's redirect), or a 500 when it is no header value.
+fn found(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect target"),
+    }
+}
+
 /// Counts, logs, and applies the fault knobs before the handlers run.
 async fn observe(State(state): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     bump(&state.counters.requests);
@@ -97,20 +105,14 @@ async fn observe(State(state): State<Arc<Shared>>, request: Request, next: Next)
         if route == Route::Media {
             if let Some(location) = state.faults.moved_location(&path) {
                 bump(&state.counters.redirects);
-                return match HeaderValue::from_str(&location) {
-                    Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
-                    Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect target"),
-                };
+                return found(&location);
             }
             if let Some((origin, keep_query)) = state.faults.redirect() {
                 bump(&state.counters.redirects);
                 let query = request.uri().query().filter(|_| keep_query).map(|q| format!("?{q}")).unwrap_or_default();
                 let location = format!("{origin}{path}{query}");
                 tracing::info!(%path, "injected cross-origin redirect");
-                return match HeaderValue::from_str(&location) {
-                    Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
-                    Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "bad redirect target"),
-                };
+                return found(&location);
             }
         }
     }
@@ -458,7 +460,7 @@ impl Shared {
 
 fn respond_with_file(file: crate::media::File, method: &Method, headers: &HeaderMap) -> Response {
     let digest = Sha256::digest(&file.bytes);
-    let etag = format!("\"{}\"", digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>());
+    let etag = format!("\"{}\"", base16ct::lower::encode_string(&digest[..12]));
     let len = u64::try_from(file.bytes.len()).unwrap_or(u64::MAX);
     let base = [
         (header::CONTENT_TYPE, file.content_type.to_owned()),

@@ -139,7 +139,7 @@ pub(crate) fn verify(
     let scope = credential_scope(&presigned.scope_date, &presigned.region);
     let to_sign = string_to_sign(&presigned.amz_date, &scope, &request);
     let signing_key = signing_key(&key.secret_access_key, &presigned.scope_date, &presigned.region)?;
-    signature_mac(&signing_key, &to_sign)?
+    hmac(&signing_key, &to_sign)?
         .verify_slice(&presigned.signature)
         .map_err(|_| Invalid("the signature does not match the request"))?;
     let now = i64::try_from(crate::auth::unix(now)).map_err(|_| Invalid("the server's clock is out of range"))?;
@@ -327,11 +327,6 @@ fn signing_key(secret: &str, date: &str, region: &str) -> Result<Vec<u8>, Sigv4R
     Ok(key)
 }
 
-/// The MAC whose tag is the signature; the verifier compares it in constant time.
-fn signature_mac(signing_key: &[u8], string_to_sign: &str) -> Result<Hmac<Sha256>, Sigv4Refusal> {
-    hmac(signing_key, string_to_sign)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
@@ -386,7 +381,7 @@ mod tests {
         );
         let scope = credential_scope(&parsed.scope_date, &parsed.region);
         let key = signing_key(AWS_SECRET, &parsed.scope_date, &parsed.region).unwrap();
-        let tag = signature_mac(&key, &string_to_sign(&parsed.amz_date, &scope, &request)).unwrap().finalize();
+        let tag = hmac(&key, &string_to_sign(&parsed.amz_date, &scope, &request)).unwrap().finalize();
         format!("{query}&X-Amz-Signature={}", base16ct::lower::encode_string(&tag.into_bytes()))
     }
 
@@ -422,7 +417,7 @@ mod tests {
              3bfa292879f6447bbcda7001decf97f4a54dc650c8942174ae0a9121cf58ad04"
         );
         let key = signing_key(AWS_SECRET, "20130524", "us-east-1").unwrap();
-        let signature = signature_mac(&key, &to_sign).unwrap().finalize().into_bytes();
+        let signature = hmac(&key, &to_sign).unwrap().finalize().into_bytes();
         assert_eq!(
             base16ct::lower::encode_string(&signature),
             "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
@@ -484,7 +479,7 @@ mod tests {
         let to_sign = string_to_sign("20130524T000000Z", &credential_scope("20130524", "us-east-1"), &request);
         assert!(to_sign.ends_with("\n7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"), "{to_sign}");
         let key = signing_key(AWS_SECRET, "20130524", "us-east-1").unwrap();
-        let signature = signature_mac(&key, &to_sign).unwrap().finalize().into_bytes();
+        let signature = hmac(&key, &to_sign).unwrap().finalize().into_bytes();
         assert_eq!(
             base16ct::lower::encode_string(&signature),
             "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"

@@ -97,10 +97,14 @@ fn tls_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> ServerError {
     move |error| ServerError::Tls(format!("{what}: {error}"))
 }
 
+/// `now` moved by `by` (negative: into the past).
+fn shifted(now: OffsetDateTime, by: time::Duration) -> Result<OffsetDateTime, ServerError> {
+    now.checked_add(by).ok_or_else(|| ServerError::Tls("the system clock is out of the certificate date range".into()))
+}
+
 /// `now` moved by `days` (negative: into the past).
 fn days_from(now: OffsetDateTime, days: i64) -> Result<OffsetDateTime, ServerError> {
-    now.checked_add(time::Duration::days(days))
-        .ok_or_else(|| ServerError::Tls("the system clock is out of the certificate date range".into()))
+    shifted(now, time::Duration::days(days))
 }
 
 impl TestCa {
@@ -124,11 +128,19 @@ impl TestCa {
         &self.pem
     }
 
-    /// A rustls client configuration (aws-lc-rs) that trusts this CA and nothing else: for a
-    /// hyper-rustls or tokio-rustls client of a test server. (reqwest takes
-    /// `reqwest::Certificate::from_pem(ca.ca_pem().as_bytes())`.)
-    pub fn client_config(&self) -> Result<rustls::ClientConfig, ServerError> {
-        client_config_trusting(&self.pem)
+    /// A rustls server configuration (aws-lc-rs) with a certificate this CA issues for `names`
+    /// ([`issue`](Self::issue)): for a hand-written TLS peer in tests (another origin, a CDN).
+    pub fn server_config(&self, names: &[&str], expired: bool) -> Result<rustls::ServerConfig, ServerError> {
+        let leaf = self.issue_leaf(names, expired)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der()));
+        // aws-lc-rs named here, never the process default: the workspace has one provider, chosen.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| ServerError::Tls(format!("no TLS protocol version: {error}")))?
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.cert.der().clone()], key)
+            .map_err(|error| ServerError::Tls(format!("rustls refused the server certificate: {error}")))
     }
 
     /// Issues a server certificate for `names`: DNS names (`localhost`) or IP addresses
@@ -158,9 +170,7 @@ impl TestCa {
             params.not_before = days_from(now, -3)?;
             params.not_after = days_from(now, -1)?;
         } else {
-            params.not_before = now
-                .checked_sub(time::Duration::hours(1))
-                .ok_or_else(|| ServerError::Tls("the system clock is out of the certificate date range".into()))?;
+            params.not_before = shifted(now, time::Duration::hours(-1))?;
             params.not_after = days_from(now, 2)?;
         }
         let key = KeyPair::generate().map_err(tls_error("cannot make a certificate key"))?;
@@ -181,8 +191,6 @@ impl std::fmt::Debug for IssuedCertificate {
     }
 }
 
-/// The server's TLS: the CA clients must trust and the rustls configuration. `None` for
-/// [`Tls::Off`].
 /// A rustls client configuration (aws-lc-rs) trusting only the PEM certificates in `ca_pem`:
 /// for a hyper-rustls client of [`RunningServer`](crate::RunningServer)'s
 /// [`ca_pem`](crate::RunningServer::ca_pem).
@@ -217,6 +225,8 @@ pub fn client_config_trusting(ca_pem: &str) -> Result<rustls::ClientConfig, Serv
         .with_no_client_auth())
 }
 
+/// The server's TLS: the CA clients must trust and the rustls configuration. `None` for
+/// [`Tls::Off`].
 pub(crate) fn server_tls(
     mode: Tls,
     issuer: Option<&Arc<TestCa>>,
@@ -234,16 +244,7 @@ pub(crate) fn server_tls(
             &fresh
         }
     };
-    let leaf = ca.issue_leaf(&SERVER_NAMES, expired)?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der()));
-    // aws-lc-rs named here, never the process default: the workspace has one provider, chosen.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| ServerError::Tls(format!("no TLS protocol version: {error}")))?
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.cert.der().clone()], key)
-        .map_err(|error| ServerError::Tls(format!("rustls refused the server certificate: {error}")))?;
+    let mut config = ca.server_config(&SERVER_NAMES, expired)?;
     // The server speaks HTTP/1.1 only (axum's `http1` feature).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some((ca.pem.clone(), Arc::new(config))))

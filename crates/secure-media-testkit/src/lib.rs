@@ -11,7 +11,6 @@ use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use secure_media_core::{FileAccessToken, LoginCell, MediaFetcher, SecureMedia, SecureMediaMode, TokenSource};
 use secure_media_reqwest::{ReqwestFetcher, ReqwestPresigner};
 use secure_media_server::{ReferenceServer, RunningServer, ServerConfig, TestCa, Tls};
@@ -66,7 +65,7 @@ pub type Hyper = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 ///
 /// # Panics
 /// If the PEM or the TLS configuration is unusable (a test bug).
-pub fn rustls_config(ca_pem: &str) -> rustls::ClientConfig {
+fn rustls_config(ca_pem: &str) -> rustls::ClientConfig {
     secure_media_server::client_config_trusting(ca_pem).unwrap_or_else(|e| panic!("TLS: {e}"))
 }
 
@@ -91,17 +90,7 @@ pub fn hyper() -> Hyper {
 /// # Panics
 /// If the certificate cannot be made (a test bug).
 pub fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
-    let issued = test_ca().issue(&["127.0.0.1", "localhost"], false).unwrap_or_else(|e| panic!("certificate: {e}"));
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("certificate: {e}"));
-    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap_or_else(|e| panic!("key: {e}"));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("TLS: {e}"))
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap_or_else(|e| panic!("TLS: {e}"));
+    let config = test_ca().server_config(&["127.0.0.1", "localhost"], false).unwrap_or_else(|e| panic!("TLS: {e}"));
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 

@@ -187,11 +187,6 @@ impl Nginx {
         format!("https://{}", self.host())
     }
 
-    /// `https://127.0.0.1:PORT`: the origin for the upstream's `ServerConfig::public_origins`.
-    pub fn origin(&self) -> String {
-        self.base_url()
-    }
-
     /// `127.0.0.1:PORT`: the secure host for clients of the proxy.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)

@@ -28,7 +28,7 @@ pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 /// The latest expiry we represent: 9999-12-31T23:59:59Z. Later ones (say `u64::MAX` seconds) are
 /// read as this, so no time arithmetic can overflow on what an endpoint or a cache sends.
-pub(crate) const MAX_UNIX_SECS: u64 = 253_402_300_799;
+pub const MAX_UNIX_SECS: u64 = 253_402_300_799;
 
 /// The longest wait between two attempts, whatever the configured backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

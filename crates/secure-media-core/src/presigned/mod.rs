@@ -207,18 +207,19 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     /// fixed scope, the principal of a token without claims to prove, or of one the endpoint
     /// accepted. `None`: its claims are unproven, so it may use only its
     /// [own scope](FileAccessToken::own_scope).
-    fn trusted_scope<'t>(&'t self, token: &'t FileAccessToken) -> Option<&'t str> {
-        if let Some(fixed) = self.config.scope.as_deref() {
+    fn trusted_scope<'t>(&'t self, token: &'t FileAccessToken) -> Option<&'t Arc<str>> {
+        if let Some(fixed) = &self.config.scope {
             return Some(fixed);
         }
         // The app's own vouching (`mark_verified`, for a token from its login answer) counts;
         // an acceptance counts only for the endpoint that accepted it: this strategy's.
-        (token.subject().is_none() || token.is_verified() || self.proven.by_address(token)).then(|| token.principal())
+        (token.subject().is_none() || token.is_verified() || self.proven.by_address(token))
+            .then(|| token.principal_shared())
     }
 
     /// [`trusted_scope`](Self::trusted_scope), also recognising another copy of an accepted token.
-    fn proven_scope<'t>(&'t self, token: &'t Arc<FileAccessToken>) -> Option<&'t str> {
-        self.trusted_scope(token).or_else(|| self.proven.contains(token).then(|| token.principal()))
+    fn proven_scope<'t>(&'t self, token: &'t Arc<FileAccessToken>) -> Option<&'t Arc<str>> {
+        self.trusted_scope(token).or_else(|| self.proven.contains(token).then(|| token.principal_shared()))
     }
 
     fn freshness(&self, signed: &SignedUrl, now: SystemTime) -> Freshness {
@@ -248,7 +249,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             // Unproven claims: the token's own scope, until a presign call with it succeeds.
             let (scope, proving) = match self.proven_scope(token) {
                 Some(scope) => (scope, false),
-                None => (&**token.own_scope(), true),
+                None => (token.own_scope(), true),
             };
             let key = CacheKey::new(scope, clean);
             let cached = match self.cache.get_ready(&key) {
@@ -431,7 +432,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         // the token's own (a URL presigned before the token was proven is under both).
         let mut scopes: Vec<String> = stored.into_iter().map(str::to_owned).collect();
         if let Some(token) = token {
-            scopes.extend(self.proven_scope(token).map(str::to_owned));
+            scopes.extend(self.proven_scope(token).map(|scope| scope.to_string()));
             if self.config.scope.is_none() && token.subject().is_some() {
                 scopes.push(token.own_scope().to_string());
             }
@@ -461,7 +462,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
             return Some(scope.clone());
         }
         let token = self.tokens.current()?;
-        Some(self.proven_scope(&token).map_or_else(|| token.own_scope().clone(), Arc::from))
+        Some(self.proven_scope(&token).unwrap_or_else(|| token.own_scope()).clone())
     }
 }
 
