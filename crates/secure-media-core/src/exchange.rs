@@ -332,7 +332,7 @@ impl Exchange {
     /// sent to? A client that follows redirects below the adapter answers from elsewhere.
     pub fn answered_from_sent_origin(&self, answered: &Url) -> bool {
         let Some(answered) = MediaUrl::from_url(answered) else { return false };
-        self.sent_view(self.used.as_ref()).is_some_and(|sent| sent.same_origin(&answered))
+        self.with_sent_view(self.used.as_ref(), |sent| sent.same_origin(&answered)).unwrap_or(false)
     }
 
     /// Puts what the caller may read of this exchange into the extensions of the answer handed
@@ -532,26 +532,24 @@ impl Exchange {
 
     /// Where an attempt with `resolution` goes, compared with the caller's origin.
     fn leaves_callers_origin(&self, resolution: Option<&Resolution>) -> bool {
-        match (self.caller.view(), self.sent_view(resolution)) {
-            (Some(caller), Some(sent)) => !sent.same_origin(&caller),
-            _ => true,
-        }
+        let Some(caller) = self.caller.view() else { return true };
+        self.with_sent_view(resolution, |sent| !sent.same_origin(&caller)).unwrap_or(true)
     }
 
     /// Where an attempt with `resolution` goes: the presigned URL for a replaced one, else the
     /// current target (a hop, or the caller's URL).
-    fn sent_view<'s>(&'s self, resolution: Option<&'s Resolution>) -> Option<MediaUrl<'s>> {
+    fn with_sent_view<T>(&self, resolution: Option<&Resolution>, f: impl FnOnce(&MediaUrl<'_>) -> T) -> Option<T> {
         match resolution.map(Resolution::url_change) {
-            Some(UrlChange::Replace(signed)) => MediaUrl::from_url(signed.url()),
-            _ => self.target_view(),
+            Some(UrlChange::Replace(signed)) => MediaUrl::with_str(signed.as_str(), |sent| Some(f(sent))),
+            _ => self.target_view().map(|sent| f(&sent)),
         }
     }
 
-    /// [`sent_view`](Self::sent_view) as a URL, before our query went in: what relative
+    /// [`with_sent_view`](Self::with_sent_view)'s URL, before our query went in: what relative
     /// `Location`s are joined to.
     fn sent_url<'s>(&'s self, resolution: Option<&'s Resolution>) -> Option<Cow<'s, Url>> {
         match resolution.map(Resolution::url_change) {
-            Some(UrlChange::Replace(signed)) => Some(Cow::Borrowed(signed.url())),
+            Some(UrlChange::Replace(signed)) => Some(Cow::Owned(signed.url())),
             _ => match &self.hop {
                 Some(hop) => Some(Cow::Borrowed(hop)),
                 None => self.caller.to_url(),

@@ -20,8 +20,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - **Key**: `{prefix}:{principal scope}:{clean URL}`, or `{prefix}:{scope}:h:{hash}` for URLs
-//!   longer than 256 bytes. **Value**: JSON with the presigned URL, its expiry and the clean URL
+//! - **Key**: `{prefix}:{principal scope}:{clean URL}`, or `{prefix}:{scope}:h:{digest}` for URLs
+//!   longer than 256 bytes, where the digest is XXH3-64 (seed 0) of the clean URL in 16 hex
+//!   digits: stable across processes, releases and platforms. **Value**: JSON with the presigned URL, its expiry and the clean URL
 //!   (checked on read). **TTL**: the URL's expiry minus the safety margin (capped at a quarter of
 //!   its lifetime, as the strategy does), so Redis drops entries before they go stale.
 //! - **What Redis holds**: presigned URLs (which are themselves time-limited credentials for one
@@ -55,11 +56,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use secure_media_core::presigned::endpoint::MAX_UNIX_SECS;
 use secure_media_core::presigned::{CacheKey, MemoryPresignCache, PresignCache, SignedUrl, MAX_URL_LIFETIME};
+use serde::{Deserialize, Serialize};
 
 /// Why the cache could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +160,7 @@ impl RedisPresignCache {
         if key.url().len() <= MAX_PLAIN_KEY {
             format!("{}:{}:{}", self.prefix, key.scope(), key.url())
         } else {
-            format!("{}:{}:h:{:016x}", self.prefix, key.scope(), key.hash())
+            format!("{}:{}:h:{:016x}", self.prefix, key.scope(), url_digest(key.url()))
         }
     }
 
@@ -215,30 +219,43 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// What a Redis value holds, as JSON.
+#[derive(Serialize, Deserialize)]
+struct Entry<'a> {
+    /// The clean URL it was stored for (a hashed key may be shared by two URLs).
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    url: Cow<'a, str>,
+    fetched_at_ms: u64,
+    expires_at_ms: u64,
+}
+
 fn encode(key: &CacheKey<'_>, url: &SignedUrl) -> String {
-    serde_json::json!({
-        "key": key.url(),
-        "url": url.as_str(),
-        "fetched_at_ms": millis(url.fetched_at()),
-        "expires_at_ms": millis(url.expires_at()),
-    })
-    .to_string()
+    let entry = Entry {
+        key: key.url().into(),
+        url: url.as_str().into(),
+        fetched_at_ms: millis(url.fetched_at()),
+        expires_at_ms: millis(url.expires_at()),
+    };
+    // Strings and numbers into a String cannot fail.
+    serde_json::to_string(&entry).unwrap_or_default()
 }
 
 /// A stored value read back at `now`: `None` (a miss) for anything but an entry for this very key
 /// with two times in order, neither past year 9999 and the fetch not in the future.
 fn decode(key: &CacheKey<'_>, text: &str, now: SystemTime) -> Option<SignedUrl> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    if value.get("key")?.as_str()? != key.url() {
+    let entry: Entry<'_> = serde_json::from_str(text).ok()?;
+    if entry.key != key.url() {
         return None; // a hashed key shared by two URLs: a miss, never the other URL
     }
-    let url = url::Url::parse(value.get("url")?.as_str()?).ok()?;
+    let url = url::Url::parse(&entry.url).ok()?;
     // Anyone who can write to Redis can write here: no arithmetic that could overflow.
-    let at = |field: &str| {
-        let millis = value.get(field)?.as_u64().filter(|millis| *millis <= MAX_ENTRY_MILLIS)?;
+    let at = |millis: u64| {
+        let millis = Some(millis).filter(|millis| *millis <= MAX_ENTRY_MILLIS)?;
         UNIX_EPOCH.checked_add(Duration::from_millis(millis))
     };
-    let (fetched_at, expires_at) = (at("fetched_at_ms")?, at("expires_at_ms")?);
+    let (fetched_at, expires_at) = (at(entry.fetched_at_ms)?, at(entry.expires_at_ms)?);
     let fetched_in_the_past = now.checked_add(MAX_CLOCK_AHEAD).is_none_or(|latest| fetched_at <= latest);
     if expires_at <= fetched_at || !fetched_in_the_past {
         return None;
@@ -322,9 +339,27 @@ impl fmt::Debug for RedisPresignCache {
     }
 }
 
+/// The digest that names a long URL's key: XXH3-64 with seed 0, the same in every process
+/// (a digest clash reads as a miss: the entry names its clean URL, checked on read).
+fn url_digest(url: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(url.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_long_url_digest_is_pinned_xxh3() {
+        // XXH3-64's published vector for empty input, then one of our own: a change to either
+        // orphans every fleet's long-URL entries, so it must be deliberate (and in the changelog).
+        assert_eq!(url_digest(""), 0x2d06_8005_38d3_94c2);
+        assert_eq!(url_digest("https://files-us.cometchat.io/app/media/a.png"), 0x5616_8278_9d33_316e);
+        let cache = RedisPresignCache::new("redis://127.0.0.1:1").unwrap();
+        let long = format!("https://files-us.cometchat.io/app/media/{}.png", "a".repeat(300));
+        let key = cache.redis_key(&CacheKey::new("sub:alice", &long));
+        assert_eq!(key, format!("secure-media:sub:alice:h:{:016x}", url_digest(&long)));
+    }
 
     #[test]
     fn values_round_trip_and_refuse_another_key() {

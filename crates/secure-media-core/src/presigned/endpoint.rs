@@ -17,7 +17,8 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use retry_policies::policies::ExponentialBackoff;
 use retry_policies::{Jitter, RetryDecision, RetryPolicy as _};
-use serde_json::Value;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::Presigned;
@@ -106,12 +107,6 @@ impl std::fmt::Debug for PresignRequest {
     }
 }
 
-/// The JSON body for a batch of clean URLs.
-pub fn request_body(urls: &[Arc<str>]) -> Vec<u8> {
-    let list: Vec<&str> = urls.iter().map(|u| &**u).collect();
-    serde_json::json!({ "urls": list }).to_string().into_bytes()
-}
-
 /// Is a failed call worth another try (a 5xx or 429)?
 pub fn is_retryable(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
@@ -142,11 +137,71 @@ fn printable(text: &str) -> String {
     out
 }
 
+/// The request body: `{"urls": [...]}`.
+#[derive(Serialize)]
+struct Request<'a> {
+    urls: Vec<&'a str>,
+}
+
+/// The answer: `{"urls": [...]}`. An entry or a field of an unexpected shape is that one URL's
+/// problem (it reads as absent or invalid), never the whole answer's.
+#[derive(Deserialize)]
+struct Answer {
+    urls: Vec<Lenient<Item>>,
+}
+
+/// One URL's entry: `{"url", "presigned_url", "expires_at"}` or `{"url", "error"}`.
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    url: Lenient<String>,
+    #[serde(default)]
+    presigned_url: Lenient<String>,
+    #[serde(default)]
+    error: Lenient<String>,
+    #[serde(default)]
+    expires_at: Lenient<Option<Number>>,
+}
+
+/// A value of the expected shape, absent (missing or `null`), or something else.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Valid(T),
+    #[default]
+    Absent,
+    Invalid(IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn valid(&self) -> Option<&T> {
+        match self {
+            Lenient::Valid(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON number, as the endpoint may write a unix time.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Whole(u64),
+    Float(f64),
+}
+
+/// The JSON body for a batch of clean URLs.
+pub(crate) fn request_body(urls: &[Arc<str>]) -> Vec<u8> {
+    let request = Request { urls: urls.iter().map(|u| &**u).collect() };
+    // Serialising strings into a Vec cannot fail.
+    serde_json::to_vec(&request).unwrap_or_default()
+}
+
 /// Reads an answer: one result per asked URL, matched by `url`. Whole-call failures (a refused
 /// token, another status, malformed JSON) are an `Err`. Never panics, whatever the body: an
 /// `expires_at` past year 9999 is read as 9999, one that is not a non-negative number is an error
 /// for its URL.
-pub fn parse_answer(
+pub(crate) fn parse_answer(
     status: StatusCode,
     body: &[u8],
     urls: &[Arc<str>],
@@ -157,46 +212,47 @@ pub fn parse_answer(
     if !status.is_success() {
         return Err(batch_error(urls, format!("the presign endpoint answered {status}")));
     }
-    let answer: Value =
-        serde_json::from_slice(body).map_err(|_| batch_error(urls, "the presign endpoint answered malformed JSON"))?;
-    let items = answer
-        .get("urls")
-        .and_then(Value::as_array)
-        .ok_or_else(|| batch_error(urls, "the presign answer has no \"urls\" list"))?;
+    let answer: Answer = serde_json::from_slice(body).map_err(|error| {
+        let reason = if error.is_data() {
+            "the presign answer has no \"urls\" list"
+        } else {
+            "the presign endpoint answered malformed JSON"
+        };
+        batch_error(urls, reason)
+    })?;
+    let items: Vec<&Item> = answer.urls.iter().filter_map(Lenient::valid).collect();
     Ok(urls
         .iter()
         .map(|url| {
             let failed = |reason: &str| AccessError::Presign { url: url.to_string(), reason: reason.to_owned() };
             let item = items
                 .iter()
-                .find(|i| i.get("url").and_then(Value::as_str) == Some(&**url))
+                .find(|item| item.url.valid().is_some_and(|named| **named == **url))
                 .ok_or_else(|| failed("the presign answer left this URL out"))?;
-            if let Some(error) = item.get("error").and_then(Value::as_str) {
+            if let Some(error) = item.error.valid() {
                 return Err(failed(&format!("the endpoint refused it: {}", printable(error))));
             }
-            let presigned = item
-                .get("presigned_url")
-                .and_then(Value::as_str)
-                .ok_or_else(|| failed("the presign answer has no presigned_url"))?;
-            let expires_at = match item.get("expires_at") {
-                None | Some(Value::Null) => None,
-                Some(value) => {
-                    Some(unix_time(value).ok_or_else(|| failed("the presign answer's expires_at is not a unix time"))?)
-                }
+            let presigned =
+                item.presigned_url.valid().ok_or_else(|| failed("the presign answer has no presigned_url"))?;
+            let expires_at = match &item.expires_at {
+                Lenient::Absent | Lenient::Valid(None) => None,
+                Lenient::Valid(Some(number)) => Some(
+                    unix_time(number).ok_or_else(|| failed("the presign answer's expires_at is not a unix time"))?,
+                ),
+                Lenient::Invalid(_) => return Err(failed("the presign answer's expires_at is not a unix time")),
             };
-            Ok(Presigned { url: presigned.to_owned(), expires_at })
+            Ok(Presigned { url: presigned.clone(), expires_at })
         })
         .collect())
 }
 
 /// A JSON number of seconds since the epoch: non-negative, clamped to [`MAX_UNIX_SECS`].
-fn unix_time(value: &Value) -> Option<SystemTime> {
-    if let Some(secs) = value.as_u64() {
-        return Some(unix_secs(secs));
+fn unix_time(number: &Number) -> Option<SystemTime> {
+    match *number {
+        Number::Whole(secs) => Some(unix_secs(secs)),
+        // Float to int casts saturate; the clamp in `unix_secs` does the rest.
+        Number::Float(secs) => (secs.is_finite() && secs >= 0.0).then(|| unix_secs(secs as u64)),
     }
-    let secs = value.as_f64().filter(|s| s.is_finite() && *s >= 0.0)?;
-    // Float to int casts saturate; the clamp in `unix_secs` does the rest.
-    Some(unix_secs(secs as u64))
 }
 
 /// The presign endpoint could not be reached (connection refused or reset, DNS, TLS, a service

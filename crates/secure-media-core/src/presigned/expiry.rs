@@ -2,6 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
 use url::Url;
 
 use super::endpoint::{saturating_add, unix_secs, MAX_UNIX_SECS};
@@ -33,53 +36,24 @@ pub fn expiry_of(url: &Url) -> Option<SystemTime> {
     [expires, amz, azure].into_iter().flatten().min()
 }
 
-/// `20261128T101500Z`
+/// S3's `X-Amz-Date`: ISO 8601 basic, `20261128T101500Z`.
 fn parse_compact_utc(text: &str) -> Option<SystemTime> {
-    let b = text.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
-    civil(num(0..4)?, num(4..6)?, num(6..8)?, num(9..11)?, num(11..13)?, num(13..15)?)
+    let format = format_description!("[year][month][day]T[hour][minute][second]Z");
+    after_epoch(PrimitiveDateTime::parse(text, format).ok()?.assume_utc())
 }
 
-/// `2026-11-28T10:15:00Z` or `2026-11-28` (midnight UTC).
+/// Azure's `se`: RFC 3339 (`2026-11-28T10:15:00Z`), or a date alone (`2026-11-28`, midnight UTC).
 fn parse_iso_utc(text: &str) -> Option<SystemTime> {
-    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
-    let b = text.as_bytes();
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
+    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+        return after_epoch(at);
     }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b.len() == 10 {
-        return civil(y, mo, d, 0, 0, 0);
-    }
-    if b.len() != 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
-        return None;
-    }
-    civil(y, mo, d, num(11..13)?, num(14..16)?, num(17..19)?)
+    let date = Date::parse(text, format_description!("[year]-[month]-[day]")).ok()?;
+    after_epoch(date.midnight().assume_utc())
 }
 
-/// Seconds since the epoch of a UTC civil time (Howard Hinnant's days-from-civil).
-fn civil(year: u32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> Option<SystemTime> {
-    if !(1970..=9999).contains(&year)
-        || !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let y = i64::from(year) - i64::from(month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
-    u64::try_from(secs).ok().map(unix_secs)
+/// An instant as a `SystemTime`: `None` before the epoch, clamped at year 9999.
+fn after_epoch(at: OffsetDateTime) -> Option<SystemTime> {
+    u64::try_from(at.unix_timestamp()).ok().map(unix_secs)
 }
 
 #[cfg(test)]

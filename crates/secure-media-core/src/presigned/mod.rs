@@ -223,16 +223,14 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     }
 
     fn freshness(&self, signed: &SignedUrl, now: SystemTime) -> Freshness {
-        let (renew_from, usable_until) = signed.windows(|| {
-            // Whatever a cache holds, trust it for at most MAX_URL_LIFETIME after it was fetched.
-            let expires_at = signed.expires_at().min(saturating_add(signed.fetched_at(), MAX_URL_LIFETIME));
-            let lifetime = expires_at.duration_since(signed.fetched_at()).unwrap_or_default();
-            let margin = self.config.safety_margin.min(lifetime / 4);
-            let usable_until = expires_at.checked_sub(margin).unwrap_or(expires_at);
-            let percent = u32::from(self.config.refresh_ahead_percent.min(100));
-            let renew_window = lifetime.checked_mul(percent).map_or(lifetime, |w| w / 100);
-            (usable_until.checked_sub(renew_window).unwrap_or(usable_until), usable_until)
-        });
+        // Whatever a cache holds, trust it for at most MAX_URL_LIFETIME after it was fetched.
+        let expires_at = signed.expires_at().min(saturating_add(signed.fetched_at(), MAX_URL_LIFETIME));
+        let lifetime = expires_at.duration_since(signed.fetched_at()).unwrap_or_default();
+        let margin = self.config.safety_margin.min(lifetime / 4);
+        let usable_until = expires_at.checked_sub(margin).unwrap_or(expires_at);
+        let percent = u32::from(self.config.refresh_ahead_percent.min(100));
+        let renew_window = lifetime.checked_mul(percent).map_or(lifetime, |w| w / 100);
+        let renew_from = usable_until.checked_sub(renew_window).unwrap_or(usable_until);
         if now >= usable_until {
             Freshness::Expired
         } else if now >= renew_from && renew_from < usable_until {
@@ -320,10 +318,9 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     /// An answer made usable: not expired, and pointing at a secure or CDN host.
     fn accept(&self, answer: Presigned, clean: &str, now: SystemTime) -> Outcome {
         let signed = SignedUrl::from_presigned(answer, clean, now, self.config.default_ttl)?;
-        self.destinations
-            .check(signed.url())
+        MediaUrl::with_str(signed.as_str(), |url| Some(self.destinations.check(url)))
+            .unwrap_or_else(|| Err("the presigned URL is not an http(s) URL".into()))
             .map_err(|reason| AccessError::Presign { url: clean.to_owned(), reason })?;
-        let _ = signed.vetted.set(true);
         Ok(Arc::new(signed))
     }
 
@@ -375,19 +372,15 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
 
     fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
         let clean = url.clean_key();
-        // The token is lent, not cloned: see `TokenSource::peek`.
-        let token = self.tokens.peek()?;
-        let key = CacheKey::new(self.trusted_scope(&token)?, &clean);
-        let hit = self.cache.get_ready(&key);
-        drop(token);
-        let hit = hit?;
+        let token = self.tokens.current()?;
+        let hit = self.cache.get_ready(&CacheKey::new(self.trusted_scope(&token)?, &clean))?;
         // A URL pointing elsewhere is dropped on the async path.
         if !self.destinations.allows(&hit) || self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
             return None;
         }
         self.counters.hit();
-        // No token in a hit's resolution: a refusal finds the scope in the URL's stored key.
-        Some(Ok(Resolution::replace(hit)))
+        // The token goes along: a refusal finds the scopes the URL may be cached under from it.
+        Some(Ok(Resolution::replace(hit).with_token(token)))
     }
 
     async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
@@ -417,30 +410,24 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
             return RetryDecision::GiveUp;
         }
-        // Whose URL was refused: the token used, else the scope the URL was cached under.
+        // Whose URL was refused: the token used, else the current one.
         let current = self.tokens.current();
         let refused = match used.url_change() {
             UrlChange::Replace(signed) => Some(signed),
             _ => None,
         };
-        let stored = refused.and_then(|signed| signed.stored_scope());
-        let token = used.token().or(current.as_ref());
-        if token.is_none() && stored.is_none() {
+        let Some(token) = used.token().or(current.as_ref()) else {
             return RetryDecision::GiveUp;
+        };
+        // Every scope it may be cached under: the token's shared scope and its own (a URL
+        // presigned before the token was proven is under both).
+        let mut scopes: Vec<&str> = self.proven_scope(token).map(|scope| &**scope).into_iter().collect();
+        if self.config.scope.is_none() && token.subject().is_some() {
+            scopes.push(token.own_scope());
         }
-        // Every scope it may be cached under: where it was stored, the token's shared scope, and
-        // the token's own (a URL presigned before the token was proven is under both).
-        let mut scopes: Vec<String> = stored.into_iter().map(str::to_owned).collect();
-        if let Some(token) = token {
-            scopes.extend(self.proven_scope(token).map(|scope| scope.to_string()));
-            if self.config.scope.is_none() && token.subject().is_some() {
-                scopes.push(token.own_scope().to_string());
-            }
-        }
-        scopes.sort_unstable();
         scopes.dedup();
         let clean = url.clean_key();
-        for scope in &scopes {
+        for scope in scopes {
             let key = CacheKey::new(scope, &clean);
             // Only the URL that was refused: a fresher one cached meanwhile stays.
             match refused {

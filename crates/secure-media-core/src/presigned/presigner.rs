@@ -1,16 +1,15 @@
 //! [`Presigner`]: the presign endpoint, and the signed URLs it hands out.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use url::Url;
 
-use super::cache::StoredKey;
 use super::endpoint::saturating_add;
 use super::expiry_of;
-use crate::{AccessError, FileAccessToken, SecureHosts};
+use crate::{AccessError, FileAccessToken, MediaUrl, Scheme, SecureHosts};
 
 /// The longest a presigned URL is trusted for, whatever its endpoint or its own expiry says: S3's
 /// limit. A longer-lived URL is renewed as if it expired then (a clamped lifetime, not an error).
@@ -72,18 +71,9 @@ impl<P: Presigner + ?Sized> Presigner for Arc<P> {
 /// A URL that carries its own proof of access, with the time it stops working.
 ///
 /// `Debug` shows only the clean part (scheme, host, path); the full URL is a credential.
-// In an `Arc`, what a cache hit reads (the windows, the key it was stored under) follows the
-// reference counts the hit bumps: one run of memory, not three places.
-#[repr(C)]
 pub struct SignedUrl {
-    /// (renew from, stale from), worked out once by the strategy that first checks it.
-    windows: OnceLock<(SystemTime, SystemTime)>,
-    /// The cache key it was first stored under (the in-memory cache verifies hits against it).
-    pub(crate) stored_as: OnceLock<StoredKey>,
-    /// Whether it points where presigned URLs may point, checked once by the strategy that first
-    /// reads it (a cache, shared or not, may hold anything).
-    pub(crate) vetted: OnceLock<bool>,
-    url: Url,
+    /// Kept as text, parsed where a stack needs it (see ARCHITECTURE.md: the cache's memory).
+    url: Box<str>,
     fetched_at: SystemTime,
     expires_at: SystemTime,
 }
@@ -91,14 +81,7 @@ pub struct SignedUrl {
 impl SignedUrl {
     /// A signed URL valid from `fetched_at` until `expires_at`.
     pub fn new(url: Url, fetched_at: SystemTime, expires_at: SystemTime) -> Self {
-        Self {
-            windows: OnceLock::new(),
-            stored_as: OnceLock::new(),
-            vetted: OnceLock::new(),
-            url,
-            fetched_at,
-            expires_at,
-        }
+        Self { url: String::from(url).into_boxed_str(), fetched_at, expires_at }
     }
 
     /// Checks a presigner's answer: an http(s) URL that is not yet expired. Its expiry is the
@@ -125,14 +108,15 @@ impl SignedUrl {
         Ok(Self::new(url, now, expires_at))
     }
 
-    /// The URL to request.
-    pub fn url(&self) -> &Url {
-        &self.url
+    /// The URL to request, parsed.
+    pub fn url(&self) -> Url {
+        // The text is a `Url`'s own serialization (`new` takes a `Url`), which parses back.
+        Url::parse(&self.url).unwrap_or_else(|_| unreachable!("a Url's serialization parses"))
     }
 
     /// The URL to request, as text.
     pub fn as_str(&self) -> &str {
-        self.url.as_str()
+        &self.url
     }
 
     /// When it was obtained.
@@ -143,17 +127,6 @@ impl SignedUrl {
     /// When it stops working.
     pub fn expires_at(&self) -> SystemTime {
         self.expires_at
-    }
-
-    /// The instants from which it should be renewed and from which it must not be handed out,
-    /// computed once per URL with `compute`.
-    pub(crate) fn windows(&self, compute: impl FnOnce() -> (SystemTime, SystemTime)) -> (SystemTime, SystemTime) {
-        *self.windows.get_or_init(compute)
-    }
-
-    /// The principal scope of the cache key it was first stored under in memory, if it was.
-    pub fn stored_scope(&self) -> Option<&str> {
-        self.stored_as.get().and_then(|key| std::str::from_utf8(key.scope()).ok())
     }
 
     /// How long it was valid for when obtained.
@@ -178,32 +151,30 @@ impl Destinations {
     }
 
     /// `Ok`, or why not (naming at most the host, never the URL's query).
-    pub(crate) fn check(&self, url: &Url) -> Result<(), String> {
-        match url.scheme() {
-            "https" => {}
-            "http" if self.allow_http => {}
-            "http" => return Err("the presigned URL is plain http, which the secure hosts do not allow".into()),
-            _ => return Err("the presigned URL is not an http(s) URL".into()),
+    pub(crate) fn check(&self, url: &MediaUrl<'_>) -> Result<(), String> {
+        if url.scheme() == Scheme::Http && !self.allow_http {
+            return Err("the presigned URL is plain http, which the secure hosts do not allow".into());
         }
-        if self.hosts.matches_url(url) || self.cdn.matches_url(url) {
+        if self.hosts.matches(url) || self.cdn.matches(url) {
             return Ok(());
         }
-        let host = url.host_str().unwrap_or("");
+        let host = url.host();
         Err(format!(
             "the presigned URL points to {host}, which is neither a secure host nor a CDN host (PresignConfig::cdn_hosts)"
         ))
     }
 
-    /// [`check`](Self::check), once per URL.
+    /// [`check`](Self::check) for a URL a cache handed back: a cache, shared or not, may hold
+    /// anything.
     pub(crate) fn allows(&self, signed: &SignedUrl) -> bool {
-        *signed.vetted.get_or_init(|| self.check(signed.url()).is_ok())
+        MediaUrl::with_str(signed.as_str(), |url| Some(self.check(url).is_ok())).unwrap_or(false)
     }
 }
 
 impl fmt::Debug for SignedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignedUrl")
-            .field("url", &crate::redacted_url(&self.url))
+            .field("url", &MediaUrl::with_str(&self.url, |url| Some(url.redacted())))
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
@@ -283,7 +254,9 @@ mod tests {
     fn destinations_are_the_secure_and_cdn_hosts_over_the_secure_scheme() {
         let hosts = SecureHosts::cometchat("us").unwrap();
         let cdn = SecureHosts::new().with_host("cdn.example.com").unwrap();
-        let check = |d: &Destinations, url: &str| d.check(&Url::parse(url).unwrap());
+        let check = |d: &Destinations, url: &str| {
+            MediaUrl::with_str(url, |view| Some(d.check(view))).unwrap_or_else(|| Err("not http(s)".into()))
+        };
         let strict = Destinations::new(&hosts, &cdn);
         assert!(check(&strict, "https://media-us.cometchat.io/a?Signature=s").is_ok());
         assert!(check(&strict, "https://cdn.example.com/a?Signature=s").is_ok());
