@@ -1,8 +1,11 @@
 //! [`Clock`]: where "now" comes from, injectable for tests.
 
 use std::fmt;
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+#[cfg(any(test, feature = "test-util"))]
+use std::time::Duration;
+use std::time::SystemTime;
 
 /// A source of wall-clock time. Expiries (JWT `exp`, presigned `Expires`) are wall-clock
 /// instants, so this is a `SystemTime`.
@@ -32,10 +35,12 @@ impl Clock for SystemClock {
 /// assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(1_005));
 /// ```
 #[derive(Debug)]
+#[cfg(any(test, feature = "test-util"))]
 pub struct ManualClock {
     now: Mutex<SystemTime>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl ManualClock {
     /// A clock standing at `now`.
     pub fn new(now: SystemTime) -> Self {
@@ -54,6 +59,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         *self.now.lock().unwrap_or_else(PoisonError::into_inner)

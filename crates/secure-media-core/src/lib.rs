@@ -41,7 +41,9 @@ mod query;
 mod strategy;
 mod token;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(any(test, feature = "test-util"))]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
 pub use credentials::Credentials;
 pub use embedded::{EmbeddedStrategy, FAT_PARAM};
 pub use error::AccessError;
