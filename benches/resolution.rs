@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! for run in 1 2 3; do cargo bench --bench resolution -- --save-baseline run$run; done
-//! cargo run --example bench_report   # best of the runs -> BENCHMARKS.md table and chart
+//! cargo xtask bench-report   # median of the runs -> BENCHMARKS.md table and chart
 //! ```
 //!
 //! Function names: `secure-media ...` is ours; `baseline ...` is what a user would otherwise write.
@@ -274,6 +274,13 @@ fn presigned_hits(c: &mut Criterion) {
         start.elapsed()
     };
     group.bench_function("secure-media resolve_ready", |b| b.iter_custom(|iters| two_threads(iters, &ours)));
+    group.bench_function("secure-media MemoryPresignCache get", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &|i| {
+                black_box(memory.get_ready(&CacheKey::new(SCOPE, urls[i].as_str())));
+            })
+        })
+    });
     group.bench_function("baseline quick_cache get", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, &|i| {

@@ -108,7 +108,7 @@ impl std::fmt::Debug for PresignRequest {
 }
 
 /// Is a failed call worth another try (a 5xx or 429)?
-pub fn is_retryable(status: StatusCode) -> bool {
+pub(crate) fn is_retryable(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
