@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! for run in 1 2 3; do cargo bench --bench resolution -- --save-baseline run$run; done
-//! cargo run --example bench_report   # best of the runs -> BENCHMARKS.md table and chart
+//! cargo xtask bench-report   # median of the runs -> BENCHMARKS.md table and chart
 //! ```
 //!
 //! Function names: `secure-media ...` is ours; `baseline ...` is what a user would otherwise write.
