@@ -37,10 +37,10 @@ pub(crate) struct ServeArgs {
     /// Serve files from this directory instead of the built-in samples.
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
-    /// FAT lifetime (e.g. 90s, 15m, 1h, 1d).
+    /// FAT lifetime (e.g. 90s, 15m, 1h, 1d, "1h 30m"; a plain number is seconds).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub(crate) fat_ttl: Duration,
-    /// Presigned URL lifetime (e.g. 15m, 1d).
+    /// Presigned URL lifetime (e.g. 15m, 1d, "1h 30m"; a plain number is seconds).
     #[arg(long, default_value = "1d", value_parser = parse_duration)]
     pub(crate) url_ttl: Duration,
     /// Serve https with a certificate from a fresh test CA (written to --ca-out for clients).
@@ -146,20 +146,14 @@ pub(crate) struct DoctorArgs {
     pub(crate) url: String,
 }
 
-/// `90s`, `15m`, `1h`, `1d`, or plain seconds.
+/// A duration in humantime's syntax (`90s`, `15m`, `1h`, `1d`, `1h 30m`), or plain seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 1d"))?;
-    let seconds = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
-    };
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 90s, 15m, 1h, 1d or \"1h 30m\" ({e})"))
 }
 
 #[cfg(test)]
@@ -167,13 +161,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
+    fn durations_take_units_combinations_and_plain_seconds() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2min").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1w").unwrap(), Duration::from_secs(7 * 86_400));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
+        assert_eq!(parse_duration(" 7 ").unwrap(), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_bad_duration_says_what_is_expected() {
+        for bad in ["h", "1x", "", "-5s", "soon"] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains("is not a duration like 90s, 15m, 1h, 1d"), "{bad:?}: {error}");
+        }
     }
 
     #[test]

@@ -18,14 +18,11 @@ fn ago(t: SystemTime, now: SystemTime) -> String {
     }
 }
 
+/// `5m 12s`, `3h 4m`: whole seconds under an hour, whole minutes beyond.
 fn human(d: Duration) -> String {
     let s = d.as_secs();
-    match s {
-        0..=119 => format!("{s} seconds"),
-        120..=7199 => format!("{} minutes", s / 60),
-        7200..=172_799 => format!("{} hours", s / 3600),
-        _ => format!("{} days", s / 86_400),
-    }
+    let whole = if s < 3600 { s } else { s - s % 60 };
+    humantime::format_duration(Duration::from_secs(whole)).to_string()
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -221,5 +218,18 @@ fn show(result: &Result<u16, Failure>) -> String {
     match result {
         Ok(status) => format!("HTTP {status}"),
         Err(failure) => format!("error: {}", failure.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_humantime_durations() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(ago(now - Duration::from_millis(312_400), now), "5m 12s ago");
+        assert_eq!(ago(now + Duration::from_secs(3 * 3600 + 4 * 60 + 59), now), "in 3h 4m");
+        assert_eq!(ago(now - Duration::from_secs(2 * 86_400 + 60), now), "2days 1m ago");
     }
 }

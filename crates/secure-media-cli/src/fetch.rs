@@ -1,8 +1,10 @@
 //! `secure-media fetch`: download media through the middleware.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
+use std::time::Duration;
 
 use http::{header, StatusCode};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use secure_media_core::{check_media, AccessError, NetworkError, NetworkFailure};
 use secure_media_reqwest::SecureMediaMiddleware;
 use tokio::io::AsyncWriteExt;
@@ -65,32 +67,73 @@ pub(crate) async fn run(args: FetchArgs) -> Result<(), Failure> {
         ),
         None => Box::new(tokio::io::stdout()),
     };
-    let progress = args.output.is_some() && std::io::stderr().is_terminal();
-    let mut received: u64 = 0;
-    let mut checked = false;
+    // Same rule as ever: a progress bar only for a file, and only when someone watches stderr.
+    let progress = if args.output.is_some() && std::io::stderr().is_terminal() {
+        progress_bar(total)
+    } else {
+        ProgressBar::hidden()
+    };
     let cut_off = |error| network_failure(&args.url, error);
-    while let Some(chunk) = response.chunk().await.map_err(|e| access.redact_failure(cut_off(e)))? {
+    let copied = async {
+        let mut received: u64 = 0;
+        let mut checked = false;
+        while let Some(chunk) = response.chunk().await.map_err(|e| access.redact_failure(cut_off(e)))? {
+            if !checked {
+                check_media(&content_type, &chunk).map_err(Failure::not_media)?;
+                checked = true;
+            }
+            sink.write_all(&chunk).await.map_err(|e| Failure::other(e.to_string()))?;
+            received += chunk.len() as u64;
+            progress.inc(chunk.len() as u64);
+        }
         if !checked {
-            check_media(&content_type, &chunk).map_err(Failure::not_media)?;
-            checked = true;
+            check_media(&content_type, &[]).map_err(Failure::not_media)?;
         }
-        sink.write_all(&chunk).await.map_err(|e| Failure::other(e.to_string()))?;
-        received += chunk.len() as u64;
-        if progress {
-            let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
-            eprint!("\r{received}{of} bytes");
-            let _ = std::io::stderr().flush();
-        }
+        sink.flush().await.map_err(|e| Failure::other(e.to_string()))?;
+        Ok::<u64, Failure>(received)
     }
-    if !checked {
-        check_media(&content_type, &[]).map_err(Failure::not_media)?;
+    .await;
+    // Left on screen either way: the whole download, or how far it got before the error below.
+    match copied {
+        Ok(_) => progress.finish(),
+        Err(_) => progress.abandon(),
     }
-    sink.flush().await.map_err(|e| Failure::other(e.to_string()))?;
-    if progress {
-        eprintln!();
-    }
+    let received = copied?;
     if args.verbose {
         eprintln!("-> {received} bytes of {content_type}");
     }
     Ok(())
+}
+
+/// With a known length: bar, bytes, rate and time left. Without: a spinner, bytes and rate.
+const BAR_TEMPLATE: &str = "{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}, {eta} left";
+const SPINNER_TEMPLATE: &str = "{spinner} {binary_bytes} {binary_bytes_per_sec}";
+
+/// The download's progress on stderr. The templates have no `{msg}` or `{prefix}`, and no message
+/// is ever set: nothing but numbers, so no URL (whose query may hold the token) can show up there.
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    let (template, bar) = match total {
+        Some(total) => (BAR_TEMPLATE, ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())),
+        None => (SPINNER_TEMPLATE, ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())),
+    };
+    // The templates are constants, parsed in a test; indicatif's default style would do otherwise.
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    // Redraws a stalled download too: the rate falls and the spinner turns.
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_templates_parse_and_show_numbers_only() {
+        for template in [BAR_TEMPLATE, SPINNER_TEMPLATE] {
+            assert!(ProgressStyle::with_template(template).is_ok(), "{template}");
+            assert!(!template.contains("msg") && !template.contains("prefix"), "{template}");
+        }
+    }
 }

@@ -269,6 +269,22 @@ async fn fetch_downloads_in_every_mode_and_refuses_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_to_a_file_draws_no_progress_when_stderr_is_not_a_terminal() {
+    let server = server().await;
+    let dir = std::env::temp_dir().join(format!("secure-media-cli-quiet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("a.png");
+    let mut args = vec!["fetch".to_string(), "-o".into(), out.display().to_string()];
+    args.extend(access_flags(&server, "presigned"));
+    args.push(server.media_url("sample-640x480.png"));
+    let (code, stdout, err) = run_async(args).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.is_empty() && err.is_empty(), "stdout {stdout:?}, stderr {err:?}");
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_refuses_an_html_login_page_as_not_media() {
     let dir = std::env::temp_dir().join(format!("secure-media-cli-html-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

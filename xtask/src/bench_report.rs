@@ -1,14 +1,15 @@
-//! Turns criterion's output (`target/criterion`) into BENCHMARKS.md's table and the ratio chart
-//! `benches/ratios.svg`, so the published figures are regenerated, never typed by hand.
+//! `cargo xtask bench-report`: turns criterion's output (`target/criterion`) into BENCHMARKS.md's
+//! table and the ratio chart `benches/ratios.svg`, so the published figures are regenerated, never
+//! typed by hand.
 //!
 //! ```sh
 //! for run in $(seq 1 7); do cargo bench --bench resolution -- --save-baseline run$run; done
-//! cargo run --example bench_report
+//! cargo xtask bench-report
 //! ```
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One comparison: our function, its baseline, and what the ratio means for a user.
 struct Row {
@@ -279,21 +280,29 @@ fn show(ns: f64) -> String {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(std::env::var("CRITERION_DIR").unwrap_or_else(|_| "target/criterion".into()));
+/// Reads criterion's results under `root`, rewrites the table in `workspace`'s BENCHMARKS.md
+/// and its `benches/ratios.svg`, and prints the table.
+pub(crate) fn run(root: &Path, workspace: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    if !root.is_dir() {
+        return Err(format!(
+            "no criterion results in {}: run `cargo bench --bench resolution` first, or pass --criterion-dir DIR",
+            root.display()
+        )
+        .into());
+    }
     let mut table =
         String::from("| group | ours | baseline | ratio | target | what it means |\n|---|---|---|---|---|---|\n");
     let mut bars: Vec<(String, f64, bool)> = Vec::new();
     for row in ROWS {
-        let ours_runs = runs(&root, row.group, row.ours);
+        let ours_runs = runs(root, row.group, row.ours);
         if ours_runs.is_empty() {
             eprintln!("missing: {}/{}", row.group, row.ours);
             continue;
         }
         let ours = median(ours_runs.values().copied().collect());
         let base_runs = match row.kind {
-            Kind::Scaling(one_group, one_function) => runs(&root, one_group, one_function),
-            _ => runs(&root, row.group, row.baseline),
+            Kind::Scaling(one_group, one_function) => runs(root, one_group, one_function),
+            _ => runs(root, row.group, row.baseline),
         };
         let baseline_ns = median(base_runs.values().copied().collect());
         let (ratio, label, met) = match row.kind {
@@ -318,7 +327,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (r, format!("{r:.2}x the cost{}", spread(&per_run, "x")), target_met(row.target, r, false))
             }
             Kind::Overhead(floor) => {
-                let floor_runs = runs(&root, row.group, floor);
+                let floor_runs = runs(root, row.group, floor);
                 let ours_over = median(paired(&ours_runs, &floor_runs, |o, f| o - f));
                 let base_over = median(paired(&base_runs, &floor_runs, |b, f| b - f));
                 // A no-op costs next to nothing in process (within this VM's noise): judged
@@ -363,7 +372,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ours_name = row.ours.trim_start_matches("secure-media ");
         bars.push((format!("{} {ours_name} vs {baseline_name}", row.group), speedup, met || row.target == "(info)"));
     }
-    std::fs::write("benches/ratios.svg", svg(&bars))?;
+    // Nothing measured: keep the published table and chart rather than blank them.
+    if bars.is_empty() {
+        return Err(format!("none of the benchmarks listed above is in {}", root.display()).into());
+    }
+    std::fs::write(workspace.join("benches").join("ratios.svg"), svg(&bars))?;
     let mut generated = table;
     for (name, label) in [
         ("1000 x one URL", "1,000 concurrent cold resolutions of one URL"),
@@ -376,18 +389,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 generated,
                 "| presigned_cold_burst | {} | in-process presigner | {} | | {label} |",
                 show(ns),
-                burst_calls(&root, name)
+                burst_calls(root, name)
             )?;
         }
     }
     // Replace what stands between the markers in BENCHMARKS.md.
-    let path = Path::new("BENCHMARKS.md");
-    let doc = std::fs::read_to_string(path).unwrap_or_default();
+    let path = workspace.join("BENCHMARKS.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
     let (start, end) = ("<!-- table -->", "<!-- /table -->");
     match (doc.find(start), doc.find(end)) {
         (Some(a), Some(b)) if a < b => {
             let updated = format!("{}{start}\n{generated}{}", &doc[..a], &doc[b..]);
-            std::fs::write(path, updated)?;
+            std::fs::write(&path, updated)?;
         }
         _ => eprintln!("BENCHMARKS.md has no {start} ... {end} markers; printing only"),
     }
