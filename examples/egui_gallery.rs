@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .token_source(login)
         .presigner(Arc::new(ReqwestPresigner::new(client.clone(), server.presign_url().parse()?)?))
         .build()?;
-    let fetcher = Arc::new(ReqwestFetcher::with_client(client, media.strategy()));
+    let fetcher = Arc::new(ReqwestFetcher::from_client(client, media.strategy()));
     let urls: Vec<String> = ["sample-640x480.png", "sample-1920x1080.jpg", "sample-256x256.webp", "sample-64x64.gif"]
         .iter()
         .cycle()

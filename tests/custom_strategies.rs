@@ -182,7 +182,7 @@ async fn a_wrong_secret_is_refused_after_one_retry_and_no_error_names_the_signat
         assert_clean(&fetched.shown, &format!("{stack:?}"));
     }
     // The fetcher's error names the clean URL, even when the caller's URL echoes a signature.
-    let fetcher = secure_media_reqwest::ReqwestFetcher::with_client(reqwest_client(), wrong);
+    let fetcher = secure_media_reqwest::ReqwestFetcher::from_client(reqwest_client(), wrong);
     let error = fetcher.fetch(&format!("{url}&md5=LEAK&expires=1")).await.unwrap_err();
     assert!(matches!(error, AccessError::Refused { .. }), "{error:?}");
     assert_clean(&format!("{error} {error:?}"), "the fetcher's error");

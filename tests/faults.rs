@@ -455,7 +455,7 @@ async fn media_cut_off_mid_body_is_an_error_never_truncated_bytes() {
     // The fetcher, what image loaders use: a typed network error.
     for mode in MODES {
         let rig = rig(&server, Stack::Reqwest, mode, "cyd", Options::default()).await;
-        let fetcher = ReqwestFetcher::with_client(reqwest_client(), rig.strategy.clone());
+        let fetcher = ReqwestFetcher::from_client(reqwest_client(), rig.strategy.clone());
         server.faults().cut_body_next(Route::Media, 1);
         let Err(error) = bounded(&url, fetcher.fetch(&url)).await else {
             panic!("{mode}: a cut-off body handed over as media");

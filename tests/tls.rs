@@ -33,7 +33,7 @@ async fn failure_on(stack: Stack, strategy: Arc<dyn MediaAccessStrategy>, url: &
             let reqwest_middleware::Error::Reqwest(error) = error else { panic!("not a reqwest error: {shown}") };
             let network = network_error(error);
             // The fetcher says the same, typed, through `AccessError::Network`.
-            let fetcher = ReqwestFetcher::with_client(reqwest_client(), strategy);
+            let fetcher = ReqwestFetcher::from_client(reqwest_client(), strategy);
             match fetcher.fetch(url).await {
                 Err(AccessError::Network { error, .. }) => assert_eq!(error.failure(), network.failure()),
                 other => panic!("fetcher: {other:?}"),

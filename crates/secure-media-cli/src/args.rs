@@ -57,8 +57,9 @@ pub(crate) struct ServeArgs {
 pub(crate) enum Mode {
     /// `?fat=<token>` in the URL.
     Embedded,
-    /// `Authorization: Bearer <token>`.
-    Header,
+    /// `Authorization: Bearer <token>` (also `header`).
+    #[value(name = "header-based", alias = "header")]
+    HeaderBased,
     /// A presigned URL from the presign endpoint.
     Presigned,
 }
@@ -67,7 +68,7 @@ impl From<Mode> for secure_media_core::SecureMediaMode {
     fn from(mode: Mode) -> Self {
         match mode {
             Mode::Embedded => Self::Embedded,
-            Mode::Header => Self::HeaderBased,
+            Mode::HeaderBased => Self::HeaderBased,
             Mode::Presigned => Self::Presigned,
         }
     }

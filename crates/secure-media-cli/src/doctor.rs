@@ -155,7 +155,7 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<(), Failure> {
     let chosen = args.access.mode;
     let mut results = Vec::new();
     if token_ok {
-        for mode in [Mode::Embedded, Mode::Header, Mode::Presigned] {
+        for mode in [Mode::Embedded, Mode::HeaderBased, Mode::Presigned] {
             if matches!(mode, Mode::Presigned) && args.access.presign_endpoint.is_none() {
                 continue;
             }

@@ -67,7 +67,7 @@ async fn what_is_not_a_secure_image_is_a_clear_error() {
     assert!(matches!(missing, ImageLoadError::Fetch(AccessError::Status { .. })), "{missing}");
     let tokens = secure_media_testkit::logged_in(&server, "x");
     let strategy = secure_media_testkit::media(&server, SecureMediaMode::Embedded, tokens).strategy();
-    let capped = ReqwestFetcher::with_client(secure_media_testkit::reqwest_client(), strategy).with_max_bytes(4);
+    let capped = ReqwestFetcher::from_client(secure_media_testkit::reqwest_client(), strategy).with_max_bytes(4);
     let too_large = capped.fetch(&server.media_url("notes.txt")).await.unwrap_err();
     assert!(matches!(too_large, AccessError::TooLarge { limit: 4, .. }), "{too_large}");
     std::fs::remove_dir_all(&dir).unwrap();

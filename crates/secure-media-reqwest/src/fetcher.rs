@@ -39,14 +39,14 @@ impl ReqwestFetcher {
     /// A fetcher with its own client (built with [`client_builder`]).
     pub fn new(strategy: Arc<dyn MediaAccessStrategy>) -> Result<Self, reqwest::Error> {
         let client = client_builder().build()?;
-        Ok(Self::with_client(client, strategy))
+        Ok(Self::from_client(client, strategy))
     }
 
     /// A fetcher over your client. Build it from [`client_builder`], or give it at least
     /// `.redirect(reqwest::redirect::Policy::none())` and `.referer(false)`: a client that follows
     /// redirects itself does so below the middleware, carrying a query token to other origins and
     /// naming the tokenised URL in `Referer`.
-    pub fn with_client(client: reqwest::Client, strategy: Arc<dyn MediaAccessStrategy>) -> Self {
+    pub fn from_client(client: reqwest::Client, strategy: Arc<dyn MediaAccessStrategy>) -> Self {
         let client =
             reqwest_middleware::ClientBuilder::new(client).with(SecureMediaMiddleware::new(strategy.clone())).build();
         Self { client, strategy, max_bytes: 64 * 1024 * 1024 }

@@ -133,5 +133,5 @@ pub fn media(server: &RunningServer, mode: SecureMediaMode, tokens: Arc<dyn Toke
 /// # Panics
 /// If the HTTP client cannot be built.
 pub fn fetcher(server: &RunningServer, mode: SecureMediaMode, tokens: Arc<dyn TokenSource>) -> Arc<dyn MediaFetcher> {
-    Arc::new(ReqwestFetcher::with_client(reqwest_client(), media(server, mode, tokens).strategy()))
+    Arc::new(ReqwestFetcher::from_client(reqwest_client(), media(server, mode, tokens).strategy()))
 }
