@@ -63,9 +63,9 @@ impl EmbeddedStrategy {
             }
             let token = self.tokens.peek().ok_or(AccessError::NotLoggedIn)?;
             // The hot path: straight from the view's split to the output, no Resolution.
-            let (base, query, fragment) = crate::strategy::plain_parts(&view, url);
+            let (base, query, fragment) = crate::rewrite::plain_parts(&view, url);
             let encoded = token.query_param().encoded();
-            return Ok(crate::strategy::set_param_in(url, base, query, fragment, FAT_PARAM, encoded));
+            return Ok(crate::rewrite::set_param_in(url, base, query, fragment, FAT_PARAM, encoded));
         }
         let Ok(mut full) = url::Url::parse(url) else {
             return Ok(Cow::Borrowed(url));

@@ -50,8 +50,9 @@ use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Method, Statu
 use url::Url;
 
 use crate::media_url::has_userinfo;
+use crate::rewrite::query;
 use crate::{
-    query, strategy_serves, AccessError, Credentials, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange,
+    strategy_serves, AccessError, Credentials, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange,
 };
 
 /// The most redirect hops an exchange follows by default.
