@@ -29,38 +29,29 @@ pub type SharedHeaders = Arc<[(HeaderName, HeaderValue)]>;
 /// let url = "https://files-us.cometchat.io/a.png?w=1#top";
 /// assert_eq!(resolution.apply_to_str(url), "https://files-us.cometchat.io/a.png?w=1&fat=abc#top");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resolution {
     url: UrlChange,
-    headers: Headers,
+    headers: Option<SharedHeaders>,
     token: Option<Arc<FileAccessToken>>,
 }
 
-/// Where a resolution's headers live.
-#[derive(Clone)]
-enum Headers {
-    None,
-    Shared(SharedHeaders),
-    /// The list the resolution's token caches: header mode's hot path takes one reference count
-    /// per request (the token's), not two.
-    OfToken,
-}
-
-/// Names only: the values are proof of access.
-impl std::fmt::Debug for Headers {
+/// Header names only: the values are proof of access.
+impl std::fmt::Debug for Resolution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::None => f.write_str("None"),
-            Self::Shared(headers) => f.debug_list().entries(headers.iter().map(|(name, _)| name)).finish(),
-            Self::OfToken => f.write_str("OfToken"),
-        }
+        let header_names: Vec<&HeaderName> = self.headers().iter().map(|(name, _)| name).collect();
+        f.debug_struct("Resolution")
+            .field("url", &self.url)
+            .field("headers", &header_names)
+            .field("token", &self.token)
+            .finish()
     }
 }
 
 impl Resolution {
     /// Send the request unchanged.
     pub fn keep() -> Self {
-        Self { url: UrlChange::Keep, headers: Headers::None, token: None }
+        Self { url: UrlChange::Keep, headers: None, token: None }
     }
 
     /// Set a query parameter.
@@ -100,24 +91,13 @@ impl Resolution {
         Self { url: UrlChange::Replace(url), ..Self::keep() }
     }
 
-    /// The header strategy's shape, built in one step (the hot path of header mode): `headers`
-    /// of `None` means the list `token` caches (`FileAccessToken::cached_headers`).
-    pub(crate) fn with_token_headers(
-        url: UrlChange,
-        headers: Option<SharedHeaders>,
-        token: Arc<FileAccessToken>,
-    ) -> Self {
-        let headers = headers.map_or(Headers::OfToken, Headers::Shared);
-        Self { url, headers, token: Some(token) }
-    }
-
     /// Also send this header (replacing any header of that name the request had). The value is
     /// marked sensitive: it is a credential, so HTTP/2 never indexes it and `Debug` hides it.
     pub fn with_header(mut self, name: HeaderName, mut value: HeaderValue) -> Self {
         value.set_sensitive(true);
         let mut all = self.headers().to_vec();
         all.push((name, value));
-        self.headers = Headers::Shared(all.into());
+        self.headers = Some(all.into());
         self
     }
 
@@ -126,20 +106,14 @@ impl Resolution {
     /// sensitive when you build them; the adapters mark every header they add anyway.
     pub fn with_headers(mut self, headers: SharedHeaders) -> Self {
         self.headers = match self.headers() {
-            [] => Headers::Shared(headers),
-            mine => Headers::Shared(mine.iter().chain(headers.iter()).cloned().collect()),
+            [] => Some(headers),
+            mine => Some(mine.iter().chain(headers.iter()).cloned().collect()),
         };
         self
     }
 
     /// Remember which token this resolution used, so a refusal renews exactly that one.
     pub fn with_token(mut self, token: Arc<FileAccessToken>) -> Self {
-        if let (Headers::OfToken, Some(list)) =
-            (&self.headers, self.token.as_deref().and_then(FileAccessToken::cached_headers))
-        {
-            // The headers stay those of the token they were made for.
-            self.headers = Headers::Shared(list.clone());
-        }
         self.token = Some(token);
         self
     }
@@ -151,11 +125,7 @@ impl Resolution {
 
     /// The headers to set.
     pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
-        match &self.headers {
-            Headers::None => &[],
-            Headers::Shared(headers) => headers,
-            Headers::OfToken => self.token.as_deref().and_then(FileAccessToken::cached_headers).map_or(&[], |h| h),
-        }
+        self.headers.as_deref().unwrap_or_default()
     }
 
     /// The token this resolution used, if any.

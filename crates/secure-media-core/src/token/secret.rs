@@ -160,39 +160,30 @@ impl FileAccessToken {
         self.expires_at.is_none_or(|exp| now < exp + CLOCK_SKEW_ALLOWANCE)
     }
 
-    /// `<scheme> <token>` (or the bare token for an empty scheme) as a sensitive header value,
-    /// built once per token for the first scheme asked and then cloned.
+    /// `<scheme> <token>` (or the bare token for an empty scheme) as a sensitive header value.
     pub fn header_value(&self, scheme: &str) -> Result<HeaderValue, AccessError> {
-        let headers = self.headers(&http::header::AUTHORIZATION, scheme)?;
-        Ok(headers[0].1.clone())
-    }
-
-    /// `name: <scheme> <token>` as a shared one-header list, built once per token for the first
-    /// (name, scheme) asked and then cloned with one reference count.
-    pub(crate) fn headers(&self, name: &HeaderName, scheme: &str) -> Result<SharedHeaders, AccessError> {
-        if let Some(headers) = self.cached_headers().filter(|_| self.caches_headers_for(name, scheme)) {
-            return Ok(headers.clone());
-        }
         let secret = self.secret.raw();
         let text = if scheme.is_empty() { secret.to_owned() } else { format!("{scheme} {secret}") };
         let mut value = HeaderValue::from_str(&text)
             .map_err(|_| AccessError::InvalidHeader("the header scheme is not a valid header value"))?;
         value.set_sensitive(true);
-        let headers: SharedHeaders = Arc::new([(name.clone(), value)]);
+        Ok(value)
+    }
+
+    /// `name: <scheme> <token>` as a one-header list: the header strategy's, asked for on every
+    /// request, so the first (name, scheme) asked is built once per token and shared; any other
+    /// is built on each call.
+    pub(crate) fn headers(&self, name: &HeaderName, scheme: &str) -> Result<SharedHeaders, AccessError> {
+        let cached = self
+            .headers
+            .get()
+            .filter(|(cached_name, cached_scheme, _)| cached_name == name && **cached_scheme == *scheme);
+        if let Some((_, _, headers)) = cached {
+            return Ok(headers.clone());
+        }
+        let headers: SharedHeaders = Arc::new([(name.clone(), self.header_value(scheme)?)]);
         let _ = self.headers.set((name.clone(), scheme.into(), headers.clone()));
         Ok(headers)
-    }
-
-    /// Whether the list this token caches is `name: <scheme> <token>`.
-    pub(crate) fn caches_headers_for(&self, name: &HeaderName, scheme: &str) -> bool {
-        self.headers
-            .get()
-            .is_some_and(|(cached_name, cached_scheme, _)| cached_name == name && **cached_scheme == *scheme)
-    }
-
-    /// The list [`headers`](Self::headers) cached first, if any.
-    pub(crate) fn cached_headers(&self) -> Option<&SharedHeaders> {
-        self.headers.get().map(|(_, _, headers)| headers)
     }
 }
 
@@ -343,7 +334,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn header_value_is_built_once_per_scheme() {
+    fn header_value_puts_the_scheme_before_the_token() {
         let token = FileAccessToken::new("tok").unwrap();
         assert_eq!(token.header_value("Bearer").unwrap(), "Bearer tok");
         assert_eq!(token.header_value("").unwrap(), "tok");
