@@ -55,7 +55,11 @@ impl EmbeddedStrategy {
     }
 
     /// The URL with the token embedded; the input unchanged when it is not a valid URL or not on a
-    /// secure host. Errors only when the URL is secure and there is no token.
+    /// secure host.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::NotLoggedIn`] when the URL is on a secure host and there is no token.
     pub fn embed<'u>(&self, url: &'u str) -> Result<Cow<'u, str>, AccessError> {
         if let Some(view) = MediaUrl::parse_plain(url) {
             if !self.hosts.matches(&view) {

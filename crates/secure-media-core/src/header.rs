@@ -63,6 +63,11 @@ impl HeaderStrategy {
     /// assert_eq!(resolution.headers()[0].0, "fat");
     /// assert_eq!(resolution.headers()[0].1, "tok");
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::InvalidHeader`] when `name` is not a valid header name, or `scheme` is not
+    /// a single token (letters, digits and `-._~+/` only, such as `Bearer`).
     pub fn with_header(mut self, name: &str, scheme: &str) -> Result<Self, AccessError> {
         self.name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| AccessError::InvalidHeader("not a valid header name"))?;

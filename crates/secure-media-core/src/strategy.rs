@@ -105,6 +105,14 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
     /// The full resolution, which may wait (fetch a token, presign). Default:
     /// [`resolve_ready`](Self::resolve_ready)'s answer, for a strategy that never waits (a local
     /// signer implements only that).
+    ///
+    /// # Errors
+    ///
+    /// When no proof can be had for `url`: the token strategies answer
+    /// [`AccessError::NotLoggedIn`] without a token; the presigned strategy also
+    /// [`AccessError::Presign`], [`AccessError::PresignUnauthorized`] or [`AccessError::Busy`]
+    /// when presigning fails. The default answers [`AccessError::InvalidConfig`] when
+    /// `resolve_ready` answers `None`.
     async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
         self.resolve_ready(url).unwrap_or(Err(AccessError::InvalidConfig(
             "resolve_ready answered None and the strategy does not implement resolve",
@@ -184,6 +192,11 @@ impl<S: MediaAccessStrategy + ?Sized> MediaAccessStrategy for Arc<S> {
 /// Resolves a URL string through any strategy: the input comes back unchanged when it is not a
 /// valid URL or not on a secure host (the vendor SDK's passthrough). Headers the strategy adds
 /// are in the returned [`Resolution`].
+///
+/// # Errors
+///
+/// The strategy's own, when the URL is one it serves and it cannot resolve it
+/// ([`MediaAccessStrategy::resolve`]).
 pub async fn resolve_str<'u, S: MediaAccessStrategy + ?Sized>(
     strategy: &S,
     url: &'u str,

@@ -16,8 +16,8 @@ pub use self::url_change::{ParamValue, UrlChange};
 use crate::presigned::SignedUrl;
 use crate::{AccessError, FileAccessToken, MediaUrl};
 
-/// A shared list of headers: built once (per token, for the header strategy) and cloned with
-/// one reference count.
+/// Headers a resolution adds, as a list shared between resolutions: build it once and hand a
+/// clone to each ([`Resolution::with_headers`]).
 pub type SharedHeaders = Arc<[(HeaderName, HeaderValue)]>;
 
 /// What to send for one media request: the URL change and the headers to add.
@@ -101,9 +101,9 @@ impl Resolution {
         self
     }
 
-    /// Also send these headers: build the list once and share it across resolutions (no
-    /// allocation per request, unlike [`with_header`](Self::with_header)). Mark the values
-    /// sensitive when you build them; the adapters mark every header they add anyway.
+    /// Also send these headers, after any already set: build the list once and share it across
+    /// resolutions. Mark the values sensitive when you build them; the adapters mark every
+    /// header they add anyway.
     pub fn with_headers(mut self, headers: SharedHeaders) -> Self {
         self.headers = match self.headers() {
             [] => Some(headers),
@@ -139,7 +139,7 @@ impl Resolution {
     }
 
     /// Applies the URL change to a URL string that is on a secure host (checked by the caller).
-    /// One allocation for the result, none when nothing changes.
+    /// Answers `url` itself, borrowed, when nothing changes.
     pub fn apply_to_str<'u>(&self, url: &'u str) -> Cow<'u, str> {
         let (base, old_query, fragment) = crate::media_url::split_tail(url);
         self.url.apply_to_parts(url, base, old_query, fragment)
@@ -152,7 +152,13 @@ impl Resolution {
         self.url.apply_to_parts(url, base, query, fragment)
     }
 
-    /// Applies the URL change to an [`http::Uri`] (tower, hyper).
+    /// Applies the URL change to an [`http::Uri`] (tower, hyper): the URI to send instead, or
+    /// `None` when nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::InvalidUrl`] when the result is not a valid URI: a signed URL that
+    /// [`http::Uri`] does not accept, or a path and query that no longer parse.
     pub fn apply_to_uri(&self, uri: &http::Uri) -> Result<Option<http::Uri>, AccessError> {
         self.url.apply_to_uri(uri)
     }

@@ -10,8 +10,8 @@ use super::query;
 use crate::presigned::SignedUrl;
 use crate::{AccessError, MediaUrl};
 
-/// A query parameter value, raw and form-urlencoded, both computed once and shared (one `Arc`:
-/// a clone is one reference count). `Debug` hides it: it is usually a credential.
+/// A query parameter value, raw and form-urlencoded, encoded when it is made; clones share it.
+/// `Debug` hides it: it is usually a credential.
 #[derive(Clone)]
 pub struct ParamValue(Arc<ParamText>);
 
@@ -59,7 +59,7 @@ pub enum UrlChange {
     SetParam {
         /// The parameter name (plain ASCII).
         name: &'static str,
-        /// The value, encoded once and shared.
+        /// The value, raw and encoded.
         value: ParamValue,
     },
     /// Set several query parameters in order (a local signer's `md5` and `expires`), each

@@ -55,8 +55,12 @@ pub struct FileAccessToken {
 impl FileAccessToken {
     /// Takes a token as the login response gives it.
     ///
-    /// Errors: empty, longer than 16 KiB, not printable ASCII (it must fit a header and a URL), or
-    /// a dotted token that is not a readable JWT.
+    /// # Errors
+    ///
+    /// [`AccessError::MalformedToken`], saying why, when the token is empty, longer than 16 KiB,
+    /// not printable ASCII (it must fit a header and a URL), or dotted like a JWT without being a
+    /// readable one (three parts, a base64url JSON object as payload, an `exp` that is a time, a
+    /// string `sub`). The message never holds the token.
     pub fn new(secret: impl Into<String>) -> Result<Self, AccessError> {
         let secret: String = secret.into();
         if secret.is_empty() {
@@ -92,7 +96,7 @@ impl FileAccessToken {
         self.secret.raw()
     }
 
-    /// The secret as a query parameter value (raw and form-urlencoded, computed once per token).
+    /// The secret as a query parameter value, raw and form-urlencoded.
     pub fn query_param(&self) -> &ParamValue {
         &self.secret
     }
@@ -149,8 +153,8 @@ impl FileAccessToken {
 
     /// `tok:` and a digest of the whole token: the scope only holders of this very token share,
     /// here or in another process, while its claims are unproven. The first 16 bytes, in hex, of
-    /// SHA-256 over `secure-media/presigned/token-scope/v1\0` and the token: one-way, computed
-    /// once per token, the same in every process.
+    /// SHA-256 over `secure-media/presigned/token-scope/v1\0` and the token: one-way, and the
+    /// same in every process.
     pub fn own_scope(&self) -> &Arc<str> {
         &self.own_scope
     }
@@ -160,7 +164,13 @@ impl FileAccessToken {
         self.expires_at.is_none_or(|exp| now < exp + CLOCK_SKEW_ALLOWANCE)
     }
 
-    /// `<scheme> <token>` (or the bare token for an empty scheme) as a sensitive header value.
+    /// `<scheme> <token>` (or the bare token for an empty scheme) as a header value, marked
+    /// sensitive: HTTP/2 never indexes it and `Debug` hides it.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::InvalidHeader`] when `scheme` holds a character a header value cannot (a
+    /// control character such as a line break).
     pub fn header_value(&self, scheme: &str) -> Result<HeaderValue, AccessError> {
         let secret = self.secret.raw();
         let text = if scheme.is_empty() { secret.to_owned() } else { format!("{scheme} {secret}") };

@@ -58,19 +58,30 @@ pub trait TokenSource: Send + Sync + 'static {
     /// The current token, if there is one.
     fn current(&self) -> Option<Arc<FileAccessToken>>;
 
-    /// The current token, lent rather than cloned: cache hits need only its scope, and an `Arc`
-    /// clone is a locked add on a line every thread shares. Default: through
-    /// [`current`](Self::current).
+    /// The current token, lent for a read rather than handed out (a cache lookup needs only its
+    /// scope). Override it when the source can lend its token without cloning it. Default:
+    /// through [`current`](Self::current).
     fn peek(&self) -> Option<TokenRef<'_>> {
         self.current().map(|token| TokenRef(Lent::Owned(token)))
     }
 
     /// The current token, waiting for one to be fetched if the source can do that.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::NotLoggedIn`] when there is no token and the source cannot fetch one (the
+    /// default); a source that fetches answers its own error when fetching fails.
     async fn token(&self) -> Result<Arc<FileAccessToken>, AccessError> {
         self.current().ok_or(AccessError::NotLoggedIn)
     }
 
     /// `stale` was refused: answer a newer token, renewing it if `stale` is still current.
+    ///
+    /// # Errors
+    ///
+    /// When no newer token can be had: [`AccessError::NotLoggedIn`] after a logout,
+    /// [`AccessError::RefreshFailed`] when the token cannot be renewed (a static token), the
+    /// renewal failed, or the source declines to renew for now (see [`LoginCell`](crate::LoginCell)).
     async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError>;
 
     /// Registers a listener for token changes. Sources whose token never changes ignore it.
@@ -109,6 +120,11 @@ impl StaticToken {
     }
 
     /// Parses and wraps a token.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::MalformedToken`] when `secret` is not a usable token
+    /// ([`FileAccessToken::new`]).
     pub fn parse(secret: impl Into<String>) -> Result<Self, AccessError> {
         FileAccessToken::new(secret).map(Self::new)
     }
