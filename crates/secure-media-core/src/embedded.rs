@@ -55,7 +55,11 @@ impl EmbeddedStrategy {
     }
 
     /// The URL with the token embedded; the input unchanged when it is not a valid URL or not on a
-    /// secure host. Errors only when the URL is secure and there is no token.
+    /// secure host.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::NotLoggedIn`] when the URL is on a secure host and there is no token.
     pub fn embed<'u>(&self, url: &'u str) -> Result<Cow<'u, str>, AccessError> {
         if let Some(view) = MediaUrl::parse_plain(url) {
             if !self.hosts.matches(&view) {
@@ -63,9 +67,9 @@ impl EmbeddedStrategy {
             }
             let token = self.tokens.peek().ok_or(AccessError::NotLoggedIn)?;
             // The hot path: straight from the view's split to the output, no Resolution.
-            let (base, query, fragment) = crate::strategy::plain_parts(&view, url);
+            let (base, query, fragment) = crate::rewrite::plain_parts(&view, url);
             let encoded = token.query_param().encoded();
-            return Ok(crate::strategy::set_param_in(url, base, query, fragment, FAT_PARAM, encoded));
+            return Ok(crate::rewrite::set_param_in(url, base, query, fragment, FAT_PARAM, encoded));
         }
         let Ok(mut full) = url::Url::parse(url) else {
             return Ok(Cow::Borrowed(url));

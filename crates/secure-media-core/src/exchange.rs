@@ -50,8 +50,9 @@ use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Method, Statu
 use url::Url;
 
 use crate::media_url::has_userinfo;
+use crate::rewrite::query;
 use crate::{
-    query, strategy_serves, AccessError, Credentials, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange,
+    strategy_serves, AccessError, Credentials, MediaAccessStrategy, MediaKey, MediaUrl, Resolution, UrlChange,
 };
 
 /// The most redirect hops an exchange follows by default.
@@ -183,6 +184,11 @@ impl Attempt {
     }
 
     /// The URI to send instead of the caller's `uri`, or `None` to send it unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::InvalidUrl`] when the hop's URL or the resolution's result is not a valid
+    /// [`http::Uri`].
     pub fn uri_for(&self, uri: &http::Uri) -> Result<Option<http::Uri>, AccessError> {
         let hop = match &self.hop {
             Some(hop) => Some(
@@ -416,6 +422,11 @@ impl Exchange {
     }
 
     /// The first attempt: [`first_ready`](Self::first_ready), else waiting for the strategy.
+    ///
+    /// # Errors
+    ///
+    /// The strategy's, when it cannot resolve the URL ([`MediaAccessStrategy::resolve`]);
+    /// [`AccessError::InvalidUrl`] when the exchange was already started.
     pub async fn first(&mut self) -> Result<Attempt, AccessError> {
         if let Some(ready) = self.first_ready() {
             return ready;
@@ -438,6 +449,12 @@ impl Exchange {
     /// The next attempt: the first one (when [`first_ready`](Self::first_ready) answered `None`),
     /// the retry or the hop that [`answered`](Self::answered) asked for. `Ok(None)`: hand the
     /// last answer to the caller (the strategy could not repair a refusal).
+    ///
+    /// # Errors
+    ///
+    /// The strategy's, when it cannot resolve the first attempt, the retry or a hop on a host it
+    /// serves ([`MediaAccessStrategy::resolve`]); [`AccessError::InvalidUrl`] when the URL to
+    /// resolve is not an http(s) URL.
     pub async fn next(&mut self) -> Result<Option<Attempt>, AccessError> {
         match std::mem::replace(&mut self.pending, Pending::Done) {
             Pending::Done => Ok(None),

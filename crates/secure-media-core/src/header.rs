@@ -10,7 +10,7 @@ use crate::counters::Counters;
 use crate::embedded::FAT_PARAM;
 use crate::{
     AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
-    StrategyStats, SystemClock, TokenSource, UrlChange,
+    StrategyStats, SystemClock, TokenSource,
 };
 
 /// Header mode: `Authorization: Bearer <token>` by default. The header name and scheme are
@@ -63,6 +63,11 @@ impl HeaderStrategy {
     /// assert_eq!(resolution.headers()[0].0, "fat");
     /// assert_eq!(resolution.headers()[0].1, "tok");
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::InvalidHeader`] when `name` is not a valid header name, or `scheme` is not
+    /// a single token (letters, digits and `-._~+/` only, such as `Bearer`).
     pub fn with_header(mut self, name: &str, scheme: &str) -> Result<Self, AccessError> {
         self.name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| AccessError::InvalidHeader("not a valid header name"))?;
@@ -80,14 +85,10 @@ impl HeaderStrategy {
     }
 
     fn resolution(&self, url: &MediaUrl<'_>, token: Arc<FileAccessToken>) -> Result<Resolution, AccessError> {
-        // The token's cached list serves without a reference count of its own.
-        let headers = if token.caches_headers_for(&self.name, &self.scheme) {
-            None
-        } else {
-            Some(token.headers(&self.name, &self.scheme)?)
-        };
-        let url_change = if url.has_param(FAT_PARAM) { UrlChange::RemoveParam(FAT_PARAM) } else { UrlChange::Keep };
-        Ok(Resolution::with_token_headers(url_change, headers, token))
+        let headers = token.headers(&self.name, &self.scheme)?;
+        let resolution =
+            if url.has_param(FAT_PARAM) { Resolution::remove_param(FAT_PARAM) } else { Resolution::keep() };
+        Ok(resolution.with_headers(headers).with_token(token))
     }
 }
 
@@ -180,14 +181,12 @@ mod tests {
             );
             assert_eq!((f.headers()[0].0.as_str(), f.headers()[0].1.to_str().unwrap()), ("fat", "tok"));
         }
-        let first = bearer.resolve_ready(&view).unwrap().unwrap();
-        let cached = first.token().unwrap().cached_headers().unwrap().clone();
-        let before = Arc::strong_count(&cached);
-        let more: Vec<Resolution> = (0..5).map(|_| bearer.resolve_ready(&view).unwrap().unwrap()).collect();
-        assert_eq!(Arc::strong_count(&cached), before, "no reference count per resolution");
+        let (first, again) =
+            (bearer.resolve_ready(&view).unwrap().unwrap(), bearer.resolve_ready(&view).unwrap().unwrap());
+        assert!(std::ptr::eq(first.headers(), again.headers()), "one list per token, shared");
         // A resolution moved to another token keeps the headers it was made with.
         let other = Arc::new(FileAccessToken::new("other").unwrap());
-        let moved = more[0].clone().with_token(other);
+        let moved = first.clone().with_token(other);
         assert_eq!(moved.headers()[0].1, "Bearer tok");
     }
 

@@ -37,7 +37,7 @@ mod mode;
 mod network;
 mod path;
 pub mod presigned;
-mod query;
+mod rewrite;
 mod strategy;
 mod token;
 
@@ -58,8 +58,6 @@ pub use media::{SecureMedia, SecureMediaBuilder};
 pub use media_url::{redacted_url, MediaKey, MediaUrl, Scheme};
 pub use mode::SecureMediaMode;
 pub use network::{NetworkError, NetworkFailure, TlsFailure};
-pub use strategy::{
-    resolve_str, strategy_serves, MediaAccessStrategy, ParamValue, Resolution, RetryDecision, SharedHeaders,
-    StrategyStats, UrlChange,
-};
+pub use rewrite::{ParamValue, Resolution, SharedHeaders, UrlChange};
+pub use strategy::{resolve_str, strategy_serves, MediaAccessStrategy, RetryDecision, StrategyStats};
 pub use token::{FileAccessToken, LoginCell, StaticToken, TokenListener, TokenRef, TokenSource, CLOCK_SKEW_ALLOWANCE};

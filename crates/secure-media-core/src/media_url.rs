@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use url::Url;
 
-use crate::{path, query, Credentials};
+use crate::rewrite::query;
+use crate::{path, Credentials};
 
 /// The schemes media can travel over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -244,7 +244,7 @@ fn push_redacted(out: &mut String, word: &str) {
         _ => word,
     };
     if word.contains('=')
-        && crate::query::has_credential(word.trim_start_matches(['?', '&', ';']), crate::Credentials::shared())
+        && crate::rewrite::query::has_credential(word.trim_start_matches(['?', '&', ';']), crate::Credentials::shared())
     {
         out.push_str("<redacted>");
     } else {

@@ -1,389 +1,16 @@
-//! [`FileAccessToken`] (the secret) and [`TokenSource`] (where the current one comes from):
-//! [`StaticToken`] and the app-fed [`LoginCell`].
+//! [`LoginCell`]: the token the app's login sets, renewed after a refusal by one relogin for
+//! every waiting caller, with a backoff after failed relogins and a quiet period after one.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use base64::Engine;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use http::{HeaderName, HeaderValue};
-use sha2::{Digest, Sha256};
 
-use crate::{AccessError, Clock, ParamValue, SharedHeaders, SystemClock};
-
-/// How far past its `exp` a token still counts as valid, for clocks that disagree a little.
-pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
-
-const MAX_TOKEN_LEN: usize = 16 * 1024;
-
-/// Keeps the opaque-token digest apart from any other SHA-256 of the token. Changing it changes
-/// every principal (and every shared cache key): bump the version when it must.
-const OPAQUE_PRINCIPAL_DOMAIN: &[u8] = b"secure-media/opaque-token-principal/v1\0";
-/// The same for a token's own scope ([`FileAccessToken::own_scope`]).
-const OWN_SCOPE_DOMAIN: &[u8] = b"secure-media/presigned/token-scope/v1\0";
-
-/// A File Access Token: the secret that proves access to secure media.
-///
-/// It never prints: `Debug` and `Display` show `<redacted>`. When it is a JWT, its payload is read
-/// (not verified: only the server can) to learn `exp` and `sub`; an opaque token has no known expiry.
-///
-/// ```
-/// use secure_media_core::FileAccessToken;
-///
-/// let token = FileAccessToken::new("opaque-secret").unwrap();
-/// assert_eq!(format!("{token}"), "<redacted>");
-/// assert!(!format!("{token:?}").contains("opaque-secret"));
-/// assert_eq!(token.expires_at(), None);
-/// assert!(FileAccessToken::new("a.b").is_err()); // looks like a JWT, is not one
-/// ```
-pub struct FileAccessToken {
-    /// The secret, raw and form-urlencoded (encoded once per token, not per request).
-    secret: ParamValue,
-    expires_at: Option<SystemTime>,
-    subject: Option<Box<str>>,
-    principal: Arc<str>,
-    /// `tok:<digest>`: the scope of a token whose claims no server has accepted yet.
-    own_scope: Arc<str>,
-    /// A secure server accepted this exact token, so its claims (`sub`) can be trusted.
-    verified: AtomicBool,
-    /// The header strategy's (name, scheme) and the header list it sends, built once.
-    headers: OnceLock<(HeaderName, Box<str>, SharedHeaders)>,
-}
-
-impl FileAccessToken {
-    /// Takes a token as the login response gives it.
-    ///
-    /// Errors: empty, longer than 16 KiB, not printable ASCII (it must fit a header and a URL), or
-    /// a dotted token that is not a readable JWT.
-    pub fn new(secret: impl Into<String>) -> Result<Self, AccessError> {
-        let secret: String = secret.into();
-        if secret.is_empty() {
-            return Err(AccessError::MalformedToken("empty"));
-        }
-        if secret.len() > MAX_TOKEN_LEN {
-            return Err(AccessError::MalformedToken("longer than 16 KiB"));
-        }
-        if !secret.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-            return Err(AccessError::MalformedToken("not printable ASCII"));
-        }
-        let (expires_at, subject) = if secret.contains('.') { read_jwt_claims(&secret)? } else { (None, None) };
-        // Scope an opaque token (or an unverified claim) by a one-way digest of the token, never
-        // by the token itself.
-        let principal = match &subject {
-            Some(sub) => format!("sub:{sub}"),
-            None => scoped_digest("fat:", OPAQUE_PRINCIPAL_DOMAIN, &secret),
-        };
-        let own_scope = scoped_digest("tok:", OWN_SCOPE_DOMAIN, &secret);
-        Ok(Self {
-            secret: ParamValue::new(secret),
-            expires_at,
-            subject: subject.map(String::into_boxed_str),
-            principal: principal.into(),
-            own_scope: own_scope.into(),
-            verified: AtomicBool::new(false),
-            headers: OnceLock::new(),
-        })
-    }
-
-    /// The secret itself, to put on the wire. Named so that every use stands out in review.
-    pub fn expose_secret(&self) -> &str {
-        self.secret.raw()
-    }
-
-    /// The secret as a query parameter value (raw and form-urlencoded, computed once per token).
-    pub fn query_param(&self) -> &ParamValue {
-        &self.secret
-    }
-
-    /// `exp` of a JWT; `None` for an opaque token or a JWT without `exp`.
-    pub fn expires_at(&self) -> Option<SystemTime> {
-        self.expires_at
-    }
-
-    /// `sub` of a JWT, when present.
-    pub fn subject(&self) -> Option<&str> {
-        self.subject.as_deref()
-    }
-
-    /// Who this token speaks for: `sub:<sub>`, or `fat:<digest>` for a token without `sub`.
-    /// Presigned URLs are cached per principal so one user's URL never reaches another.
-    ///
-    /// The digest is the first 16 bytes, in lower-case hex, of SHA-256 over the fixed prefix
-    /// `secure-media/opaque-token-principal/v1\0` followed by the token: one-way, and stable
-    /// across processes, machines and Rust releases, so a cache shared through Redis keys alike.
-    pub fn principal(&self) -> &str {
-        &self.principal
-    }
-
-    /// [`principal`](Self::principal), shared: a scope handed out per request costs a
-    /// reference count, not a copy.
-    pub(crate) fn principal_shared(&self) -> &Arc<str> {
-        &self.principal
-    }
-
-    /// The app vouches for this exact token (it came from the app's own login answer): from now
-    /// on its claims may scope caches ([`cache_scope`](Self::cache_scope)). Without it, a token's
-    /// claims count only once a presign endpoint accepted it.
-    pub fn mark_verified(&self) {
-        self.verified.store(true, Ordering::Relaxed);
-    }
-
-    /// Has a secure server accepted this token?
-    pub fn is_verified(&self) -> bool {
-        self.verified.load(Ordering::Relaxed)
-    }
-
-    /// The scope for cache keys: the [`principal`](Self::principal) of a token without claims
-    /// (already a digest) or of one a server accepted, else the token's [own
-    /// scope](Self::own_scope). So a forged token whose unverified payload says `sub: alice` never
-    /// reaches alice's cached media.
-    pub fn cache_scope(&self) -> &Arc<str> {
-        if self.subject.is_none() || self.is_verified() {
-            &self.principal
-        } else {
-            &self.own_scope
-        }
-    }
-
-    /// `tok:` and a digest of the whole token: the scope only holders of this very token share,
-    /// here or in another process, while its claims are unproven. The first 16 bytes, in hex, of
-    /// SHA-256 over `secure-media/presigned/token-scope/v1\0` and the token: one-way, computed
-    /// once per token, the same in every process.
-    pub fn own_scope(&self) -> &Arc<str> {
-        &self.own_scope
-    }
-
-    /// Valid at `now`: no known expiry, or `now` is before `exp` plus [`CLOCK_SKEW_ALLOWANCE`].
-    pub fn is_valid_at(&self, now: SystemTime) -> bool {
-        self.expires_at.is_none_or(|exp| now < exp + CLOCK_SKEW_ALLOWANCE)
-    }
-
-    /// `<scheme> <token>` (or the bare token for an empty scheme) as a sensitive header value,
-    /// built once per token for the first scheme asked and then cloned.
-    pub fn header_value(&self, scheme: &str) -> Result<HeaderValue, AccessError> {
-        let headers = self.headers(&http::header::AUTHORIZATION, scheme)?;
-        Ok(headers[0].1.clone())
-    }
-
-    /// `name: <scheme> <token>` as a shared one-header list, built once per token for the first
-    /// (name, scheme) asked and then cloned with one reference count.
-    pub(crate) fn headers(&self, name: &HeaderName, scheme: &str) -> Result<SharedHeaders, AccessError> {
-        if let Some(headers) = self.cached_headers().filter(|_| self.caches_headers_for(name, scheme)) {
-            return Ok(headers.clone());
-        }
-        let secret = self.secret.raw();
-        let text = if scheme.is_empty() { secret.to_owned() } else { format!("{scheme} {secret}") };
-        let mut value = HeaderValue::from_str(&text)
-            .map_err(|_| AccessError::InvalidHeader("the header scheme is not a valid header value"))?;
-        value.set_sensitive(true);
-        let headers: SharedHeaders = Arc::new([(name.clone(), value)]);
-        let _ = self.headers.set((name.clone(), scheme.into(), headers.clone()));
-        Ok(headers)
-    }
-
-    /// Whether the list this token caches is `name: <scheme> <token>`.
-    pub(crate) fn caches_headers_for(&self, name: &HeaderName, scheme: &str) -> bool {
-        self.headers
-            .get()
-            .is_some_and(|(cached_name, cached_scheme, _)| cached_name == name && **cached_scheme == *scheme)
-    }
-
-    /// The list [`headers`](Self::headers) cached first, if any.
-    pub(crate) fn cached_headers(&self) -> Option<&SharedHeaders> {
-        self.headers.get().map(|(_, _, headers)| headers)
-    }
-}
-
-/// `prefix` and the first 16 bytes of SHA-256 over a domain-separation prefix and the token, in
-/// hex: the same in every process and Rust release, since shared caches (Redis) key by it.
-fn scoped_digest(prefix: &str, domain: &[u8], secret: &str) -> String {
-    let digest = Sha256::new().chain_update(domain).chain_update(secret.as_bytes()).finalize();
-    let mut scope = String::with_capacity(prefix.len() + 32);
-    scope.push_str(prefix);
-    for byte in &digest[..16] {
-        let _ = write!(scope, "{byte:02x}");
-    }
-    scope
-}
-
-fn read_jwt_claims(token: &str) -> Result<(Option<SystemTime>, Option<String>), AccessError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AccessError::MalformedToken("a JWT has three dot-separated parts"));
-    };
-    if header.is_empty() || payload.is_empty() {
-        return Err(AccessError::MalformedToken("a JWT has a header and a payload"));
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| AccessError::MalformedToken("the JWT payload is not base64url"))?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|_| AccessError::MalformedToken("the JWT payload is not JSON"))?;
-    let claims = claims.as_object().ok_or(AccessError::MalformedToken("the JWT payload is not a JSON object"))?;
-    let expires_at = match claims.get("exp") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(exp) => {
-            let secs = exp
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e12)
-                .ok_or(AccessError::MalformedToken("the JWT exp claim is not a time"))?;
-            Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
-        }
-    };
-    let subject = match claims.get("sub") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(sub)) => Some(sub.clone()),
-        Some(_) => return Err(AccessError::MalformedToken("the JWT sub claim is not a string")),
-    };
-    Ok((expires_at, subject))
-}
-
-impl fmt::Debug for FileAccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileAccessToken")
-            .field("secret", &"<redacted>")
-            .field("subject", &self.subject)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
-
-impl fmt::Display for FileAccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// Told when a [`TokenSource`]'s token changes (login, re-login, logout), so caches scoped by the
-/// old principal can be purged.
-pub trait TokenListener: Send + Sync {
-    /// The token went from `old` to `new`.
-    fn token_changed(&self, old: Option<&FileAccessToken>, new: Option<&FileAccessToken>);
-}
-
-/// A token lent by [`TokenSource::peek`]: read it, do not keep it (a lock may be held).
-pub struct TokenRef<'a>(Lent<'a>);
-
-enum Lent<'a> {
-    Borrowed(&'a FileAccessToken),
-    Locked(RwLockReadGuard<'a, Option<Arc<FileAccessToken>>>),
-    Owned(Arc<FileAccessToken>),
-}
-
-impl std::ops::Deref for TokenRef<'_> {
-    type Target = FileAccessToken;
-
-    fn deref(&self) -> &FileAccessToken {
-        match &self.0 {
-            Lent::Borrowed(token) => token,
-            // Proven invariant: `LoginCell::peek` builds this only from a guard over `Some`, and
-            // the read guard it holds keeps every writer out until it is dropped.
-            #[allow(clippy::expect_used)]
-            Lent::Locked(guard) => guard.as_deref().expect("peek lends a guard only over a token"),
-            Lent::Owned(token) => token,
-        }
-    }
-}
-
-impl fmt::Debug for TokenRef<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-/// Where the current file access token comes from.
-///
-/// `current` is the synchronous hot path; `refresh` is called after the media server refused
-/// `stale`, and must be single-flight (one renewal for any number of callers that saw `stale`)
-/// and skip the renewal when `stale` is no longer the current token. It may answer an error at
-/// once instead of renewing: after a logout, or while it backs off from renewals that failed or
-/// did not help (see [`LoginCell`]).
-#[async_trait]
-pub trait TokenSource: Send + Sync + 'static {
-    /// The current token, if there is one.
-    fn current(&self) -> Option<Arc<FileAccessToken>>;
-
-    /// The current token, lent rather than cloned: cache hits need only its scope, and an `Arc`
-    /// clone is a locked add on a line every thread shares. Default: through
-    /// [`current`](Self::current).
-    fn peek(&self) -> Option<TokenRef<'_>> {
-        self.current().map(|token| TokenRef(Lent::Owned(token)))
-    }
-
-    /// The current token, waiting for one to be fetched if the source can do that.
-    async fn token(&self) -> Result<Arc<FileAccessToken>, AccessError> {
-        self.current().ok_or(AccessError::NotLoggedIn)
-    }
-
-    /// `stale` was refused: answer a newer token, renewing it if `stale` is still current.
-    async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError>;
-
-    /// Registers a listener for token changes. Sources whose token never changes ignore it.
-    fn subscribe(&self, listener: Weak<dyn TokenListener>) {
-        let _ = listener;
-    }
-}
-
-#[async_trait]
-impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
-    fn current(&self) -> Option<Arc<FileAccessToken>> {
-        (**self).current()
-    }
-    fn peek(&self) -> Option<TokenRef<'_>> {
-        (**self).peek()
-    }
-    async fn token(&self) -> Result<Arc<FileAccessToken>, AccessError> {
-        (**self).token().await
-    }
-    async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
-        (**self).refresh(stale).await
-    }
-    fn subscribe(&self, listener: Weak<dyn TokenListener>) {
-        (**self).subscribe(listener)
-    }
-}
-
-/// A token that never changes (a service account, a test). A refusal cannot be repaired.
-#[derive(Debug, Clone)]
-pub struct StaticToken(Arc<FileAccessToken>);
-
-impl StaticToken {
-    /// Wraps a token.
-    pub fn new(token: FileAccessToken) -> Self {
-        Self(Arc::new(token))
-    }
-
-    /// Parses and wraps a token.
-    pub fn parse(secret: impl Into<String>) -> Result<Self, AccessError> {
-        FileAccessToken::new(secret).map(Self::new)
-    }
-}
-
-#[async_trait]
-impl TokenSource for StaticToken {
-    fn current(&self) -> Option<Arc<FileAccessToken>> {
-        Some(self.0.clone())
-    }
-
-    fn peek(&self) -> Option<TokenRef<'_>> {
-        Some(TokenRef(Lent::Borrowed(&self.0)))
-    }
-
-    async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
-        if Arc::ptr_eq(stale, &self.0) {
-            Err(AccessError::RefreshFailed("a static token cannot be renewed".into()))
-        } else {
-            Ok(self.0.clone())
-        }
-    }
-}
+use super::listener::Listeners;
+use crate::{AccessError, Clock, FileAccessToken, SystemClock, TokenListener, TokenRef, TokenSource};
 
 type Relogin = Arc<dyn Fn() -> BoxFuture<'static, Result<FileAccessToken, AccessError>> + Send + Sync>;
 type Flight = Shared<BoxFuture<'static, Result<Arc<FileAccessToken>, AccessError>>>;
@@ -434,7 +61,7 @@ struct CellState {
     /// Taken before `token` by every writer, so a refresh sees the token, the flight and the
     /// generation change together.
     renewal: Mutex<Renewal>,
-    listeners: Mutex<Vec<Weak<dyn TokenListener>>>,
+    listeners: Listeners,
 }
 
 #[derive(Default)]
@@ -544,18 +171,11 @@ impl CellState {
 
     /// Tells the listeners, outside every lock: they may read the cell.
     fn notify(&self, (old, new): Change) {
-        let listeners: Vec<_> = {
-            let mut list = lock(&self.listeners);
-            list.retain(|l| l.strong_count() > 0);
-            list.iter().filter_map(Weak::upgrade).collect()
-        };
         tracing::debug!(
             changed_principal = old.as_ref().map(|t| t.principal()) != new.as_ref().map(|t| t.principal()),
             "file access token replaced"
         );
-        for listener in listeners {
-            listener.token_changed(old.as_deref(), new.as_deref());
-        }
+        self.listeners.notify(old.as_deref(), new.as_deref());
     }
 
     /// The end of relogin `id`, inside its flight: taking the flight down and installing its token
@@ -757,8 +377,7 @@ impl TokenSource for LoginCell {
     }
 
     fn peek(&self) -> Option<TokenRef<'_>> {
-        let guard = self.state.token.read().unwrap_or_else(PoisonError::into_inner);
-        guard.is_some().then(|| TokenRef(Lent::Locked(guard)))
+        TokenRef::locked(self.state.token.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Answers the current token when `stale` is no longer it; [`AccessError::NotLoggedIn`] after
@@ -773,7 +392,7 @@ impl TokenSource for LoginCell {
     }
 
     fn subscribe(&self, listener: Weak<dyn TokenListener>) {
-        lock(&self.state.listeners).push(listener);
+        self.state.listeners.add(listener);
     }
 }
 
@@ -789,98 +408,12 @@ impl fmt::Debug for LoginCell {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::UNIX_EPOCH;
+
     use super::*;
+    use crate::token::listener::tests::Recorder;
     use crate::ManualClock;
-    use std::sync::atomic::AtomicUsize;
-
-    /// An unsigned JWT with the given claims (tests only).
-    pub(crate) fn jwt(claims: &str) -> String {
-        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        format!("{}.{}.c2ln", b64(r#"{"alg":"HS256","typ":"JWT"}"#), b64(claims))
-    }
-
-    #[test]
-    fn jwt_claims_are_read() {
-        let token = FileAccessToken::new(jwt(r#"{"sub":"alice","exp":2000000000}"#)).unwrap();
-        assert_eq!(token.subject(), Some("alice"));
-        assert_eq!(token.expires_at(), Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
-        assert_eq!(token.principal(), "sub:alice");
-    }
-
-    #[test]
-    fn expired_jwt_is_not_valid_but_skew_is_allowed() {
-        let token = FileAccessToken::new(jwt(r#"{"exp":1000}"#)).unwrap();
-        let exp = UNIX_EPOCH + Duration::from_secs(1000);
-        assert!(token.is_valid_at(exp - Duration::from_secs(1)));
-        assert!(token.is_valid_at(exp + Duration::from_secs(2)));
-        assert!(!token.is_valid_at(exp + CLOCK_SKEW_ALLOWANCE));
-        assert!(!token.is_valid_at(exp + Duration::from_secs(3600)));
-    }
-
-    #[test]
-    fn malformed_jwts_are_clear_errors() {
-        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        for bad in [
-            "a.b".to_string(),
-            "a.b.c.d".to_string(),
-            ".x.y".to_string(),
-            "h.!!!.s".to_string(),
-            format!("h.{}.s", b64("not json")),
-            format!("h.{}.s", b64("[1,2]")),
-            format!("h.{}.s", b64(r#"{"exp":"tomorrow"}"#)),
-            format!("h.{}.s", b64(r#"{"sub":42}"#)),
-        ] {
-            let err = FileAccessToken::new(bad.clone()).unwrap_err();
-            assert!(matches!(err, AccessError::MalformedToken(_)), "{bad}: {err:?}");
-            assert!(!err.to_string().contains(&bad), "error leaks the token");
-        }
-    }
-
-    #[test]
-    fn opaque_tokens_have_no_expiry_and_a_digest_principal() {
-        let token = FileAccessToken::new("s3cr3t-opaque").unwrap();
-        assert_eq!(token.expires_at(), None);
-        assert!(token.is_valid_at(SystemTime::now()));
-        assert!(token.principal().starts_with("fat:"));
-        assert!(!token.principal().contains("s3cr3t"));
-        assert_eq!(token.principal(), FileAccessToken::new("s3cr3t-opaque").unwrap().principal());
-    }
-
-    #[test]
-    fn unusable_characters_are_refused() {
-        for bad in ["", "has space", "new\nline", "tab\t", "ünï"] {
-            assert!(FileAccessToken::new(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn the_secret_never_prints() {
-        let secret = jwt(r#"{"sub":"bob","exp":2000000000}"#);
-        let token = FileAccessToken::new(secret.clone()).unwrap();
-        let signature = secret.rsplit('.').next().unwrap();
-        for shown in [format!("{token}"), format!("{token:?}"), format!("{token:#?}")] {
-            assert!(!shown.contains(&secret) && !shown.contains(signature), "{shown}");
-        }
-        let header = token.header_value("Bearer").unwrap();
-        assert!(header.is_sensitive());
-        assert!(!format!("{header:?}").contains(signature));
-    }
-
-    #[test]
-    fn query_value_is_form_encoded_once() {
-        let token = FileAccessToken::new("a+b/c=").unwrap();
-        assert_eq!(token.query_param().encoded(), "a%2Bb%2Fc%3D");
-        assert_eq!(token.query_param().raw(), "a+b/c=");
-    }
-
-    #[test]
-    fn header_value_is_built_once_per_scheme() {
-        let token = FileAccessToken::new("tok").unwrap();
-        assert_eq!(token.header_value("Bearer").unwrap(), "Bearer tok");
-        assert_eq!(token.header_value("").unwrap(), "tok");
-        assert_eq!(token.header_value("Bearer").unwrap(), "Bearer tok");
-        assert!(token.header_value("bad\nscheme").is_err());
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hundred_concurrent_refusals_make_one_refresh() {
@@ -924,79 +457,11 @@ pub(crate) mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 
-    #[test]
-    fn peek_lends_the_current_token_from_every_source() {
-        let cell = LoginCell::new();
-        assert!(cell.peek().is_none());
-        cell.set(FileAccessToken::new("one").unwrap());
-        assert_eq!(cell.peek().unwrap().expose_secret(), "one");
-        let fixed = StaticToken::parse("two").unwrap();
-        assert_eq!(fixed.peek().unwrap().expose_secret(), "two");
-        let shared: Arc<dyn TokenSource> = Arc::new(fixed);
-        assert_eq!(shared.peek().unwrap().expose_secret(), "two");
-        assert_eq!(format!("{:?}", shared.peek().unwrap()), format!("{:?}", shared.current().unwrap()));
-        // A source that only answers `current` is lent a clone.
-        struct Plain(Arc<FileAccessToken>);
-        #[async_trait]
-        impl TokenSource for Plain {
-            fn current(&self) -> Option<Arc<FileAccessToken>> {
-                Some(self.0.clone())
-            }
-            async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
-                Ok(stale.clone())
-            }
-        }
-        assert_eq!(Plain(Arc::new(FileAccessToken::new("three").unwrap())).peek().unwrap().expose_secret(), "three");
-    }
-
     #[tokio::test]
     async fn without_relogin_a_refusal_asks_to_log_in() {
         let cell = LoginCell::new();
         let stale = cell.set(FileAccessToken::new("one").unwrap());
         assert!(matches!(cell.refresh(&stale).await, Err(AccessError::RefreshFailed(_))));
-        let fixed = StaticToken::parse("x").unwrap();
-        assert!(fixed.refresh(&fixed.current().unwrap()).await.is_err());
-    }
-
-    /// Records each token change as (old principal, new principal).
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<(Option<String>, Option<String>)>>);
-
-    impl TokenListener for Recorder {
-        fn token_changed(&self, old: Option<&FileAccessToken>, new: Option<&FileAccessToken>) {
-            let p = |t: Option<&FileAccessToken>| t.map(|t| t.principal().to_owned());
-            self.0.lock().unwrap().push((p(old), p(new)));
-        }
-    }
-
-    impl Recorder {
-        fn attach(cell: &LoginCell) -> Arc<Self> {
-            let recorder = Arc::new(Self::default());
-            cell.subscribe(Arc::downgrade(&recorder) as Weak<dyn TokenListener>);
-            recorder
-        }
-
-        fn seen(&self) -> Vec<(Option<String>, Option<String>)> {
-            self.0.lock().unwrap().clone()
-        }
-    }
-
-    #[test]
-    fn listeners_hear_login_and_logout() {
-        let cell = LoginCell::new();
-        let recorder = Recorder::attach(&cell);
-        cell.set(FileAccessToken::new(jwt(r#"{"sub":"a"}"#)).unwrap());
-        cell.clear();
-        cell.clear();
-        assert_eq!(recorder.seen(), vec![(None, Some("sub:a".into())), (Some("sub:a".into()), None)]);
-    }
-
-    #[test]
-    fn opaque_principal_is_a_pinned_sha256_digest() {
-        // Shared caches (Redis) key by it: it must not change with the process or the Rust release.
-        let token = FileAccessToken::new("s3cr3t-opaque").unwrap();
-        assert_eq!(token.principal(), "fat:b3b15991fed4122a4cca061cadc4a376");
-        assert_ne!(FileAccessToken::new("s3cr3t-opaquf").unwrap().principal(), token.principal());
     }
 
     pub(crate) fn start() -> Arc<ManualClock> {
