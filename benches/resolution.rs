@@ -20,7 +20,7 @@ use secure_media::presigned::{
     CacheKey, MemoryPresignCache, PresignCache, PresignConfig, Presigned, PresignedStrategy, Presigner, SignedUrl,
 };
 use secure_media::{
-    resolve_str, AccessError, EmbeddedStrategy, FileAccessToken, HeaderStrategy, MediaAccessStrategy, MediaUrl,
+    resolve_str, AccessError, EmbeddedStrategy, FileAccessToken, HeaderBasedStrategy, MediaAccessStrategy, MediaUrl,
     SecureHosts, StaticToken, TokenSource,
 };
 use tower::{Service, ServiceExt};
@@ -96,7 +96,7 @@ fn embedded(c: &mut Criterion) {
 }
 
 fn header_mode(c: &mut Criterion) {
-    let strategy = HeaderStrategy::new(hosts(), tokens());
+    let strategy = HeaderBasedStrategy::new(hosts(), tokens());
     let parsed = Url::parse(&media_url(1)).unwrap();
     let precomputed = HeaderValue::from_str(&format!("Bearer {}", jwt())).unwrap();
     let mut group = c.benchmark_group("header");
@@ -185,8 +185,10 @@ fn random_indices(n: usize, seed: u64) -> Vec<usize> {
 
 fn presigned_hits(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let config = PresignConfig { cache_capacity: RESIDENT * 2, ..PresignConfig::default() };
-    let strategy = Arc::new(PresignedStrategy::with_config(hosts(), tokens(), LocalSigner::default(), config));
+    let strategy = Arc::new(
+        PresignedStrategy::new(hosts(), tokens(), LocalSigner::default())
+            .with_cache(Arc::new(MemoryPresignCache::new(RESIDENT * 2))),
+    );
     let texts: Vec<String> = (0..RESIDENT).map(media_url).collect();
     let urls: Vec<Url> = texts.iter().map(|t| Url::parse(t).unwrap()).collect();
     rt.block_on(async {
@@ -304,7 +306,7 @@ fn presigned_cold(c: &mut Criterion) {
                 for _ in 0..iters {
                     let signer = Arc::new(LocalSigner::default());
                     let strategy =
-                        PresignedStrategy::with_config(hosts(), tokens(), signer.clone(), PresignConfig::default());
+                        PresignedStrategy::new(hosts(), tokens(), signer.clone()).with_config(PresignConfig::default());
                     let start = Instant::now();
                     rt.block_on(futures::future::join_all(
                         (0..1000).map(|i| resolve_str(&strategy, if distinct { &texts[i] } else { &texts[0] })),
@@ -391,7 +393,7 @@ fn end_to_end(c: &mut Criterion) {
     let with = |m: Arc<dyn reqwest_middleware::Middleware>| {
         reqwest_middleware::ClientBuilder::new(client.clone()).with_arc(m).build()
     };
-    let header: Arc<dyn MediaAccessStrategy> = Arc::new(HeaderStrategy::new(local_hosts.clone(), tokens()));
+    let header: Arc<dyn MediaAccessStrategy> = Arc::new(HeaderBasedStrategy::new(local_hosts.clone(), tokens()));
     let embedded: Arc<dyn MediaAccessStrategy> = Arc::new(EmbeddedStrategy::new(local_hosts.clone(), tokens()));
     let presigned: Arc<dyn MediaAccessStrategy> =
         Arc::new(PresignedStrategy::new(local_hosts.clone(), tokens(), LocalSigner::default()));

@@ -55,7 +55,7 @@ fn pod<C: PresignCache>(
     let client = secure_media_reqwest::client_builder().tls_certs_only([ca]).build()?;
     let presigner = ReqwestPresigner::new(client, server.presign_url().parse()?)?;
     let hosts = SecureHosts::new().with_host(&server.host())?;
-    Ok(Arc::new(PresignedStrategy::with_cache(hosts, tokens, presigner, cache)))
+    Ok(Arc::new(PresignedStrategy::new(hosts, tokens, presigner).with_cache(cache)))
 }
 
 #[tokio::main]

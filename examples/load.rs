@@ -238,7 +238,7 @@ fn sha256(bytes: &[u8]) -> Sha {
 /// The app's login cell: a FAT from the server now, and a relogin hook for a refused one.
 fn login_cell(server: &Arc<RunningServer>) -> Result<Arc<LoginCell>, Error> {
     let relogin_server = server.clone();
-    let cell = LoginCell::with_relogin(move || {
+    let cell = LoginCell::new().with_relogin(move || {
         let server = relogin_server.clone();
         async move { fresh_token(&server) }
     });

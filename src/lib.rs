@@ -3,7 +3,7 @@
 //! Load protected media (images, video, audio, files) through any HTTP client stack. Chat
 //! platforms protect media with a File Access Token (FAT); secure-media proves access in the
 //! vendor's three modes: the token in the query ([`EmbeddedStrategy`]), in a header
-//! ([`HeaderStrategy`]), or a time-limited presigned URL ([`presigned::PresignedStrategy`]),
+//! ([`HeaderBasedStrategy`]), or a time-limited presigned URL ([`presigned::PresignedStrategy`]),
 //! and sends a token only to the configured secure hosts.
 //!
 //! This facade re-exports the workspace's crates; adapters come behind features.

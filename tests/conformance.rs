@@ -223,12 +223,10 @@ async fn through_a_cdn_answering(stack: Stack, recorder: Recorder) -> (Fetched, 
     let cdn = secure_media::SecureHosts::new().with_host(recorder.base_url.trim_start_matches("https://")).unwrap();
     let config =
         secure_media::presigned::PresignConfig { cdn_hosts: cdn, ..secure_media::presigned::PresignConfig::default() };
-    let strategy = Arc::new(secure_media::presigned::PresignedStrategy::with_config(
-        hosts,
-        token,
-        CdnPresigner { cdn: recorder.base_url.clone() },
-        config,
-    ));
+    let strategy = Arc::new(
+        secure_media::presigned::PresignedStrategy::new(hosts, token, CdnPresigner { cdn: recorder.base_url.clone() })
+            .with_config(config),
+    );
     let client: Client = match stack {
         Stack::Reqwest => {
             Client::Reqwest(secure_media_reqwest::secure_client_from(reqwest_builder(), strategy.clone()).unwrap())

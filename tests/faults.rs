@@ -85,7 +85,7 @@ impl Issued {
 async fn cell(server: &RunningServer, uid: &str) -> (Arc<LoginCell>, Arc<Issued>) {
     let issued = Arc::new(Issued::default());
     let (login_url, who, seen) = (server.login_url(), uid.to_owned(), issued.clone());
-    let cell = LoginCell::with_relogin(move || {
+    let cell = LoginCell::new().with_relogin(move || {
         let (login_url, who, seen) = (login_url.clone(), who.clone(), seen.clone());
         async move {
             seen.relogins.fetch_add(1, Ordering::SeqCst);

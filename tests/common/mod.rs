@@ -53,7 +53,7 @@ pub async fn login_cell(server: &RunningServer, uid: &str) -> Arc<LoginCell> {
         let (login_url, uid) = (login_url.clone(), uid.clone());
         async move { http_login(&login_url, &uid).await }
     };
-    let cell = Arc::new(LoginCell::with_relogin(relogin));
+    let cell = Arc::new(LoginCell::new().with_relogin(relogin));
     cell.set(http_login(&server.login_url(), "first").await.unwrap());
     cell
 }

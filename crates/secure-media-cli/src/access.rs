@@ -174,7 +174,7 @@ impl<'a> Setup<'a> {
                 check_endpoint(endpoint, allow_http).map_err(|e| Failure::usage(format!("--login: {e}")))?;
                 let first = login(&self.client, endpoint, uid, allow_http).await.map_err(|e| login_failure(&e))?;
                 let (client, endpoint, uid) = (self.client.clone(), endpoint.clone(), uid.clone());
-                let cell = LoginCell::with_relogin(move || {
+                let cell = LoginCell::new().with_relogin(move || {
                     let (client, endpoint, uid) = (client.clone(), endpoint.clone(), uid.clone());
                     async move { login(&client, &endpoint, &uid, allow_http).await }
                 });

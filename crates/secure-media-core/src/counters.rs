@@ -111,7 +111,8 @@ mod tests {
     use super::*;
     use crate::token::tests::{cell_with_hook, start, Hook};
     use crate::{
-        EmbeddedStrategy, FileAccessToken, HeaderStrategy, LoginCell, ManualClock, MediaAccessStrategy, SecureHosts,
+        EmbeddedStrategy, FileAccessToken, HeaderBasedStrategy, LoginCell, ManualClock, MediaAccessStrategy,
+        SecureHosts,
     };
 
     /// A media server that refuses every token, and a relogin hook that counts its calls (and
@@ -134,7 +135,7 @@ mod tests {
             let hosts = SecureHosts::cometchat("us").unwrap();
             [
                 Arc::new(EmbeddedStrategy::new(hosts.clone(), self.cell.clone()).with_clock(self.clock.clone())),
-                Arc::new(HeaderStrategy::new(hosts, self.cell.clone()).with_clock(self.clock.clone())),
+                Arc::new(HeaderBasedStrategy::new(hosts, self.cell.clone()).with_clock(self.clock.clone())),
             ]
         }
 

@@ -212,9 +212,9 @@ mod tests {
 
     #[tokio::test]
     async fn refused_token_is_refreshed_then_retried_once() {
-        let cell = Arc::new(LoginCell::with_relogin(|| async {
-            FileAccessToken::new(jwt(r#"{"sub":"u","exp":4000000000}"#))
-        }));
+        let cell = Arc::new(
+            LoginCell::new().with_relogin(|| async { FileAccessToken::new(jwt(r#"{"sub":"u","exp":4000000000}"#)) }),
+        );
         cell.set(FileAccessToken::new("old").unwrap());
         let s = EmbeddedStrategy::new(SecureHosts::cometchat("us").unwrap(), cell.clone());
         let url = url::Url::parse("https://files-us.cometchat.io/x").unwrap();

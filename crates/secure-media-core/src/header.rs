@@ -1,4 +1,4 @@
-//! [`HeaderStrategy`]: the token in a request header; the URL stays clean.
+//! [`HeaderBasedStrategy`]: the token in a request header; the URL stays clean.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,15 +19,15 @@ use crate::{
 ///
 /// ```
 /// use std::sync::Arc;
-/// use secure_media_core::{HeaderStrategy, MediaAccessStrategy, MediaUrl, SecureHosts, StaticToken};
+/// use secure_media_core::{HeaderBasedStrategy, MediaAccessStrategy, MediaUrl, SecureHosts, StaticToken};
 ///
-/// let strategy = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()));
+/// let strategy = HeaderBasedStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()));
 /// let view = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png?fat=old").unwrap();
 /// let resolution = strategy.resolve_ready(&view).unwrap().unwrap();
 /// assert_eq!(resolution.headers()[0].1, "Bearer tok");
 /// assert_eq!(resolution.apply_to_str("https://files-us.cometchat.io/a.png?fat=old"), "https://files-us.cometchat.io/a.png");
 /// ```
-pub struct HeaderStrategy {
+pub struct HeaderBasedStrategy {
     hosts: SecureHosts,
     tokens: Arc<dyn TokenSource>,
     name: HeaderName,
@@ -36,7 +36,7 @@ pub struct HeaderStrategy {
     counters: Counters,
 }
 
-impl HeaderStrategy {
+impl HeaderBasedStrategy {
     /// `Authorization: Bearer <token>` on `hosts`.
     pub fn new(hosts: SecureHosts, tokens: Arc<dyn TokenSource>) -> Self {
         Self {
@@ -55,8 +55,8 @@ impl HeaderStrategy {
     /// # use std::sync::Arc;
     /// # use secure_media_core::*;
     /// // The vendor's mobile SDKs: a header named `fat` with the bare token.
-    /// let strategy = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()))
-    ///     .with_header("fat", "")
+    /// let strategy = HeaderBasedStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()))
+    ///     .with_token_header("fat", "")
     ///     .unwrap();
     /// let view = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png").unwrap();
     /// let resolution = strategy.resolve_ready(&view).unwrap().unwrap();
@@ -68,7 +68,7 @@ impl HeaderStrategy {
     ///
     /// [`AccessError::InvalidHeader`] when `name` is not a valid header name, or `scheme` is not
     /// a single token (letters, digits and `-._~+/` only, such as `Bearer`).
-    pub fn with_header(mut self, name: &str, scheme: &str) -> Result<Self, AccessError> {
+    pub fn with_token_header(mut self, name: &str, scheme: &str) -> Result<Self, AccessError> {
         self.name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| AccessError::InvalidHeader("not a valid header name"))?;
         if !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) {
@@ -93,7 +93,7 @@ impl HeaderStrategy {
 }
 
 #[async_trait]
-impl MediaAccessStrategy for HeaderStrategy {
+impl MediaAccessStrategy for HeaderBasedStrategy {
     fn secure_hosts(&self) -> &SecureHosts {
         &self.hosts
     }
@@ -121,9 +121,9 @@ impl MediaAccessStrategy for HeaderStrategy {
     }
 }
 
-impl fmt::Debug for HeaderStrategy {
+impl fmt::Debug for HeaderBasedStrategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HeaderStrategy")
+        f.debug_struct("HeaderBasedStrategy")
             .field("hosts", &self.hosts)
             .field("header", &self.name)
             .field("scheme", &self.scheme)
@@ -136,8 +136,8 @@ mod tests {
     use super::*;
     use crate::StaticToken;
 
-    fn strategy() -> HeaderStrategy {
-        HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()))
+    fn strategy() -> HeaderBasedStrategy {
+        HeaderBasedStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("tok").unwrap()))
     }
 
     #[test]
@@ -162,16 +162,18 @@ mod tests {
 
     #[test]
     fn header_name_and_scheme_are_validated() {
-        assert!(strategy().with_header("bad header", "Bearer").is_err());
-        assert!(strategy().with_header("x-token", "Bad Scheme").is_err());
-        assert!(strategy().with_header("x-token", "Token").is_ok());
+        assert!(strategy().with_token_header("bad header", "Bearer").is_err());
+        assert!(strategy().with_token_header("x-token", "Bad Scheme").is_err());
+        assert!(strategy().with_token_header("x-token", "Token").is_ok());
     }
 
     #[test]
     fn resolutions_share_the_tokens_list_and_two_header_shapes_keep_their_own() {
         let token = Arc::new(StaticToken::parse("tok").unwrap());
-        let bearer = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), token.clone());
-        let bare = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), token).with_header("fat", "").unwrap();
+        let bearer = HeaderBasedStrategy::new(SecureHosts::cometchat("us").unwrap(), token.clone());
+        let bare = HeaderBasedStrategy::new(SecureHosts::cometchat("us").unwrap(), token)
+            .with_token_header("fat", "")
+            .unwrap();
         let view = MediaUrl::parse_plain("https://files-us.cometchat.io/a.png").unwrap();
         for _ in 0..3 {
             let (b, f) = (bearer.resolve_ready(&view).unwrap().unwrap(), bare.resolve_ready(&view).unwrap().unwrap());

@@ -3,7 +3,7 @@
 //! The vocabulary of secure-media, with no HTTP client and no runtime: which hosts are secure
 //! ([`SecureHosts`]), the File Access Token ([`FileAccessToken`], [`TokenSource`]), the
 //! extension point ([`MediaAccessStrategy`], [`Resolution`]) and its three implementations
-//! ([`EmbeddedStrategy`], [`HeaderStrategy`], [`presigned::PresignedStrategy`]), and the
+//! ([`EmbeddedStrategy`], [`HeaderBasedStrategy`], [`presigned::PresignedStrategy`]), and the
 //! SDK-parity handle [`SecureMedia`].
 //!
 //! ```
@@ -52,7 +52,7 @@ pub use exchange::{
     CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS,
 };
 pub use fetch::{check_media, Media, MediaFetcher};
-pub use header::HeaderStrategy;
+pub use header::HeaderBasedStrategy;
 pub use host::SecureHosts;
 pub use media::{SecureMedia, SecureMediaBuilder};
 pub use media_url::{redacted_url, MediaKey, MediaUrl, Scheme};

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::presigned::{PresignConfig, PresignedStrategy, Presigner};
+use crate::presigned::{MemoryPresignCache, PresignConfig, PresignedStrategy, Presigner, DEFAULT_CACHE_CAPACITY};
 use crate::{
-    resolve_str, AccessError, Clock, EmbeddedStrategy, FileAccessToken, HeaderStrategy, MediaAccessStrategy,
+    resolve_str, AccessError, Clock, EmbeddedStrategy, FileAccessToken, HeaderBasedStrategy, MediaAccessStrategy,
     SecureHosts, SecureMediaMode, SystemClock, TokenSource,
 };
 
@@ -18,6 +18,7 @@ pub struct SecureMediaBuilder {
     tokens: Option<Arc<dyn TokenSource>>,
     presigner: Option<Arc<dyn Presigner>>,
     presign_config: PresignConfig,
+    cache_capacity: usize,
     cdn_hosts: SecureHosts,
     clock: Arc<dyn Clock>,
 }
@@ -71,6 +72,13 @@ impl SecureMediaBuilder {
         self
     }
 
+    /// How many presigned URLs the in-memory cache holds. Default
+    /// [`DEFAULT_CACHE_CAPACITY`].
+    pub fn presign_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
     /// Tuning for presigned URLs. CDN hosts added with [`cdn_host`](Self::cdn_host) or
     /// [`cdn_hosts`](Self::cdn_hosts) join its [`cdn_hosts`](PresignConfig::cdn_hosts), in either order.
     pub fn presign_config(mut self, config: PresignConfig) -> Self {
@@ -118,7 +126,9 @@ impl SecureMediaBuilder {
         }
         let presigned = self.presigner.map(|presigner| {
             Arc::new(
-                PresignedStrategy::with_config(self.hosts.clone(), tokens.clone(), presigner, presign_config)
+                PresignedStrategy::new(self.hosts.clone(), tokens.clone(), presigner)
+                    .with_cache(Arc::new(MemoryPresignCache::new(self.cache_capacity)))
+                    .with_config(presign_config)
                     .with_clock(self.clock.clone()),
             )
         });
@@ -127,7 +137,7 @@ impl SecureMediaBuilder {
                 Arc::new(EmbeddedStrategy::new(self.hosts.clone(), tokens.clone()).with_clock(self.clock.clone()))
             }
             SecureMediaMode::HeaderBased => {
-                Arc::new(HeaderStrategy::new(self.hosts.clone(), tokens.clone()).with_clock(self.clock.clone()))
+                Arc::new(HeaderBasedStrategy::new(self.hosts.clone(), tokens.clone()).with_clock(self.clock.clone()))
             }
             SecureMediaMode::Presigned => match &presigned {
                 Some(p) => p.clone(),
@@ -197,6 +207,7 @@ impl SecureMedia {
             tokens: None,
             presigner: None,
             presign_config: PresignConfig::default(),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
             cdn_hosts: SecureHosts::new(),
             clock: Arc::new(SystemClock),
         }
@@ -436,13 +447,14 @@ mod tests {
     #[tokio::test]
     async fn the_presign_config_setting_applies_through_the_builder() {
         let login = Arc::new(LoginCell::new());
-        let config = PresignConfig { scope: Some("team".into()), cache_capacity: 3, ..PresignConfig::default() };
+        let config = PresignConfig { scope: Some("team".into()), ..PresignConfig::default() };
         let media = SecureMedia::builder("app")
             .region("us")
             .mode(SecureMediaMode::Presigned)
             .token_source(login.clone())
             .presigner(Arc::new(Signer))
             .presign_config(config)
+            .presign_cache_capacity(3)
             .build()
             .unwrap();
         let presigned = media.presigned.clone().unwrap();

@@ -52,7 +52,7 @@ fn warm_resolutions_and_cache_hits_do_not_allocate() {
     let other = url::Url::parse("https://cdn.example.com/app/media/photo-1234.jpg").unwrap();
 
     let embedded = EmbeddedStrategy::new(hosts.clone(), tokens.clone());
-    let header = HeaderStrategy::new(hosts.clone(), tokens.clone());
+    let header = HeaderBasedStrategy::new(hosts.clone(), tokens.clone());
     let presigned = PresignedStrategy::new(hosts.clone(), tokens, Signer);
     let view = MediaUrl::from_url(&url).unwrap();
     futures::executor::block_on(presigned.resolve(&view)).unwrap(); // fill the cache

@@ -52,7 +52,8 @@ fn logs_errors_and_debug_output_never_show_a_secret() {
             // No quiet period: the token the presigned renewal installs is refused again below, and
             // that refusal must renew and log its retry.
             let cell = Arc::new(
-                LoginCell::with_relogin(|| async { FileAccessToken::new(TOKEN) })
+                LoginCell::new()
+                    .with_relogin(|| async { FileAccessToken::new(TOKEN) })
                     .with_quiet_period(std::time::Duration::ZERO),
             );
             let first = cell.set(FileAccessToken::new("refused").unwrap());
@@ -69,7 +70,7 @@ fn logs_errors_and_debug_output_never_show_a_secret() {
 
             for strategy in [
                 Arc::new(EmbeddedStrategy::new(hosts.clone(), cell.clone())) as Arc<dyn MediaAccessStrategy>,
-                Arc::new(HeaderStrategy::new(hosts.clone(), cell.clone())),
+                Arc::new(HeaderBasedStrategy::new(hosts.clone(), cell.clone())),
             ] {
                 let resolution = strategy.resolve(&view).await.unwrap();
                 shown.push(format!("{resolution:?}"));

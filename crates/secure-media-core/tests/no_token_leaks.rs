@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use secure_media_core::{
-    resolve_str, EmbeddedStrategy, HeaderStrategy, MediaAccessStrategy, MediaUrl, SecureHosts, StaticToken,
+    resolve_str, EmbeddedStrategy, HeaderBasedStrategy, MediaAccessStrategy, MediaUrl, SecureHosts, StaticToken,
 };
 use url::Url;
 
@@ -105,7 +105,7 @@ proptest! {
 
     #[test]
     fn header_mode_never_leaks_the_token(input in any_url()) {
-        let strategy = HeaderStrategy::new(hosts(), Arc::new(StaticToken::parse(TOKEN).unwrap()));
+        let strategy = HeaderBasedStrategy::new(hosts(), Arc::new(StaticToken::parse(TOKEN).unwrap()));
         let (out, resolution) = futures::executor::block_on(resolve_str(&strategy, &input)).unwrap();
         if let Some(resolution) = resolution {
             if !resolution.headers().is_empty() {

@@ -18,10 +18,10 @@ use futures::executor::block_on;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use proptest::prelude::*;
 use secure_media_core::presigned::endpoint::{RetryPolicy, Unreachable, MAX_ANSWER_BYTES};
-use secure_media_core::presigned::{expiry_of, PresignConfig, Presigned, PresignedStrategy, Presigner, SignedUrl};
+use secure_media_core::presigned::{expiry_of, Presigned, PresignedStrategy, Presigner, SignedUrl};
 use secure_media_core::{
     carries_credentials, resolve_str, strip_credentials, AccessError, Credentials, EmbeddedStrategy, Exchange,
-    FileAccessToken, HeaderStrategy, MediaAccessStrategy, MediaKey, MediaUrl, ParamValue, Resolution, Scheme,
+    FileAccessToken, HeaderBasedStrategy, MediaAccessStrategy, MediaKey, MediaUrl, ParamValue, Resolution, Scheme,
     SecureHosts, StaticToken,
 };
 use url::Url;
@@ -277,13 +277,15 @@ fn embedded() -> Arc<dyn MediaAccessStrategy> {
 }
 
 fn header() -> Arc<dyn MediaAccessStrategy> {
-    Arc::new(HeaderStrategy::new(hosts(), token()))
+    Arc::new(HeaderBasedStrategy::new(hosts(), token()))
 }
 
 /// A fresh strategy per case, with a small cache: a 100 KB key per case adds up otherwise.
 fn presigned(answer: Answer) -> Arc<dyn MediaAccessStrategy> {
-    let config = PresignConfig { cache_capacity: 16, ..PresignConfig::default() };
-    Arc::new(PresignedStrategy::with_config(hosts(), token(), FakePresigner(answer), config))
+    Arc::new(
+        PresignedStrategy::new(hosts(), token(), FakePresigner(answer))
+            .with_cache(Arc::new(secure_media_core::presigned::MemoryPresignCache::new(16))),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -964,7 +966,7 @@ proptest! {
         let _ = (token.is_valid_at(UNIX_EPOCH), token.is_valid_at(SystemTime::now()), token.subject(), token.principal());
         prop_assert!(!token.principal().contains(&text) || token.subject().is_some() || text.len() < 12);
         // The header strategy with this token: one valid header, the URL without CR or LF.
-        let strategy = HeaderStrategy::new(hosts(), Arc::new(StaticToken::new(token)));
+        let strategy = HeaderBasedStrategy::new(hosts(), Arc::new(StaticToken::new(token)));
         let (out, resolution) = block_on(resolve_str(&strategy, "https://files-us.cometchat.io/a?fat=old")).unwrap();
         prop_assert_eq!(&*out, "https://files-us.cometchat.io/a");
         check_headers_for(resolution.unwrap().headers(), &format!("Bearer {text}"))?;
@@ -977,7 +979,7 @@ proptest! {
         name in prop_oneof![pick(&["authorization", "X-Fat", "fat", "x\r\ny", "", " ", "a:b"]), any::<String>()],
         scheme in prop_oneof![pick(&["Bearer", "", "Token", "Bearer\r\nX-Injected: 1", "a b", "\0"]), any::<String>()],
     ) {
-        let Ok(strategy) = HeaderStrategy::new(hosts(), token()).with_header(&name, &scheme) else { return Ok(()) };
+        let Ok(strategy) = HeaderBasedStrategy::new(hosts(), token()).with_token_header(&name, &scheme) else { return Ok(()) };
         let (_, resolution) = block_on(resolve_str(&strategy, "https://files-us.cometchat.io/a")).unwrap();
         let expected = if scheme.is_empty() { TOKEN.to_owned() } else { format!("{scheme} {TOKEN}") };
         check_headers_for(resolution.unwrap().headers(), &expected)?;

@@ -11,12 +11,9 @@
 //!
 //! # async fn run(presigner: impl Presigner) -> Result<(), Box<dyn std::error::Error>> {
 //! let cache = Arc::new(RedisPresignCache::new("redis://127.0.0.1:6379")?);
-//! let strategy = PresignedStrategy::with_cache(
-//!     SecureHosts::cometchat("us")?,
-//!     Arc::new(StaticToken::parse("fat")?),
-//!     presigner,
-//!     cache,
-//! );
+//! let strategy =
+//!     PresignedStrategy::new(SecureHosts::cometchat("us")?, Arc::new(StaticToken::parse("fat")?), presigner)
+//!         .with_cache(cache);
 //! # Ok(()) }
 //! ```
 //!

@@ -117,8 +117,9 @@ impl Fleet {
                 .unwrap();
         let hosts = SecureHosts::new().with_host(&self.server.host()).unwrap();
         Arc::new(
-            PresignedStrategy::with_cache(hosts, tokens, presigner, Arc::new(cache))
-                .configured(PresignConfig { safety_margin: Duration::from_secs(1), ..PresignConfig::default() }),
+            PresignedStrategy::new(hosts, tokens, presigner)
+                .with_cache(Arc::new(cache))
+                .with_config(PresignConfig { safety_margin: Duration::from_secs(1), ..PresignConfig::default() }),
         )
     }
 

@@ -104,9 +104,9 @@ pub fn secure_client(strategy: Arc<dyn MediaAccessStrategy>) -> Result<ClientWit
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use secure_media_core::{HeaderStrategy, SecureHosts, StaticToken};
+/// use secure_media_core::{HeaderBasedStrategy, SecureHosts, StaticToken};
 ///
-/// let strategy = HeaderStrategy::new(SecureHosts::new().with_host("media.staging.internal")?, Arc::new(StaticToken::parse("my-fat")?));
+/// let strategy = HeaderBasedStrategy::new(SecureHosts::new().with_host("media.staging.internal")?, Arc::new(StaticToken::parse("my-fat")?));
 /// let ca = reqwest::Certificate::from_pem(&std::fs::read("staging-ca.pem")?)?;
 /// let builder = secure_media_reqwest::client_builder().tls_certs_merge([ca]);
 /// let client = secure_media_reqwest::secure_client_from(builder, Arc::new(strategy))?;

@@ -20,9 +20,9 @@ use tower_http_06::follow_redirect::RequestUri;
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
-/// use secure_media_core::{HeaderStrategy, SecureHosts, StaticToken};
+/// use secure_media_core::{HeaderBasedStrategy, SecureHosts, StaticToken};
 ///
-/// let strategy = HeaderStrategy::new(SecureHosts::cometchat("us")?, Arc::new(StaticToken::parse("my-fat")?));
+/// let strategy = HeaderBasedStrategy::new(SecureHosts::cometchat("us")?, Arc::new(StaticToken::parse("my-fat")?));
 /// let client = secure_media_reqwest::secure_client(Arc::new(strategy))?;
 /// let image = client.get("https://files-us.cometchat.io/app/media/a.png").send().await?.bytes().await?;
 /// # Ok(()) }

@@ -24,10 +24,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use secure_media_core::{HeaderStrategy, SecureHosts, StaticToken};
+/// use secure_media_core::{HeaderBasedStrategy, SecureHosts, StaticToken};
 /// use secure_media_tower::SecureMediaLayer;
 ///
-/// let strategy = HeaderStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("fat").unwrap()));
+/// let strategy = HeaderBasedStrategy::new(SecureHosts::cometchat("us").unwrap(), Arc::new(StaticToken::parse("fat").unwrap()));
 /// let layer = SecureMediaLayer::new(Arc::new(strategy));
 /// let service = tower::ServiceBuilder::new()
 ///     .layer(layer)

@@ -53,8 +53,6 @@ pub struct PresignConfig {
     /// all its tokens may share URLs (a service account): logouts and user switches then purge
     /// nothing.
     pub scope: Option<Arc<str>>,
-    /// Capacity of the default in-memory cache. Default 10,000.
-    pub cache_capacity: usize,
     /// Hosts besides the secure hosts that presigned URLs may point to (the CDN that serves
     /// them), under the secure hosts' scheme rule. A URL elsewhere, from the endpoint or from a
     /// cache, is not used. Default: none.
@@ -70,11 +68,13 @@ impl Default for PresignConfig {
             batch_limit: 50,
             max_waiting: 10_000,
             scope: None,
-            cache_capacity: 10_000,
             cdn_hosts: SecureHosts::new(),
         }
     }
 }
+
+/// How many URLs [`PresignedStrategy::new`]'s in-memory cache holds.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
 /// How many times a caller takes over after the callers driving its flights went away.
 const MAX_CANCELLED_RETRIES: u32 = 8;
@@ -136,44 +136,50 @@ pub struct PresignedStrategy<P, C = MemoryPresignCache> {
 }
 
 impl<P: Presigner> PresignedStrategy<P, MemoryPresignCache> {
-    /// Presigned URLs for `hosts` from `presigner`, cached in memory.
+    /// Presigned URLs for `hosts` from `presigner`, cached in memory (at most
+    /// [`DEFAULT_CACHE_CAPACITY`] URLs; [`with_cache`](Self::with_cache) for another cache).
     pub fn new(hosts: SecureHosts, tokens: Arc<dyn TokenSource>, presigner: P) -> Self {
-        let cache = Arc::new(MemoryPresignCache::new(PresignConfig::default().cache_capacity));
-        Self::with_cache(hosts, tokens, presigner, cache)
-    }
-
-    /// The same, tuned. The in-memory cache takes `config.cache_capacity`.
-    pub fn with_config(hosts: SecureHosts, tokens: Arc<dyn TokenSource>, presigner: P, config: PresignConfig) -> Self {
-        let cache = Arc::new(MemoryPresignCache::new(config.cache_capacity));
-        Self::with_cache(hosts, tokens, presigner, cache).configured(config)
+        let cache = Arc::new(MemoryPresignCache::new(DEFAULT_CACHE_CAPACITY));
+        Self::assemble(hosts, tokens, presigner, cache, PresignConfig::default(), Arc::new(SystemClock))
     }
 }
 
 impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
-    /// Presigned URLs for `hosts` from `presigner`, cached in `cache`.
-    pub fn with_cache(hosts: SecureHosts, tokens: Arc<dyn TokenSource>, presigner: P, cache: Arc<C>) -> Self {
-        let config = PresignConfig::default();
+    fn assemble(
+        hosts: SecureHosts,
+        tokens: Arc<dyn TokenSource>,
+        presigner: P,
+        cache: Arc<C>,
+        config: PresignConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let purger = Arc::new(ScopePurger { cache: cache.clone(), fixed_scope: AtomicBool::new(false) });
         let weak: Weak<dyn TokenListener> = Arc::downgrade(&purger) as Weak<dyn TokenListener>;
         tokens.subscribe(weak);
-        Self {
-            flights: Flights::new(config.batch_limit.min(presigner.max_batch()), config.max_waiting),
+        let strategy = Self {
+            flights: Flights::new(1, 1),
             destinations: Destinations::new(&hosts, &config.cdn_hosts),
             proven: ProvenTokens::default(),
             hosts,
             tokens,
             presigner,
             cache,
-            clock: Arc::new(SystemClock),
-            config,
+            clock,
+            config: PresignConfig::default(),
             counters: Counters::default(),
             purger,
-        }
+        };
+        strategy.with_config(config)
     }
 
-    /// Applies a configuration (every setting but `cache_capacity`: a cache given to
-    /// [`with_cache`](Self::with_cache) keeps its own size).
-    pub fn configured(mut self, config: PresignConfig) -> Self {
+    /// The same strategy over another cache: a [`MemoryPresignCache`] of another size, Redis for a
+    /// fleet, or yours.
+    pub fn with_cache<D: PresignCache>(self, cache: Arc<D>) -> PresignedStrategy<P, D> {
+        PresignedStrategy::assemble(self.hosts, self.tokens, self.presigner, cache, self.config, self.clock)
+    }
+
+    /// Applies a configuration.
+    pub fn with_config(mut self, config: PresignConfig) -> Self {
         self.flights = Flights::new(config.batch_limit.min(self.presigner.max_batch()), config.max_waiting);
         self.destinations = Destinations::new(&self.hosts, &config.cdn_hosts);
         // The token source already holds the purger (weakly): a flag it reads, not a rebuild.

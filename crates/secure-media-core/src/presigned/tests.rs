@@ -123,7 +123,7 @@ fn strategy(
     tokens: Arc<dyn TokenSource>,
     config: PresignConfig,
 ) -> Arc<PresignedStrategy<Arc<FakeEndpoint>>> {
-    Arc::new(PresignedStrategy::with_config(hosts(), tokens, endpoint.clone(), config).with_clock(clock.clone()))
+    Arc::new(PresignedStrategy::new(hosts(), tokens, endpoint.clone()).with_config(config).with_clock(clock.clone()))
 }
 
 fn media(n: usize) -> String {
@@ -304,7 +304,7 @@ async fn a_refused_url_is_dropped_and_retried_once() {
 async fn a_refused_token_at_the_endpoint_is_renewed_once() {
     let clock = start();
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
-    let cell = Arc::new(LoginCell::with_relogin(|| async { Ok(token("renewed")) }));
+    let cell = Arc::new(LoginCell::new().with_relogin(|| async { Ok(token("renewed")) }));
     let stale = cell.set(FileAccessToken::new("stale-opaque").unwrap());
     endpoint.refuse_tokens.lock().unwrap().push(stale.expose_secret().to_owned());
     let s = strategy(&clock, &endpoint, cell.clone(), PresignConfig::default());
@@ -315,7 +315,7 @@ async fn a_refused_token_at_the_endpoint_is_renewed_once() {
     assert_eq!(s.stats().token_refreshes, 1);
 
     // A token that stays refused is an error after one renewal, not a loop.
-    let always = Arc::new(LoginCell::with_relogin(|| async { FileAccessToken::new("still-bad") }));
+    let always = Arc::new(LoginCell::new().with_relogin(|| async { FileAccessToken::new("still-bad") }));
     always.set(FileAccessToken::new("bad").unwrap());
     endpoint.refuse_tokens.lock().unwrap().extend(["bad".to_owned(), "still-bad".to_owned()]);
     let s = strategy(&clock, &endpoint, always, PresignConfig::default());
@@ -327,8 +327,9 @@ async fn a_refused_token_at_the_endpoint_is_renewed_once() {
 async fn the_cache_bound_holds_under_many_urls() {
     let clock = start();
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
-    let config = PresignConfig { cache_capacity: 100, ..PresignConfig::default() };
-    let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), config);
+    let s = PresignedStrategy::new(hosts(), Arc::new(StaticToken::new(token("a"))), endpoint.clone())
+        .with_cache(Arc::new(MemoryPresignCache::new(100)))
+        .with_clock(clock.clone());
     for n in 0..500 {
         resolve(&s, &media(n)).await;
         assert!(s.cache().len() <= 100);
@@ -390,13 +391,9 @@ async fn a_forged_token_naming_alice_gets_no_hit_on_her_urls_in_a_shared_cache()
 
     let forged = forged("alice");
     endpoint.refuse(&forged);
-    let attacker = PresignedStrategy::with_cache(
-        hosts(),
-        Arc::new(StaticToken::new(forged)),
-        endpoint.clone(),
-        alice.cache().clone(),
-    )
-    .with_clock(clock.clone());
+    let attacker = PresignedStrategy::new(hosts(), Arc::new(StaticToken::new(forged)), endpoint.clone())
+        .with_cache(alice.cache().clone())
+        .with_clock(clock.clone());
     assert!(attacker.resolve_ready(&view_of(&url)).is_none());
     let error = resolve_str(&attacker, &media(1)).await.unwrap_err();
     assert!(matches!(error, AccessError::RefreshFailed(_)), "{error:?}");
@@ -447,13 +444,9 @@ async fn another_holder_of_the_same_token_shares_its_urls_before_proving_it() {
     let first = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("alice"))), PresignConfig::default());
     let url = resolve(&first, &media(1)).await;
     // Another process on the same shared cache, holding the very same token: its own scope.
-    let second = PresignedStrategy::with_cache(
-        hosts(),
-        Arc::new(StaticToken::new(token("alice"))),
-        endpoint.clone(),
-        first.cache().clone(),
-    )
-    .with_clock(clock.clone());
+    let second = PresignedStrategy::new(hosts(), Arc::new(StaticToken::new(token("alice"))), endpoint.clone())
+        .with_cache(first.cache().clone())
+        .with_clock(clock.clone());
     assert_eq!(resolve_str(&second, &media(1)).await.unwrap().0, url);
     assert_eq!(endpoint.calls(), 1);
 }
@@ -532,13 +525,9 @@ async fn a_plain_http_presigned_url_is_refused_unless_the_secure_hosts_allow_htt
     let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), PresignConfig::default());
     assert!(resolve_str(&*s, &media(1)).await.unwrap_err().to_string().contains("plain http"));
     let loose = Arc::new(
-        PresignedStrategy::with_config(
-            hosts().allowing_http(),
-            Arc::new(StaticToken::new(token("a"))),
-            endpoint.clone(),
-            PresignConfig::default(),
-        )
-        .with_clock(clock.clone()),
+        PresignedStrategy::new(hosts().allowing_http(), Arc::new(StaticToken::new(token("a"))), endpoint.clone())
+            .with_config(PresignConfig::default())
+            .with_clock(clock.clone()),
     );
     assert!(resolve(&loose, &media(1)).await.starts_with("http://files-us.cometchat.io/"));
 }
@@ -693,14 +682,17 @@ fn each_way(
     let mut built = Vec::new();
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
     let s: Arc<dyn MediaAccessStrategy> = Arc::new(
-        PresignedStrategy::with_config(hosts(), tokens(), endpoint.clone(), config.clone()).with_clock(clock.clone()),
+        PresignedStrategy::new(hosts(), tokens(), endpoint.clone())
+            .with_config(config.clone())
+            .with_clock(clock.clone()),
     );
     built.push((("with_config", s), endpoint));
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
-    let cache = Arc::new(MemoryPresignCache::new(config.cache_capacity));
+    let cache = Arc::new(MemoryPresignCache::new(5));
     let s: Arc<dyn MediaAccessStrategy> = Arc::new(
-        PresignedStrategy::with_cache(hosts(), tokens(), endpoint.clone(), cache)
-            .configured(config.clone())
+        PresignedStrategy::new(hosts(), tokens(), endpoint.clone())
+            .with_cache(cache)
+            .with_config(config.clone())
             .with_clock(clock.clone()),
     );
     built.push((("configured", s), endpoint));
@@ -813,8 +805,8 @@ async fn the_fixed_scope_setting_applies() {
 }
 
 #[tokio::test]
-async fn the_cache_capacity_setting_applies() {
-    let config = PresignConfig { cache_capacity: 5, ..PresignConfig::default() };
+async fn a_cache_of_five_holds_at_most_five() {
+    let config = PresignConfig::default();
     let clock = start();
     for ((way, s), _) in each_way(&clock, || Arc::new(StaticToken::new(token("a"))), &config) {
         for n in 0..40 {

@@ -24,7 +24,7 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<FileAccessToken>, AccessError
 /// use std::sync::Arc;
 /// use secure_media_core::{AccessError, FileAccessToken, LoginCell, TokenSource};
 ///
-/// let cell = LoginCell::with_relogin(|| async { FileAccessToken::new("fresh") });
+/// let cell = LoginCell::new().with_relogin(|| async { FileAccessToken::new("fresh") });
 /// assert!(cell.current().is_none());
 /// let stale = cell.set(FileAccessToken::new("first").unwrap());
 /// let fresh = cell.refresh(&stale).await.unwrap();
@@ -232,13 +232,15 @@ impl LoginCell {
         Self::default()
     }
 
-    /// An empty cell that renews a refused token by calling `relogin` (single-flight).
-    pub fn with_relogin<F, Fut>(relogin: F) -> Self
+    /// Renews a refused token by calling `relogin` (single-flight):
+    /// `LoginCell::new().with_relogin(|| async { ... })`.
+    pub fn with_relogin<F, Fut>(mut self, relogin: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<FileAccessToken, AccessError>> + Send + 'static,
     {
-        Self { relogin: Some(Arc::new(move || relogin().boxed())), ..Self::default() }
+        self.relogin = Some(Arc::new(move || relogin().boxed()));
+        self
     }
 
     /// Uses another clock for the renewal backoff and quiet period (tests).
@@ -419,7 +421,7 @@ pub(crate) mod tests {
     async fn hundred_concurrent_refusals_make_one_refresh() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
-        let cell = Arc::new(LoginCell::with_relogin(move || {
+        let cell = Arc::new(LoginCell::new().with_relogin(move || {
             let counter = counter.clone();
             async move {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
@@ -447,7 +449,7 @@ pub(crate) mod tests {
     async fn refresh_is_skipped_when_the_stale_token_is_no_longer_current() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
-        let cell = LoginCell::with_relogin(move || {
+        let cell = LoginCell::new().with_relogin(move || {
             counter.fetch_add(1, Ordering::SeqCst);
             async { FileAccessToken::new("relogin") }
         });
@@ -488,18 +490,19 @@ pub(crate) mod tests {
     pub(crate) fn cell_with_hook(clock: &Arc<ManualClock>) -> (LoginCell, Arc<Hook>) {
         let hook = Arc::new(Hook::default());
         let counter = hook.clone();
-        let cell = LoginCell::with_relogin(move || {
-            let n = counter.calls.fetch_add(1, Ordering::SeqCst);
-            let failing = counter.failing.load(Ordering::SeqCst);
-            async move {
-                if failing {
-                    Err(AccessError::RefreshFailed("the login endpoint answered 503".into()))
-                } else {
-                    FileAccessToken::new(format!("fresh-{n}"))
+        let cell = LoginCell::new()
+            .with_relogin(move || {
+                let n = counter.calls.fetch_add(1, Ordering::SeqCst);
+                let failing = counter.failing.load(Ordering::SeqCst);
+                async move {
+                    if failing {
+                        Err(AccessError::RefreshFailed("the login endpoint answered 503".into()))
+                    } else {
+                        FileAccessToken::new(format!("fresh-{n}"))
+                    }
                 }
-            }
-        })
-        .with_clock(clock.clone());
+            })
+            .with_clock(clock.clone());
         (cell, hook)
     }
 
@@ -514,7 +517,7 @@ pub(crate) mod tests {
     fn paused_cell() -> (Arc<LoginCell>, Arc<Paused>) {
         let hook = Arc::new(Paused::default());
         let paused = hook.clone();
-        let cell = LoginCell::with_relogin(move || {
+        let cell = LoginCell::new().with_relogin(move || {
             let paused = paused.clone();
             async move {
                 let n = paused.calls.fetch_add(1, Ordering::SeqCst);
@@ -583,14 +586,15 @@ pub(crate) mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let cell = Arc::new(
-            LoginCell::with_relogin(move || {
-                let n = counter.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    tokio::task::yield_now().await;
-                    FileAccessToken::new(format!("fresh-{n}"))
-                }
-            })
-            .with_quiet_period(Duration::ZERO),
+            LoginCell::new()
+                .with_relogin(move || {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::task::yield_now().await;
+                        FileAccessToken::new(format!("fresh-{n}"))
+                    }
+                })
+                .with_quiet_period(Duration::ZERO),
         );
         cell.set(FileAccessToken::new("first").unwrap());
         for round in 1..=1_000 {
@@ -640,11 +644,12 @@ pub(crate) mod tests {
         let clock = start();
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
-        let cell = LoginCell::with_relogin(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            std::future::pending::<Result<FileAccessToken, AccessError>>()
-        })
-        .with_clock(clock.clone());
+        let cell = LoginCell::new()
+            .with_relogin(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<Result<FileAccessToken, AccessError>>()
+            })
+            .with_clock(clock.clone());
         let stale = cell.set(FileAccessToken::new("stale").unwrap());
         // The first refusal starts the relogin and waits for it; a caller that gives up leaves it.
         assert!(futures::FutureExt::now_or_never(cell.refresh(&stale)).is_none());
