@@ -209,12 +209,13 @@ fn presigned_hits(c: &mut Criterion) {
     // key by its text, ours derives the clean key from it. Our cache alone is also handed the
     // URL's text (with the scope), the like-for-like cache comparison.
     let memory = MemoryPresignCache::new(RESIDENT * 2);
+    let scope: Arc<str> = SCOPE.into();
     let now = std::time::SystemTime::now();
     rt.block_on(async {
         for (t, s) in texts.iter().zip(&signed) {
             let url = Url::parse(s).unwrap();
-            let entry = Arc::new(SignedUrl::new(url, now, now + Duration::from_secs(86_400)));
-            memory.put(&CacheKey::new(SCOPE, t), entry).await;
+            let entry = SignedUrl::new(t, url, now, now + Duration::from_secs(86_400));
+            memory.put(&CacheKey::new(&scope, t), entry).await;
         }
     });
     let order = random_indices(1 << 16, 0x9e37_79b9);
@@ -235,7 +236,7 @@ fn presigned_hits(c: &mut Criterion) {
     group.bench_function("secure-media MemoryPresignCache get", |b| {
         b.iter(|| {
             n = (n + 1) & 0xffff;
-            black_box(memory.get_ready(&CacheKey::new(SCOPE, urls[order[n]].as_str())))
+            black_box(memory.get_ready(&CacheKey::new(&scope, urls[order[n]].as_str())))
         })
     });
     group.bench_function("baseline HashMap get+clone", |b| {
@@ -279,7 +280,7 @@ fn presigned_hits(c: &mut Criterion) {
     group.bench_function("secure-media MemoryPresignCache get", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, &|i| {
-                black_box(memory.get_ready(&CacheKey::new(SCOPE, urls[i].as_str())));
+                black_box(memory.get_ready(&CacheKey::new(&scope, urls[i].as_str())));
             })
         })
     });

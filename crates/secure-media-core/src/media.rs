@@ -475,7 +475,7 @@ mod tests {
         media.resolve_url(secure).await.unwrap();
         let presigned = media.presigned.clone().unwrap();
         let token = login.current().unwrap();
-        let key = crate::presigned::CacheKey::new(token.principal(), secure);
+        let key = crate::presigned::CacheKey::new(token.principal_shared(), secure);
         let cached = presigned.cache().get_ready(&key).unwrap();
         assert_eq!(cached.fetched_at(), clock.now(), "fetched at the builder's clock, not the system's");
     }

@@ -47,13 +47,11 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::await_holding_lock)]
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use std::borrow::Cow;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -257,16 +255,16 @@ fn decode(key: &CacheKey<'_>, text: &str, now: SystemTime) -> Option<SignedUrl> 
     if expires_at <= fetched_at || !fetched_in_the_past {
         return None;
     }
-    Some(SignedUrl::new(url, fetched_at, expires_at))
+    Some(SignedUrl::new(key.url(), url, fetched_at, expires_at))
 }
 
 #[async_trait]
 impl PresignCache for RedisPresignCache {
-    fn get_ready(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
+    fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
         self.l1.as_ref()?.get_ready(key)
     }
 
-    async fn get(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
+    async fn get(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
         if let Some(hit) = self.get_ready(key) {
             return Some(hit);
         }
@@ -274,14 +272,14 @@ impl PresignCache for RedisPresignCache {
         let mut redis = self.redis.clone();
         // Bytes, not a `String`: a value that is not UTF-8 is a bad entry (a miss), not an outage.
         let bytes: Option<Vec<u8>> = self.call("GET", async move { redis.get(redis_key).await }).await.flatten();
-        let url = Arc::new(decode(key, std::str::from_utf8(&bytes?).ok()?, SystemTime::now())?);
+        let url = decode(key, std::str::from_utf8(&bytes?).ok()?, SystemTime::now())?;
         if let Some(l1) = &self.l1 {
             l1.put(key, url.clone()).await;
         }
         Some(url)
     }
 
-    async fn put(&self, key: &CacheKey<'_>, url: Arc<SignedUrl>) {
+    async fn put(&self, key: &CacheKey<'_>, url: SignedUrl) {
         if let Some(l1) = &self.l1 {
             l1.put(key, url.clone()).await;
         }
@@ -345,6 +343,7 @@ fn url_digest(url: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn the_long_url_digest_is_pinned_xxh3() {
@@ -354,26 +353,33 @@ mod tests {
         assert_eq!(url_digest("https://files-us.cometchat.io/app/media/a.png"), 0x5616_8278_9d33_316e);
         let cache = RedisPresignCache::new("redis://127.0.0.1:1").unwrap();
         let long = format!("https://files-us.cometchat.io/app/media/{}.png", "a".repeat(300));
-        let key = cache.redis_key(&CacheKey::new("sub:alice", &long));
+        let alice: Arc<str> = "sub:alice".into();
+        let key = cache.redis_key(&CacheKey::new(&alice, &long));
         assert_eq!(key, format!("secure-media:sub:alice:h:{:016x}", url_digest(&long)));
     }
 
     #[test]
     fn values_round_trip_and_refuse_another_key() {
         let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
-        let signed =
-            SignedUrl::new(url::Url::parse("https://m.io/a?Signature=s").unwrap(), now, now + Duration::from_secs(60));
-        let key = CacheKey::new("sub:a", "https://m.io/a");
+        let signed = SignedUrl::new(
+            "https://m.io/a",
+            url::Url::parse("https://m.io/a?Signature=s").unwrap(),
+            now,
+            now + Duration::from_secs(60),
+        );
+        let scope: Arc<str> = "sub:a".into();
+        let key = CacheKey::new(&scope, "https://m.io/a");
         let text = encode(&key, &signed);
         let back = decode(&key, &text, now).unwrap();
         assert_eq!((back.as_str(), back.expires_at(), back.fetched_at()), (signed.as_str(), signed.expires_at(), now));
-        assert!(decode(&CacheKey::new("sub:a", "https://m.io/b"), &text, now).is_none());
+        assert!(decode(&CacheKey::new(&scope, "https://m.io/b"), &text, now).is_none());
         assert!(decode(&key, "not json", now).is_none());
     }
 
     #[test]
     fn absurd_times_in_a_stored_value_are_a_miss_not_a_panic() {
-        let key = CacheKey::new("sub:a", "https://m.io/a");
+        let scope: Arc<str> = "sub:a".into();
+        let key = CacheKey::new(&scope, "https://m.io/a");
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         // Found by `decode_never_panics_and_absurd_times_are_a_miss`: the first five were read as
         // entries (fetched in year 584 million or ahead of the clock, expiring before their fetch).
@@ -448,7 +454,8 @@ mod tests {
             /// and what the strategy computes from it never overflows.
             #[test]
             fn decode_never_panics_and_absurd_times_are_a_miss(bytes in stored_value(), now_ms in 1_700_000_000_000u64..1_900_000_000_000) {
-                let key = CacheKey::new("sub:a", "https://m.io/a");
+                let scope: Arc<str> = "sub:a".into();
+        let key = CacheKey::new(&scope, "https://m.io/a");
                 let now = UNIX_EPOCH + Duration::from_millis(now_ms);
                 let Some(text) = std::str::from_utf8(&bytes).ok() else { return Ok(()) };
                 if let Some(url) = decode(&key, text, now) {

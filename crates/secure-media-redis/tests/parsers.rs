@@ -89,13 +89,11 @@ enum Stored {
 }
 
 /// Stores `stored` where the cache looks for `key`, then reads it back through the cache.
-fn store_and_read(
-    f: &Fixture,
-    stored: &Stored,
-) -> (Option<std::sync::Arc<secure_media_core::presigned::SignedUrl>>, String) {
+fn store_and_read(f: &Fixture, stored: &Stored) -> (Option<secure_media_core::presigned::SignedUrl>, String) {
     f.runtime.block_on(async {
         let cache = cache(f);
-        let key = CacheKey::new("sub:alice", "https://m.io/a.png");
+        let alice: std::sync::Arc<str> = "sub:alice".into();
+        let key = CacheKey::new(&alice, "https://m.io/a.png");
         let redis_key = cache.redis_key(&key);
         let mut conn = redis::Client::open(f.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
         let _: () = conn.del(&redis_key).await.unwrap();

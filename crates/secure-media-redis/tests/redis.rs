@@ -308,15 +308,16 @@ async fn an_entry_pointing_elsewhere_is_a_miss_and_is_deleted() {
     let planter = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0);
     let now = std::time::SystemTime::now();
     let planted = url::Url::parse("https://evil.example/demo/media/sample-64x64.gif?Expires=4000000000&Signature=x");
-    let planted = Arc::new(SignedUrl::new(planted.unwrap(), now, now + Duration::from_secs(3600)));
-    planter.put(&CacheKey::new("sub:alice", &media), planted).await;
+    let planted = SignedUrl::new(&media, planted.unwrap(), now, now + Duration::from_secs(3600));
+    let alice: Arc<str> = "sub:alice".into();
+    planter.put(&CacheKey::new(&alice, &media), planted).await;
     assert_eq!(principal_keys(&url, &prefix).await.len(), 2);
 
     let used = fleet.resolve(&a, "sample-64x64.gif").await;
     assert!(used.starts_with(&fleet.server.base_url()), "{used}");
     assert_eq!(fleet.fetch_status(&used).await, 200);
     assert_eq!(fleet.server.stats().presign_calls, 2, "the planted entry was a miss");
-    let stored = planter.get(&CacheKey::new("sub:alice", &media)).await.expect("the fresh URL replaced it");
+    let stored = planter.get(&CacheKey::new(&alice, &media)).await.expect("the fresh URL replaced it");
     assert_eq!(stored.as_str(), used);
 }
 
@@ -328,11 +329,12 @@ async fn removing_a_refused_url_keeps_a_fresher_one_another_process_stored() {
         RedisPresignCache::new(&url).unwrap().with_prefix(&prefix),
         RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0),
     );
-    let key = CacheKey::new("sub:alice", "https://media.example.com/a.png");
+    let alice: Arc<str> = "sub:alice".into();
+    let key = CacheKey::new(&alice, "https://media.example.com/a.png");
     let now = std::time::SystemTime::now();
     let signed = |sig: &str| {
         let url = url::Url::parse(&format!("https://media.example.com/a.png?Signature={sig}")).unwrap();
-        Arc::new(SignedUrl::new(url, now, now + Duration::from_secs(3600)))
+        SignedUrl::new("https://media.example.com/a.png", url, now, now + Duration::from_secs(3600))
     };
     let (refused, fresher) = (signed("old"), signed("new"));
     one.put(&key, refused.clone()).await;

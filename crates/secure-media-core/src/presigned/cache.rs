@@ -15,13 +15,13 @@ use super::SignedUrl;
 /// A cache key: the principal scope and the clean media URL.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheKey<'a> {
-    scope: &'a str,
+    scope: &'a Arc<str>,
     url: &'a str,
 }
 
 impl<'a> CacheKey<'a> {
     /// The key of `url` (a clean URL) for principal `scope`.
-    pub fn new(scope: &'a str, url: &'a str) -> Self {
+    pub fn new(scope: &'a Arc<str>, url: &'a str) -> Self {
         Self { scope, url }
     }
 
@@ -43,15 +43,15 @@ impl<'a> CacheKey<'a> {
 #[async_trait]
 pub trait PresignCache: Send + Sync + 'static {
     /// A lookup that does not wait.
-    fn get_ready(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>>;
+    fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl>;
 
     /// A lookup that may wait (a remote tier). Default: [`get_ready`](Self::get_ready).
-    async fn get(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
+    async fn get(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
         self.get_ready(key)
     }
 
     /// Stores a URL; it may be dropped at any time (capacity, its expiry).
-    async fn put(&self, key: &CacheKey<'_>, url: Arc<SignedUrl>);
+    async fn put(&self, key: &CacheKey<'_>, url: SignedUrl);
 
     /// Forgets a URL (the media server refused it).
     async fn remove(&self, key: &CacheKey<'_>);
@@ -70,13 +70,13 @@ pub trait PresignCache: Send + Sync + 'static {
 
 #[async_trait]
 impl<C: PresignCache + ?Sized> PresignCache for Arc<C> {
-    fn get_ready(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
+    fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
         (**self).get_ready(key)
     }
-    async fn get(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
+    async fn get(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
         (**self).get(key).await
     }
-    async fn put(&self, key: &CacheKey<'_>, url: Arc<SignedUrl>) {
+    async fn put(&self, key: &CacheKey<'_>, url: SignedUrl) {
         (**self).put(key, url).await
     }
     async fn remove(&self, key: &CacheKey<'_>) {
@@ -90,86 +90,73 @@ impl<C: PresignCache + ?Sized> PresignCache for Arc<C> {
     }
 }
 
-/// A key as the shards compare it: a hash worked out once per call (it picks the shard, and the
-/// shard's table hashes only it), then the scope and the URL.
+/// A key as the shards compare it: scope and URL, borrowed (a lookup) or stored (an entry).
 trait ShardKey {
-    fn hash(&self) -> u64;
     fn scope(&self) -> &str;
     fn url(&self) -> &str;
 }
 
 impl Hash for dyn ShardKey + '_ {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(ShardKey::hash(self));
+        (self.scope(), self.url()).hash(state);
     }
 }
 
 impl PartialEq for dyn ShardKey + '_ {
     fn eq(&self, other: &Self) -> bool {
-        self.hash() == other.hash() && self.scope() == other.scope() && self.url() == other.url()
+        self.url() == other.url() && self.scope() == other.scope()
     }
 }
 
 impl Eq for dyn ShardKey + '_ {}
 
-/// A lookup: the caller's strings, borrowed.
-struct Lookup<'a> {
-    hash: u64,
-    key: &'a CacheKey<'a>,
-}
-
-impl ShardKey for Lookup<'_> {
-    fn hash(&self) -> u64 {
-        self.hash
-    }
+impl ShardKey for CacheKey<'_> {
     fn scope(&self) -> &str {
-        self.key.scope
+        self.scope
     }
     fn url(&self) -> &str {
-        self.key.url
+        self.url
     }
 }
 
-/// A stored key: scope and URL in one allocation.
-struct StoredKey {
-    hash: u64,
-    scope_len: usize,
-    text: Box<str>,
+/// A cached URL: its scope (shared with every entry of that principal) and the signed URL, whose
+/// text starts with the clean URL, so the key costs no allocation of its own.
+struct Entry {
+    scope: Arc<str>,
+    signed: SignedUrl,
 }
 
-impl ShardKey for StoredKey {
-    fn hash(&self) -> u64 {
-        self.hash
-    }
+impl ShardKey for Entry {
     fn scope(&self) -> &str {
-        self.text.get(..self.scope_len).unwrap_or_default()
+        &self.scope
     }
     fn url(&self) -> &str {
-        self.text.get(self.scope_len..).unwrap_or_default()
+        self.signed.clean_url()
     }
 }
 
-impl<'a> Borrow<dyn ShardKey + 'a> for StoredKey {
+impl<'a> Borrow<dyn ShardKey + 'a> for Entry {
     fn borrow(&self) -> &(dyn ShardKey + 'a) {
         self
     }
 }
 
-impl Hash for StoredKey {
+impl Hash for Entry {
     fn hash<H: Hasher>(&self, state: &mut H) {
         Hash::hash(self as &dyn ShardKey, state)
     }
 }
 
-impl PartialEq for StoredKey {
+impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
         (self as &dyn ShardKey) == (other as &dyn ShardKey)
     }
 }
 
-impl Eq for StoredKey {}
+impl Eq for Entry {}
 
-type Shard = LruCache<StoredKey, Arc<SignedUrl>>;
+/// One shard: entries as keys (a key holds its URL), in least-recently-used order.
+type Shard = LruCache<Entry, ()>;
 
 /// Shards: threads on different keys do not queue on one lock.
 const SHARDS: usize = 16;
@@ -186,17 +173,19 @@ const SHARDS: usize = 16;
 /// use secure_media_core::presigned::{CacheKey, MemoryPresignCache, PresignCache, SignedUrl};
 ///
 /// let cache = MemoryPresignCache::new(1_000);
-/// let key = CacheKey::new("sub:alice", "https://files-us.cometchat.io/a.png");
+/// let (alice, bob): (Arc<str>, Arc<str>) = ("sub:alice".into(), "sub:bob".into());
+/// let clean = "https://files-us.cometchat.io/a.png";
 /// let now = SystemTime::now();
 /// let url = url::Url::parse("https://media-us.cometchat.io/a.png?Signature=s").unwrap();
-/// cache.put(&key, Arc::new(SignedUrl::new(url, now, now + Duration::from_secs(60)))).await;
-/// assert!(cache.get_ready(&key).is_some());
-/// assert!(cache.get_ready(&CacheKey::new("sub:bob", "https://files-us.cometchat.io/a.png")).is_none());
+/// cache.put(&CacheKey::new(&alice, clean), SignedUrl::new(clean, url, now, now + Duration::from_secs(60))).await;
+/// assert!(cache.get_ready(&CacheKey::new(&alice, clean)).is_some());
+/// assert!(cache.get_ready(&CacheKey::new(&bob, clean)).is_none());
 /// # });
 /// ```
 pub struct MemoryPresignCache {
     shards: Box<[Mutex<Shard>]>,
-    /// Seeded per cache: keys are the caller's URLs, so their hashes must not be predictable.
+    /// Picks the shard. Seeded per cache, as each shard's table is: keys are the caller's URLs,
+    /// so their hashes must not be predictable.
     hasher: lru::DefaultHasher,
     len: AtomicUsize,
     capacity: usize,
@@ -225,14 +214,14 @@ impl MemoryPresignCache {
         self.len() == 0
     }
 
-    fn lookup<'a>(&self, key: &'a CacheKey<'a>) -> (Lookup<'a>, usize, MutexGuard<'_, Shard>) {
-        let hash = self.hasher.hash_one((key.scope, key.url));
-        // The high bits pick the shard; the shard's table hashes the whole value again.
+    /// The shard `key` lives in, and its index.
+    fn shard(&self, key: &CacheKey<'_>) -> (usize, MutexGuard<'_, Shard>) {
+        let hash = self.hasher.hash_one(key as &dyn ShardKey);
         let index = (hash >> 60) as usize % SHARDS;
-        (Lookup { hash, key }, index, lock(&self.shards[index]))
+        (index, lock(&self.shards[index]))
     }
 
-    /// One URL fewer in the count: an entry was removed.
+    /// Entries removed: the count follows.
     fn removed(&self, count: usize) {
         self.len.fetch_sub(count, Ordering::Relaxed);
     }
@@ -244,18 +233,22 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 #[async_trait]
 impl PresignCache for MemoryPresignCache {
-    fn get_ready(&self, key: &CacheKey<'_>) -> Option<Arc<SignedUrl>> {
-        let (lookup, _, mut shard) = self.lookup(key);
-        shard.get(&lookup as &dyn ShardKey).cloned()
+    fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
+        let (_, mut shard) = self.shard(key);
+        shard.get_key_value(key as &dyn ShardKey).map(|(entry, ())| entry.signed.clone())
     }
 
-    async fn put(&self, key: &CacheKey<'_>, url: Arc<SignedUrl>) {
-        let (lookup, index, mut shard) = self.lookup(key);
-        let stored =
-            StoredKey { hash: lookup.hash, scope_len: key.scope.len(), text: [key.scope, key.url].concat().into() };
-        if shard.put(stored, url).is_some() {
-            return; // replaced: the count stays
+    async fn put(&self, key: &CacheKey<'_>, url: SignedUrl) {
+        // Stored under the key's URL (the strategy's URLs already name it: no copy).
+        let signed = if url.clean_url() == key.url { url } else { url.for_clean_url(key.url) };
+        let entry = Entry { scope: key.scope.clone(), signed };
+        let (index, mut shard) = self.shard(key);
+        // `put` on a present key would keep the old key, and so the old URL: replace the entry.
+        if shard.pop(key as &dyn ShardKey).is_some() {
+            shard.put(entry, ());
+            return;
         }
+        shard.put(entry, ());
         if self.len.fetch_add(1, Ordering::Relaxed) < self.capacity {
             return;
         }
@@ -274,18 +267,18 @@ impl PresignCache for MemoryPresignCache {
     }
 
     async fn remove(&self, key: &CacheKey<'_>) {
-        let (lookup, _, mut shard) = self.lookup(key);
-        if shard.pop(&lookup as &dyn ShardKey).is_some() {
+        let (_, mut shard) = self.shard(key);
+        if shard.pop(key as &dyn ShardKey).is_some() {
             self.removed(1);
         }
     }
 
     async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
-        let (lookup, _, mut shard) = self.lookup(key);
+        let (_, mut shard) = self.shard(key);
         let same = shard
-            .peek(&lookup as &dyn ShardKey)
-            .is_some_and(|held| std::ptr::eq(&**held, refused) || held.as_str() == refused.as_str());
-        if same && shard.pop(&lookup as &dyn ShardKey).is_some() {
+            .get_key_value(key as &dyn ShardKey)
+            .is_some_and(|(held, ())| held.signed.same_as(refused) || held.signed.as_str() == refused.as_str());
+        if same && shard.pop(key as &dyn ShardKey).is_some() {
             self.removed(1);
         }
     }
@@ -294,7 +287,7 @@ impl PresignCache for MemoryPresignCache {
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             let before = shard.len();
-            shard.retain(|key, _| key.scope() != scope);
+            shard.retain(|entry, ()| &*entry.scope != scope);
             self.removed(before - shard.len());
         }
     }
@@ -311,37 +304,51 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    fn signed(n: usize) -> Arc<SignedUrl> {
+    /// A signed URL made for no clean URL in particular: a put files it under its key's URL.
+    fn signed(n: usize) -> SignedUrl {
         let now = SystemTime::now();
-        Arc::new(SignedUrl::new(
-            url::Url::parse(&format!("https://m.io/{n}?Signature=s")).unwrap(),
-            now,
-            now + Duration::from_secs(60),
-        ))
+        let url = url::Url::parse(&format!("https://m.io/{n}?Signature=s")).unwrap();
+        SignedUrl::new("", url, now, now + Duration::from_secs(60))
+    }
+
+    fn scope(name: &str) -> Arc<str> {
+        name.into()
     }
 
     #[tokio::test]
     async fn capacity_n_never_holds_more_than_n() {
+        let s = scope("s");
         for capacity in [1, 7, 64, 100, 1000] {
             let cache = MemoryPresignCache::new(capacity);
             let urls: Vec<String> = (0..capacity * 3).map(|i| format!("https://h.io/{i}")).collect();
             for (i, url) in urls.iter().enumerate() {
-                cache.put(&CacheKey::new("s", url), signed(i)).await;
-                assert!(cache.len() <= capacity);
+                cache.put(&CacheKey::new(&s, url), signed(i)).await;
                 assert_eq!(cache.len(), (i + 1).min(capacity), "it fills to its capacity before it drops anything");
             }
         }
     }
 
     #[tokio::test]
+    async fn a_hit_answers_the_url_put_under_that_key() {
+        let (s, cache) = (scope("s"), MemoryPresignCache::new(10));
+        let key = CacheKey::new(&s, "https://h.io/a");
+        cache.put(&key, signed(1)).await;
+        let hit = cache.get_ready(&key).unwrap();
+        assert_eq!((hit.as_str(), hit.clean_url()), ("https://m.io/1?Signature=s", "https://h.io/a"));
+        cache.put(&key, signed(2)).await;
+        assert_eq!(cache.get_ready(&key).unwrap().as_str(), "https://m.io/2?Signature=s", "a put replaces");
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[tokio::test]
     async fn the_least_recently_used_url_goes_first() {
-        // One shard's worth of keys is enough to see the order: find three that share a shard.
-        let cache = MemoryPresignCache::new(2);
-        let keys: Vec<String> = (0..200).map(|i| format!("https://h.io/{i}")).collect();
-        let shard_of = |url: &str| cache.lookup(&CacheKey::new("s", url)).1;
-        let first = shard_of(&keys[0]);
-        let same: Vec<&String> = keys.iter().filter(|k| shard_of(k) == first).take(3).collect();
-        let [a, b, c] = [same[0], same[1], same[2]].map(|url| CacheKey::new("s", url));
+        // Find three keys that share a shard: eviction starts in the shard written to.
+        let (s, cache) = (scope("s"), MemoryPresignCache::new(2));
+        let urls: Vec<String> = (0..400).map(|i| format!("https://h.io/{i}")).collect();
+        let shard_of = |url: &str| cache.shard(&CacheKey::new(&s, url)).0;
+        let first = shard_of(&urls[0]);
+        let same: Vec<&String> = urls.iter().filter(|u| shard_of(u) == first).take(3).collect();
+        let [a, b, c] = [same[0], same[1], same[2]].map(|url| CacheKey::new(&s, url));
         cache.put(&a, signed(1)).await;
         cache.put(&b, signed(2)).await;
         assert!(cache.get_ready(&a).is_some());
@@ -351,9 +358,10 @@ mod tests {
 
     #[tokio::test]
     async fn scopes_are_isolated_and_purged_alone() {
+        let (alice_scope, bob_scope) = (scope("sub:alice"), scope("sub:bob"));
         let cache = MemoryPresignCache::new(100);
-        let alice = CacheKey::new("sub:alice", "https://h.io/a");
-        let bob = CacheKey::new("sub:bob", "https://h.io/a");
+        let alice = CacheKey::new(&alice_scope, "https://h.io/a");
+        let bob = CacheKey::new(&bob_scope, "https://h.io/a");
         cache.put(&alice, signed(1)).await;
         assert!(cache.get_ready(&bob).is_none());
         cache.put(&bob, signed(2)).await;
@@ -366,8 +374,8 @@ mod tests {
 
     #[tokio::test]
     async fn removing_a_refused_url_keeps_a_fresher_one() {
-        let cache = MemoryPresignCache::new(10);
-        let key = CacheKey::new("sub:a", "https://h.io/a");
+        let (s, cache) = (scope("sub:a"), MemoryPresignCache::new(10));
+        let key = CacheKey::new(&s, "https://h.io/a");
         let (refused, fresher) = (signed(1), signed(2));
         cache.put(&key, refused.clone()).await;
         cache.put(&key, fresher.clone()).await;
@@ -388,31 +396,33 @@ mod tests {
             rng ^= rng << 17;
             (rng % n) as usize
         };
+        let scopes = [scope("sub:a"), scope("sub:b")];
         for capacity in [1, 5, 64, 200] {
             let cache = MemoryPresignCache::new(capacity);
             let mut model = std::collections::HashMap::new();
             let urls: Vec<String> = (0..300).map(|i| format!("https://h.io/{i}")).collect();
-            let scopes = ["sub:a", "sub:b"];
             for step in 0..5_000 {
-                let key = CacheKey::new(scopes[next(2)], &urls[next(300)]);
+                let key = CacheKey::new(&scopes[next(2)], &urls[next(300)]);
+                let model_key = (key.scope().to_owned(), key.url().to_owned());
                 match next(10) {
                     0..=3 => {
                         cache.put(&key, signed(step)).await;
-                        model.insert((key.scope, key.url), signed(step).as_str().to_owned());
+                        model.insert(model_key, signed(step).as_str().to_owned());
                     }
                     4..=7 => {
                         if let Some(hit) = cache.get_ready(&key) {
-                            assert_eq!(Some(hit.as_str()), model.get(&(key.scope, key.url)).map(String::as_str));
+                            assert_eq!(Some(hit.as_str()), model.get(&model_key).map(String::as_str));
+                            assert_eq!(hit.clean_url(), key.url());
                         }
                     }
                     8 => {
                         cache.remove(&key).await;
-                        model.remove(&(key.scope, key.url));
+                        model.remove(&model_key);
                         assert!(cache.get_ready(&key).is_none());
                     }
                     _ if step % 50 == 0 => {
-                        cache.purge_scope(key.scope);
-                        model.retain(|(scope, _), _| *scope != key.scope);
+                        cache.purge_scope(key.scope());
+                        model.retain(|(scope, _), _| scope != key.scope());
                         assert!(urls.iter().all(|u| cache.get_ready(&CacheKey::new(key.scope, u)).is_none()));
                     }
                     _ => {}

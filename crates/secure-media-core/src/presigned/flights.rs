@@ -17,7 +17,7 @@ use futures::future::{self, Either, FutureExt, Shared};
 use super::SignedUrl;
 use crate::{AccessError, FileAccessToken};
 
-pub(crate) type Outcome = Result<Arc<SignedUrl>, AccessError>;
+pub(crate) type Outcome = Result<SignedUrl, AccessError>;
 type Waiter = Shared<oneshot::Receiver<Outcome>>;
 
 /// A flight's identity: the principal scope and the clean URL.

@@ -303,7 +303,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             let _proof = match proving.then(|| self.proven.prove(scope)) {
                 Some(Proof::Follow(done))
                     if !waited_for_proof
-                        && self.cache.get_ready(&CacheKey::new(token.principal(), clean)).is_some() =>
+                        && self.cache.get_ready(&CacheKey::new(token.principal_shared(), clean)).is_some() =>
                 {
                     let _ = done.await;
                     waited_for_proof = true;
@@ -327,7 +327,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         MediaUrl::with_str(signed.as_str(), |url| Some(self.destinations.check(url)))
             .unwrap_or_else(|| Err("the presigned URL is not an http(s) URL".into()))
             .map_err(|reason| AccessError::Presign { url: clean.to_owned(), reason })?;
-        Ok(Arc::new(signed))
+        Ok(signed)
     }
 
     /// One presign call for a batch; fresh URLs go into the cache before waiters are told.
@@ -351,7 +351,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         for (key, outcome) in keys.iter().zip(&outcomes) {
             match outcome {
                 Ok(signed) => {
-                    writes.push((&*key.scope, &key.url, signed));
+                    writes.push((&key.scope, &key.url, signed));
                     if let Some(proven) = proven.filter(|_| key.proving) {
                         writes.push((proven, &key.url, signed));
                     }
@@ -427,7 +427,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         };
         // Every scope it may be cached under: the token's shared scope and its own (a URL
         // presigned before the token was proven is under both).
-        let mut scopes: Vec<&str> = self.proven_scope(token).map(|scope| &**scope).into_iter().collect();
+        let mut scopes: Vec<&Arc<str>> = self.proven_scope(token).into_iter().collect();
         if self.config.scope.is_none() && token.subject().is_some() {
             scopes.push(token.own_scope());
         }

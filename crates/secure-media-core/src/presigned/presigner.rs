@@ -68,20 +68,42 @@ impl<P: Presigner + ?Sized> Presigner for Arc<P> {
     }
 }
 
-/// A URL that carries its own proof of access, with the time it stops working.
+/// A URL that carries its own proof of access for one clean media URL, with the time it stops
+/// working. A value: copies share one text (cloning is a reference count).
 ///
 /// `Debug` shows only the clean part (scheme, host, path); the full URL is a credential.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use secure_media_core::presigned::SignedUrl;
+///
+/// let now = SystemTime::now();
+/// let url = url::Url::parse("https://media-us.cometchat.io/a.png?Signature=s").unwrap();
+/// let signed = SignedUrl::new("https://files-us.cometchat.io/a.png", url, now, now + Duration::from_secs(60));
+/// assert_eq!(signed.as_str(), "https://media-us.cometchat.io/a.png?Signature=s");
+/// assert_eq!(signed.clean_url(), "https://files-us.cometchat.io/a.png");
+/// ```
+#[derive(Clone)]
 pub struct SignedUrl {
-    /// Kept as text, parsed where a stack needs it (see ARCHITECTURE.md: the cache's memory).
-    url: Box<str>,
+    /// The clean URL, then the signed URL: one allocation per cached entry (the memory figure in
+    /// BENCHMARKS.md; a cache key reads its URL here).
+    text: Arc<str>,
+    clean_len: usize,
     fetched_at: SystemTime,
     expires_at: SystemTime,
 }
 
 impl SignedUrl {
-    /// A signed URL valid from `fetched_at` until `expires_at`.
-    pub fn new(url: Url, fetched_at: SystemTime, expires_at: SystemTime) -> Self {
-        Self { url: String::from(url).into_boxed_str(), fetched_at, expires_at }
+    /// `url`, which grants access to `clean_url`, valid from `fetched_at` until `expires_at`.
+    pub fn new(clean_url: &str, url: Url, fetched_at: SystemTime, expires_at: SystemTime) -> Self {
+        let text: Arc<str> = [clean_url, url.as_str()].concat().into();
+        Self { text, clean_len: clean_url.len(), fetched_at, expires_at }
+    }
+
+    /// The same URL and times, for another clean URL.
+    pub(crate) fn for_clean_url(&self, clean_url: &str) -> Self {
+        let text: Arc<str> = [clean_url, self.as_str()].concat().into();
+        Self { text, clean_len: clean_url.len(), ..*self }
     }
 
     /// Checks a presigner's answer: an http(s) URL that is not yet expired. Its expiry is the
@@ -105,18 +127,28 @@ impl SignedUrl {
         if expires_at <= now {
             return Err(failed("the presigned URL is already expired"));
         }
-        Ok(Self::new(url, now, expires_at))
+        Ok(Self::new(clean_url, url, now, expires_at))
     }
 
     /// The URL to request, parsed.
     pub fn url(&self) -> Url {
         // The text is a `Url`'s own serialization (`new` takes a `Url`), which parses back.
-        Url::parse(&self.url).unwrap_or_else(|_| unreachable!("a Url's serialization parses"))
+        Url::parse(self.as_str()).unwrap_or_else(|_| unreachable!("a Url's serialization parses"))
     }
 
     /// The URL to request, as text.
     pub fn as_str(&self) -> &str {
-        &self.url
+        self.text.get(self.clean_len..).unwrap_or_default()
+    }
+
+    /// The clean media URL it grants access to.
+    pub fn clean_url(&self) -> &str {
+        self.text.get(..self.clean_len).unwrap_or_default()
+    }
+
+    /// Is this the very same URL (a copy of one answer), not merely an equal one?
+    pub fn same_as(&self, other: &SignedUrl) -> bool {
+        Arc::ptr_eq(&self.text, &other.text)
     }
 
     /// When it was obtained.
@@ -174,7 +206,7 @@ impl Destinations {
 impl fmt::Debug for SignedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignedUrl")
-            .field("url", &MediaUrl::with_str(&self.url, |url| Some(url.redacted())))
+            .field("url", &MediaUrl::with_str(self.as_str(), |url| Some(url.redacted())))
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }

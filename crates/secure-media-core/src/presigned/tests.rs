@@ -506,14 +506,15 @@ async fn a_cached_url_pointing_elsewhere_is_a_miss_and_is_removed() {
     resolve(&s, &media(2)).await; // alice is accepted
     let planted = url::Url::parse("https://evil.example/app/media/1.png?Expires=4000000000&Signature=x").unwrap();
     let now = clock.now();
-    s.cache().put(&CacheKey::new("sub:alice", &media(1)), Arc::new(SignedUrl::new(planted, now, now + DAY))).await;
+    let alice: Arc<str> = "sub:alice".into();
+    s.cache().put(&CacheKey::new(&alice, &media(1)), SignedUrl::new(&media(1), planted, now, now + DAY)).await;
 
     let url = url::Url::parse(&media(1)).unwrap();
     assert!(s.resolve_ready(&view_of(&url)).is_none());
     let answer = resolve(&s, &media(1)).await;
     assert!(answer.starts_with(&format!("{}?Expires=", media(1))), "{answer}");
     assert_eq!(endpoint.calls(), 2);
-    let cached = s.cache().get_ready(&CacheKey::new("sub:alice", &media(1))).unwrap();
+    let cached = s.cache().get_ready(&CacheKey::new(&alice, &media(1))).unwrap();
     assert_eq!(cached.url().host_str(), Some("files-us.cometchat.io"));
 }
 
@@ -546,7 +547,8 @@ async fn absurd_expiries_from_the_endpoint_or_a_cache_are_clamped_not_a_panic() 
     });
     let s = strategy(&clock, &endpoint, Arc::new(StaticToken::new(token("a"))), PresignConfig::default());
     resolve(&s, &media(1)).await;
-    let cached = s.cache().get_ready(&CacheKey::new("sub:a", &media(1))).unwrap();
+    let scope_a: Arc<str> = "sub:a".into();
+    let cached = s.cache().get_ready(&CacheKey::new(&scope_a, &media(1))).unwrap();
     assert_eq!(cached.lifetime(), MAX_URL_LIFETIME);
     clock.advance(MAX_URL_LIFETIME);
     assert!(resolve(&s, &media(1)).await.ends_with("n=1"), "renewed at the clamped expiry");
@@ -555,8 +557,8 @@ async fn absurd_expiries_from_the_endpoint_or_a_cache_are_clamped_not_a_panic() 
     let url = url::Url::parse(&media(3)).unwrap();
     let far = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
     for (fetched, expires) in [(UNIX_EPOCH, far), (far, UNIX_EPOCH), (clock.now(), far), (UNIX_EPOCH, UNIX_EPOCH)] {
-        let planted = Arc::new(SignedUrl::new(url.clone(), fetched, expires));
-        s.cache().put(&CacheKey::new("sub:a", &media(3)), planted).await;
+        let planted = SignedUrl::new(&media(3), url.clone(), fetched, expires);
+        s.cache().put(&CacheKey::new(&scope_a, &media(3)), planted).await;
         let _ = s.resolve_ready(&view_of(&url));
         assert!(resolve(&s, &media(3)).await.starts_with(&media(3)));
     }
@@ -672,8 +674,8 @@ async fn a_caller_dropped_before_a_token_rotation_never_blocks_the_next_caller()
 
 type Built = (&'static str, Arc<dyn MediaAccessStrategy>);
 
-/// The strategy built the three ways an app can: `with_config`, `with_cache(..).configured`, and
-/// the `SecureMedia` builder, each with its own endpoint.
+/// The strategy built the three ways an app can: `with_cache(..).with_config(..)`, the other
+/// order, and the `SecureMedia` builder, each with its own endpoint and a cache of five.
 fn each_way(
     clock: &Arc<ManualClock>,
     tokens: impl Fn() -> Arc<dyn TokenSource>,
@@ -683,19 +685,19 @@ fn each_way(
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
     let s: Arc<dyn MediaAccessStrategy> = Arc::new(
         PresignedStrategy::new(hosts(), tokens(), endpoint.clone())
+            .with_cache(Arc::new(MemoryPresignCache::new(5)))
             .with_config(config.clone())
             .with_clock(clock.clone()),
     );
-    built.push((("with_config", s), endpoint));
+    built.push((("cache then config", s), endpoint));
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
-    let cache = Arc::new(MemoryPresignCache::new(5));
     let s: Arc<dyn MediaAccessStrategy> = Arc::new(
         PresignedStrategy::new(hosts(), tokens(), endpoint.clone())
-            .with_cache(cache)
+            .with_clock(clock.clone())
             .with_config(config.clone())
-            .with_clock(clock.clone()),
+            .with_cache(Arc::new(MemoryPresignCache::new(5))),
     );
-    built.push((("configured", s), endpoint));
+    built.push((("config then cache", s), endpoint));
     let endpoint = FakeEndpoint::new(clock.clone(), DAY);
     let media = crate::SecureMedia::builder("app")
         .region("us")
@@ -703,6 +705,7 @@ fn each_way(
         .token_source(tokens())
         .presigner(endpoint.clone())
         .presign_config(config.clone())
+        .presign_cache_capacity(5)
         .clock(clock.clone())
         .build()
         .unwrap();

@@ -68,7 +68,7 @@ pub enum UrlChange {
     /// Remove a query parameter (a stale `fat` in header mode).
     RemoveParam(&'static str),
     /// Request another URL instead (a presigned or signed URL).
-    Replace(Arc<SignedUrl>),
+    Replace(SignedUrl),
 }
 
 impl std::fmt::Debug for UrlChange {
@@ -320,7 +320,7 @@ mod tests {
     fn replace_keeps_the_callers_fragment_and_hides_the_signature_in_debug() {
         let now = std::time::SystemTime::now();
         let signed = url::Url::parse("https://m.io/a.mp4?Signature=SIG").unwrap();
-        let r = Resolution::replace(Arc::new(SignedUrl::new(signed, now, now)));
+        let r = Resolution::replace(SignedUrl::new("https://h.io/a.mp4", signed, now, now));
         assert_eq!(r.apply_to_str("https://h.io/a.mp4#t=10"), "https://m.io/a.mp4?Signature=SIG#t=10");
         let mut url = Url::parse("https://h.io/a.mp4?fat=x#t=10").unwrap();
         r.apply_to_url(&mut url);
