@@ -87,8 +87,8 @@ const ROWS: &[Row] = &[
         ours: "secure-media MemoryPresignCache get",
         baseline: "baseline quick_cache get",
         kind: Kind::Cost,
-        target: "<= 1x",
-        meaning: "our cache vs quick_cache, each handed the request URL's text (ours with the scope) to hash",
+        target: "<= 1.2x",
+        meaning: "our cache (lru shards) vs quick_cache, each handed the request URL's text (ours with the scope) to hash",
     },
     Row {
         group: "presigned_hit",
@@ -121,6 +121,14 @@ const ROWS: &[Row] = &[
         kind: Kind::Scaling("presigned_hit", "secure-media resolve_ready"),
         target: ">= 1.5x",
         meaning: "aggregate hits/s on two threads vs one",
+    },
+    Row {
+        group: "presigned_hit_2_threads",
+        ours: "secure-media MemoryPresignCache get",
+        baseline: "",
+        kind: Kind::Scaling("presigned_hit", "secure-media MemoryPresignCache get"),
+        target: ">= 1.5x",
+        meaning: "our cache alone: aggregate hits/s on two threads vs one",
     },
     Row {
         group: "presigned_hit_2_threads",

@@ -52,8 +52,7 @@ impl SecureMediaMiddleware {
     }
 
     /// Leaves the [`MediaKey`](secure_media_core::MediaKey) out of the chain's and the response's
-    /// extensions: for stacks without a cache that keys by it (it costs an extension map and an
-    /// allocation per request).
+    /// extensions: for stacks without a cache that keys by it (a little faster: BENCHMARKS.md).
     pub fn without_media_key(mut self) -> Self {
         self.media_key = false;
         self

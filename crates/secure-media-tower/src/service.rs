@@ -51,9 +51,8 @@ impl SecureMediaLayer {
     }
 
     /// Leaves the [`MediaKey`] out of the request's and the response's extensions: for stacks
-    /// without a cache that keys by it. The key costs three allocations per extension map it
-    /// starts (`http::Extensions` boxes its map and each value), about half of the layer's cost
-    /// on an in-process call (see BENCHMARKS.md).
+    /// without a cache that keys by it (about half of the layer's own cost on an in-process
+    /// call: BENCHMARKS.md).
     pub fn without_media_key(mut self) -> Self {
         self.media_key = false;
         self

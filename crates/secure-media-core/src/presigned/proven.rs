@@ -33,6 +33,9 @@ fn proof_digest(token: &FileAccessToken) -> TokenDigest {
     digest(b"secure-media/presigned/proven-token/v1\0", token)
 }
 
+// The address path (`last`, `recent`) is hand-written for a user-level figure: a cache hit on
+// two threads (`presigned_hit_2_threads` in BENCHMARKS.md) checks proof with one load and a
+// per-thread read lock, not a shared lock or a hash of the token.
 #[derive(Default)]
 pub(crate) struct ProvenTokens {
     /// The address of the token proven last, or null: one load on a cache hit, the usual case
