@@ -1,11 +1,12 @@
 //! [`PresignCache`]: where presigned URLs wait for reuse, and the in-memory
 //! [`MemoryPresignCache`] (sharded, least recently used out first, by the `lru` crate).
 
-use std::borrow::Borrow;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use async_trait::async_trait;
 use lru::LruCache;
@@ -90,81 +91,52 @@ impl<C: PresignCache + ?Sized> PresignCache for Arc<C> {
     }
 }
 
-/// A key as the shards compare it: scope and URL, borrowed (a lookup) or stored (an entry).
-trait ShardKey {
-    fn scope(&self) -> &str;
-    fn url(&self) -> &str;
-}
-
-impl Hash for dyn ShardKey + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (self.scope(), self.url()).hash(state);
-    }
-}
-
-impl PartialEq for dyn ShardKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.url() == other.url() && self.scope() == other.scope()
-    }
-}
-
-impl Eq for dyn ShardKey + '_ {}
-
-impl ShardKey for CacheKey<'_> {
-    fn scope(&self) -> &str {
-        self.scope
-    }
-    fn url(&self) -> &str {
-        self.url
-    }
-}
-
-/// A cached URL: its scope (shared with every entry of that principal) and the signed URL, whose
-/// text starts with the clean URL, so the key costs no allocation of its own.
-struct Entry {
+/// A cached URL, filed under the hash of its key; the key itself (scope and clean URL) is
+/// verified on every hit, so two keys that share a hash read as a miss, never as each other.
+struct Slot {
+    /// Shared with every entry of that principal.
     scope: Arc<str>,
+    /// Its text starts with the clean URL: the key costs no allocation of its own.
     signed: SignedUrl,
+    /// Hit since it last reached the back: the eviction gives it a second chance.
+    hit: AtomicBool,
 }
 
-impl ShardKey for Entry {
-    fn scope(&self) -> &str {
-        &self.scope
-    }
-    fn url(&self) -> &str {
-        self.signed.clean_url()
-    }
-}
-
-impl<'a> Borrow<dyn ShardKey + 'a> for Entry {
-    fn borrow(&self) -> &(dyn ShardKey + 'a) {
-        self
+impl Slot {
+    fn is(&self, key: &CacheKey<'_>) -> bool {
+        self.signed.clean_url() == key.url && (Arc::ptr_eq(&self.scope, key.scope) || *self.scope == **key.scope)
     }
 }
 
-impl Hash for Entry {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        Hash::hash(self as &dyn ShardKey, state)
+/// A shard: an `lru` cache keyed by the key's hash, in the order URLs were stored or given
+/// their second chance.
+type Shard = LruCache<u64, Slot>;
+
+/// Drops the least recently used URL that was not hit since it last reached the back; a hit
+/// one goes to the front instead (second chance). Hits only flag a URL, under a read lock that
+/// writes no memory another thread reads: hand-written for the cache-hit figures in
+/// BENCHMARKS.md (one thread against quick_cache, and two threads against one).
+fn evict(shard: &mut Shard) -> bool {
+    // Each URL is looked at most twice: the flags it clears do not come back.
+    for _ in 0..=shard.len() {
+        let Some((&hash, slot)) = shard.peek_lru() else { return false };
+        if slot.hit.swap(false, Ordering::Relaxed) {
+            shard.promote(&hash);
+        } else {
+            return shard.pop_lru().is_some();
+        }
     }
+    shard.pop_lru().is_some()
 }
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self as &dyn ShardKey) == (other as &dyn ShardKey)
-    }
-}
-
-impl Eq for Entry {}
-
-/// One shard: entries as keys (a key holds its URL), in least-recently-used order.
-type Shard = LruCache<Entry, ()>;
 
 /// Shards: threads on different keys do not queue on one lock.
 const SHARDS: usize = 16;
 
 /// An in-memory cache of presigned URLs, bounded: it never holds more than its capacity, and it
-/// fills to its capacity before it drops anything. Its shards are `lru` caches behind a mutex
-/// each, chosen by the key's hash; when the cache is full, a put drops the least recently used
-/// URL of the shard it goes to.
+/// fills to its capacity before it drops anything. Its 16 shards are `lru` caches chosen by the
+/// key's hash; when the cache is full, a put drops the least recently stored URL of its shard
+/// that was not hit since (a hit one gets a second chance at the front), so URLs in use stay.
+/// Hits take a read lock and touch no list: threads reading the cache do not queue.
 ///
 /// ```
 /// # futures::executor::block_on(async {
@@ -183,8 +155,8 @@ const SHARDS: usize = 16;
 /// # });
 /// ```
 pub struct MemoryPresignCache {
-    shards: Box<[Mutex<Shard>]>,
-    /// Picks the shard. Seeded per cache, as each shard's table is: keys are the caller's URLs,
+    shards: Box<[ShardedLock<Shard>]>,
+    /// Files keys by hash and picks their shard. Seeded per cache: keys are the caller's URLs,
     /// so their hashes must not be predictable.
     hasher: lru::DefaultHasher,
     len: AtomicUsize,
@@ -195,7 +167,7 @@ impl MemoryPresignCache {
     /// A cache holding at most `capacity` URLs (at least one).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let shards = (0..SHARDS).map(|_| Mutex::new(LruCache::unbounded())).collect();
+        let shards = (0..SHARDS).map(|_| ShardedLock::new(LruCache::unbounded())).collect();
         Self { shards, hasher: lru::DefaultHasher::default(), len: AtomicUsize::new(0), capacity }
     }
 
@@ -206,7 +178,7 @@ impl MemoryPresignCache {
 
     /// How many URLs it holds now.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.shards.iter().map(|shard| read(shard).len()).sum()
     }
 
     /// Holds nothing?
@@ -214,11 +186,11 @@ impl MemoryPresignCache {
         self.len() == 0
     }
 
-    /// The shard `key` lives in, and its index.
-    fn shard(&self, key: &CacheKey<'_>) -> (usize, MutexGuard<'_, Shard>) {
-        let hash = self.hasher.hash_one(key as &dyn ShardKey);
-        let index = (hash >> 60) as usize % SHARDS;
-        (index, lock(&self.shards[index]))
+    /// The key's hash and its shard's index.
+    fn shard(&self, key: &CacheKey<'_>) -> (u64, usize) {
+        let hash = self.hasher.hash_one((key.scope(), key.url));
+        // The high bits pick the shard; the shard's table hashes the whole value again.
+        (hash, (hash >> 60) as usize % SHARDS)
     }
 
     /// Entries removed: the count follows.
@@ -227,67 +199,76 @@ impl MemoryPresignCache {
     }
 }
 
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
+fn read(shard: &ShardedLock<Shard>) -> ShardedLockReadGuard<'_, Shard> {
+    shard.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(shard: &ShardedLock<Shard>) -> ShardedLockWriteGuard<'_, Shard> {
+    shard.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[async_trait]
 impl PresignCache for MemoryPresignCache {
     fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
-        let (_, mut shard) = self.shard(key);
-        shard.get_key_value(key as &dyn ShardKey).map(|(entry, ())| entry.signed.clone())
+        let (hash, index) = self.shard(key);
+        let shard = read(&self.shards[index]);
+        let slot = shard.peek(&hash).filter(|slot| slot.is(key))?;
+        // Written once per trip through the shard: later hits leave the line shared.
+        if !slot.hit.load(Ordering::Relaxed) {
+            slot.hit.store(true, Ordering::Relaxed);
+        }
+        Some(slot.signed.clone())
     }
 
     async fn put(&self, key: &CacheKey<'_>, url: SignedUrl) {
         // Stored under the key's URL (the strategy's URLs already name it: no copy).
         let signed = if url.clean_url() == key.url { url } else { url.for_clean_url(key.url) };
-        let entry = Entry { scope: key.scope.clone(), signed };
-        let (index, mut shard) = self.shard(key);
-        // `put` on a present key would keep the old key, and so the old URL: replace the entry.
-        if shard.pop(key as &dyn ShardKey).is_some() {
-            shard.put(entry, ());
-            return;
+        let slot = Slot { scope: key.scope.clone(), signed, hit: AtomicBool::new(false) };
+        let (hash, index) = self.shard(key);
+        let mut shard = write(&self.shards[index]);
+        if shard.put(hash, slot).is_some() {
+            return; // replaced (this key, or one sharing its hash): the count stays
         }
-        shard.put(entry, ());
         if self.len.fetch_add(1, Ordering::Relaxed) < self.capacity {
             return;
         }
-        // Full: the least recently used URL of this shard goes, or of another if this one holds
-        // only the new URL.
-        if shard.len() > 1 && shard.pop_lru().is_some() {
+        // Full: a URL of this shard goes, or of another if this one holds only the new URL.
+        if shard.len() > 1 && evict(&mut shard) {
             return self.removed(1);
         }
         drop(shard);
         let others = self.shards.iter().enumerate().filter(|(i, _)| *i != index);
         for (_, other) in others {
-            if lock(other).pop_lru().is_some() {
+            if evict(&mut write(other)) {
                 return self.removed(1);
             }
         }
     }
 
     async fn remove(&self, key: &CacheKey<'_>) {
-        let (_, mut shard) = self.shard(key);
-        if shard.pop(key as &dyn ShardKey).is_some() {
+        let (hash, index) = self.shard(key);
+        let mut shard = write(&self.shards[index]);
+        if shard.peek(&hash).is_some_and(|slot| slot.is(key)) && shard.pop(&hash).is_some() {
             self.removed(1);
         }
     }
 
     async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
-        let (_, mut shard) = self.shard(key);
-        let same = shard
-            .get_key_value(key as &dyn ShardKey)
-            .is_some_and(|(held, ())| held.signed.same_as(refused) || held.signed.as_str() == refused.as_str());
-        if same && shard.pop(key as &dyn ShardKey).is_some() {
+        let (hash, index) = self.shard(key);
+        let mut shard = write(&self.shards[index]);
+        let same = shard.peek(&hash).is_some_and(|slot| {
+            slot.is(key) && (slot.signed.same_as(refused) || slot.signed.as_str() == refused.as_str())
+        });
+        if same && shard.pop(&hash).is_some() {
             self.removed(1);
         }
     }
 
     fn purge_scope(&self, scope: &str) {
         for shard in self.shards.iter() {
-            let mut shard = lock(shard);
+            let mut shard = write(shard);
             let before = shard.len();
-            shard.retain(|entry, ()| &*entry.scope != scope);
+            shard.retain(|_, slot| &*slot.scope != scope);
             self.removed(before - shard.len());
         }
     }
@@ -345,7 +326,7 @@ mod tests {
         // Find three keys that share a shard: eviction starts in the shard written to.
         let (s, cache) = (scope("s"), MemoryPresignCache::new(2));
         let urls: Vec<String> = (0..400).map(|i| format!("https://h.io/{i}")).collect();
-        let shard_of = |url: &str| cache.shard(&CacheKey::new(&s, url)).0;
+        let shard_of = |url: &str| cache.shard(&CacheKey::new(&s, url)).1;
         let first = shard_of(&urls[0]);
         let same: Vec<&String> = urls.iter().filter(|u| shard_of(u) == first).take(3).collect();
         let [a, b, c] = [same[0], same[1], same[2]].map(|url| CacheKey::new(&s, url));
