@@ -18,6 +18,12 @@ pub(crate) struct Claims {
     /// Unique per login, so every login yields a new token.
     #[serde(default)]
     pub(crate) jti: String,
+    /// The server's FAT generation at issue ([`Faults::expire_fats_now`] raises it): a token of
+    /// an older generation is refused as expired. Absent in a token is generation 0.
+    ///
+    /// [`Faults::expire_fats_now`]: crate::Faults::expire_fats_now
+    #[serde(default, rename = "gen")]
+    pub(crate) generation: u64,
 }
 
 /// Why a FAT was refused.
@@ -77,25 +83,38 @@ impl Keys {
         Ok(Self { fat_encoding, fat_decoding, url_mac, key_pair_id, app_id })
     }
 
-    /// A FAT for `uid`, valid for `ttl`.
+    /// A FAT for `uid`, valid for `ttl` in FAT `generation` (see [`Claims::generation`]).
     pub(crate) fn issue_fat(
         &self,
         uid: &str,
         now: SystemTime,
         ttl: Duration,
+        generation: u64,
     ) -> Result<(String, u64), crate::ServerError> {
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|_| crate::ServerError::Entropy)?;
         let jti = base16ct::lower::encode_string(&nonce);
-        let claims =
-            Claims { sub: uid.to_owned(), iat: unix(now), exp: expiry(now, ttl), app_id: self.app_id.clone(), jti };
+        let claims = Claims {
+            sub: uid.to_owned(),
+            iat: unix(now),
+            exp: expiry(now, ttl),
+            app_id: self.app_id.clone(),
+            jti,
+            generation,
+        };
         let token =
             encode(&Header::new(Algorithm::HS256), &claims, &self.fat_encoding).map_err(|_| crate::ServerError::Key)?;
         Ok((token, claims.exp))
     }
 
-    /// Verifies signature, expiry (no leeway) and app id.
-    pub(crate) fn verify_fat(&self, token: &str, now: SystemTime) -> Result<Claims, FatRefusal> {
+    /// Verifies signature, expiry (no leeway), app id, and that the token's generation is at
+    /// least `oldest_generation`.
+    pub(crate) fn verify_fat(
+        &self,
+        token: &str,
+        now: SystemTime,
+        oldest_generation: u64,
+    ) -> Result<Claims, FatRefusal> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false; // checked below against our clock, without leeway
         validation.required_spec_claims.clear();
@@ -103,7 +122,7 @@ impl Keys {
         if data.claims.app_id != self.app_id {
             return Err(FatRefusal::Invalid);
         }
-        if data.claims.exp <= unix(now) {
+        if data.claims.exp <= unix(now) || data.claims.generation < oldest_generation {
             return Err(FatRefusal::Expired);
         }
         Ok(data.claims)
@@ -163,14 +182,31 @@ mod tests {
     fn fats_verify_and_expire() {
         let k = keys();
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let (fat, exp) = k.issue_fat("alice", now, Duration::from_secs(60)).unwrap();
+        let (fat, exp) = k.issue_fat("alice", now, Duration::from_secs(60), 0).unwrap();
         assert_eq!(exp, 1_000_060);
-        assert_eq!(k.verify_fat(&fat, now).unwrap().sub, "alice");
-        assert_eq!(k.verify_fat(&fat, now + Duration::from_secs(60)).unwrap_err(), FatRefusal::Expired);
+        assert_eq!(k.verify_fat(&fat, now, 0).unwrap().sub, "alice");
+        assert_eq!(k.verify_fat(&fat, now + Duration::from_secs(60), 0).unwrap_err(), FatRefusal::Expired);
         let other = Keys::new(b"other".to_vec(), b"u".to_vec(), "KID".into(), "demo".into()).unwrap();
-        assert_eq!(other.verify_fat(&fat, now).unwrap_err(), FatRefusal::Invalid);
+        assert_eq!(other.verify_fat(&fat, now, 0).unwrap_err(), FatRefusal::Invalid);
         let other_app = Keys::new(b"fat-secret".to_vec(), b"u".to_vec(), "KID".into(), "other".into()).unwrap();
-        assert_eq!(other_app.verify_fat(&fat, now).unwrap_err(), FatRefusal::Invalid);
+        assert_eq!(other_app.verify_fat(&fat, now, 0).unwrap_err(), FatRefusal::Invalid);
+    }
+
+    #[test]
+    fn fats_of_an_expired_generation_are_refused_within_the_same_second() {
+        let k = keys();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let (old, _) = k.issue_fat("alice", now, Duration::from_secs(60), 0).unwrap();
+        let (new, _) = k.issue_fat("alice", now, Duration::from_secs(60), 1).unwrap();
+        assert_eq!(k.verify_fat(&old, now, 1).unwrap_err(), FatRefusal::Expired);
+        assert_eq!(k.verify_fat(&new, now, 1).unwrap().generation, 1);
+        assert!(k.verify_fat(&new, now, 2).is_err());
+        // A token without the claim (issued before it existed) is generation 0.
+        let claims = serde_json::json!({"sub": "bob", "exp": 1_000_060, "iat": 1_000_000, "app_id": "demo"});
+        let bare =
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"fat-secret").unwrap()).unwrap();
+        assert_eq!(k.verify_fat(&bare, now, 0).unwrap().generation, 0);
+        assert_eq!(k.verify_fat(&bare, now, 1).unwrap_err(), FatRefusal::Expired);
     }
 
     #[test]
@@ -181,7 +217,7 @@ mod tests {
         assert_eq!(expiry(now, Duration::from_secs(60)), 1_060);
         assert_eq!(expiry(now, Duration::MAX), 1_000 + MAX_TTL.as_secs());
         assert_eq!(expiry(now, Duration::from_secs(u64::MAX)), 1_000 + MAX_TTL.as_secs());
-        let (_, exp) = keys().issue_fat("alice", now, Duration::MAX).unwrap();
+        let (_, exp) = keys().issue_fat("alice", now, Duration::MAX, 0).unwrap();
         assert_eq!(exp, 1_000 + MAX_TTL.as_secs());
     }
 

@@ -1,7 +1,7 @@
 //! Fault knobs for tests: delays, injected failures, dropped connections, answers cut off
-//! mid-body, short lifetimes, cross-origin redirects and malformed presign answers. Set them through
-//! [`RunningServer::faults`](crate::RunningServer::faults) or, when
-//! [`ServerConfig::control`](crate::ServerConfig::control) is on, `POST /_control`.
+//! mid-body, short lifetimes, every FAT expired at once, cross-origin redirects and malformed
+//! presign answers. Set them through [`RunningServer::faults`](crate::RunningServer::faults) or,
+//! when [`ServerConfig::control`](crate::ServerConfig::control) is on, `POST /_control`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -65,6 +65,9 @@ pub struct Faults {
     /// Oversized answers started, and the bytes of them that reached a client.
     oversized_answers: AtomicU64,
     oversized_bytes_sent: Arc<AtomicU64>,
+    /// Stamped into every FAT issued; a FAT stamped lower is refused. Raised by
+    /// [`Faults::expire_fats_now`], never lowered: a FAT once expired stays expired.
+    fat_generation: AtomicU64,
 }
 
 impl Faults {
@@ -110,6 +113,35 @@ impl Faults {
         self.with(|s| s.url_ttl = Some(ttl));
     }
 
+    /// Expires every FAT issued so far, now: from this call on, each is refused with a 401 as
+    /// expired (`Refusals::expired_fat`) on the media route (`?fat=` and `Authorization: Bearer`)
+    /// and at the presign endpoint, while FATs from logins after the call work. Tokens carry the
+    /// generation they were issued in (the `gen` claim) and this raises the server's, so a token
+    /// issued in the same second but after the call is not caught. [`Faults::reset`] does not
+    /// bring expired FATs back.
+    ///
+    /// Presigned URLs signed before the call stay valid until their own `Expires`, as at a CDN,
+    /// which checks a URL's signature and knows nothing of FATs; so do SigV4 URLs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use secure_media_server::{ReferenceServer, ServerConfig};
+    ///
+    /// let server = ReferenceServer::start(ServerConfig::default()).await?;
+    /// let (client, image) = (reqwest::Client::new(), server.gallery_url(0));
+    /// let before = server.login("alice")?.fat;
+    /// server.faults().expire_fats_now();
+    /// assert_eq!(client.get(&image).bearer_auth(&before).send().await?.status(), 401);
+    /// let after = server.login("alice")?.fat;
+    /// assert_eq!(client.get(&image).bearer_auth(&after).send().await?.status(), 200);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn expire_fats_now(&self) {
+        self.fat_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Answers media requests with `302 Location: <origin><path>` (and the original query when
     /// `keep_query`, as some storage redirectors do); `None` stops.
     pub fn redirect_media_to(&self, origin: Option<String>, keep_query: bool) {
@@ -142,9 +174,14 @@ impl Faults {
         self.with(|s| s.malformed_presign_next = count);
     }
 
-    /// Clears every fault.
+    /// Clears every fault. FATs expired by [`Faults::expire_fats_now`] stay expired.
     pub fn reset(&self) {
         self.with(|s| *s = State::default());
+    }
+
+    /// The generation FATs issued now carry, and the lowest one accepted.
+    pub(crate) fn fat_generation(&self) -> u64 {
+        self.fat_generation.load(Ordering::SeqCst)
     }
 
     pub(crate) fn delay_of(&self, route: Route) -> Duration {
@@ -236,6 +273,9 @@ impl Faults {
         {
             return Err("delay_ms, fail_next, drop_next and cut_body_next need a route (login, media or presign)");
         }
+        if control.expire_fats {
+            self.expire_fats_now();
+        }
         if let Some(secs) = control.fat_ttl_secs {
             self.set_fat_ttl(Duration::from_secs(secs));
         }
@@ -277,6 +317,8 @@ pub struct Control {
     pub drop_next: Option<u32>,
     /// Cut off the answers to the next N requests mid-body (head and half the body, then close).
     pub cut_body_next: Option<u32>,
+    /// Expire every FAT issued so far ([`Faults::expire_fats_now`]); logins after it work.
+    pub expire_fats: bool,
     /// FAT lifetime in seconds for FATs issued from now on, at most [`MAX_TTL`](crate::MAX_TTL).
     pub fat_ttl_secs: Option<u64>,
     /// Presigned URL lifetime in seconds for URLs issued from now on, at most
@@ -318,5 +360,16 @@ mod tests {
         faults.apply(&Control { route: Some(Route::Media), cut_body_next: Some(1), ..Control::default() }).unwrap();
         assert_eq!(faults.take_injected(Route::Media), Some(Injected::CutBody));
         assert_eq!(faults.take_injected(Route::Media), None);
+    }
+
+    #[test]
+    fn expired_fats_stay_expired_through_a_reset() {
+        let faults = Faults::default();
+        assert_eq!(faults.fat_generation(), 0);
+        faults.expire_fats_now();
+        faults.apply(&Control { expire_fats: true, ..Control::default() }).unwrap();
+        assert_eq!(faults.fat_generation(), 2);
+        faults.apply(&Control { reset: true, ..Control::default() }).unwrap();
+        assert_eq!(faults.fat_generation(), 2);
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::samples::samples;
+use crate::samples::built_in;
 
 /// A file to serve (its bytes are shared: a clone is a reference count).
 #[derive(Clone)]
@@ -132,11 +132,8 @@ impl MediaStore {
     pub(crate) async fn get(&self, path: &Path) -> Option<File> {
         match self {
             MediaStore::Samples => {
-                let name = path.to_str()?;
-                samples()
-                    .iter()
-                    .find(|s| s.name == name)
-                    .map(|s| File { bytes: s.bytes.clone(), content_type: s.content_type })
+                let (bytes, content_type) = built_in(path.to_str()?)?;
+                Some(File { bytes, content_type })
             }
             MediaStore::Dir(store) => store.get(path).await,
         }

@@ -19,7 +19,7 @@ use crate::auth::{expiry, FatRefusal, SignatureRefusal};
 use crate::faults::{Control, Injected, Route};
 use crate::media::{parse_range, safe_relative, RangeAnswer};
 use crate::sigv4::{self, Sigv4Refusal};
-use crate::stats::bump;
+use crate::stats::{bump, Carried};
 use crate::Shared;
 
 /// The most URLs one presign call may carry.
@@ -54,10 +54,20 @@ fn route_of(path: &str, app_id: &str) -> Option<Route> {
     }
 }
 
-fn carries_token(request: &Request) -> bool {
-    let in_query =
-        request.uri().query().is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "fat"));
-    in_query || request.headers().contains_key(header::AUTHORIZATION)
+/// The query parameters that carry a presign signature: this server's own (CloudFront-style)
+/// and SigV4's. `Expires`, `Key-Pair-Id` and the other `X-Amz-*` parameters prove nothing alone.
+const SIGNATURE_PARAMS: [&str; 2] = ["Signature", sigv4::SIGNATURE];
+
+/// The credentials a request carries, by kind: a token (`fat` in the query, an `Authorization`
+/// header) and a presign signature. Query names match in any case or percent-encoding, as
+/// clients strip them (`FAT=`, `%66at=`, `signature=`).
+fn credentials_in(request: &Request) -> Carried {
+    let mut carried = Carried { token: request.headers().contains_key(header::AUTHORIZATION), signature: false };
+    for (name, _) in url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        carried.token |= name.eq_ignore_ascii_case("fat");
+        carried.signature |= SIGNATURE_PARAMS.iter().any(|param| name.eq_ignore_ascii_case(param));
+    }
+    carried
 }
 
 /// `302 Found` to `location` (a fault's redirect), or a 500 when it is no header value.
@@ -71,9 +81,7 @@ fn found(location: &str) -> Response {
 /// Counts, logs, and applies the fault knobs before the handlers run.
 async fn observe(State(state): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     bump(&state.counters.requests);
-    if carries_token(&request) {
-        bump(&state.counters.requests_with_token);
-    }
+    state.counters.count_credentials(credentials_in(&request));
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let route = route_of(&path, &state.config.app_id);
@@ -207,7 +215,7 @@ async fn presign(
     body: Result<Json<PresignRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let now = SystemTime::now();
-    match bearer(&headers).map(|fat| state.keys.verify_fat(fat, now)) {
+    match bearer(&headers).map(|fat| state.verify_fat(fat, now)) {
         None => {
             bump(&state.counters.refused_missing);
             return error(StatusCode::UNAUTHORIZED, "a File Access Token is required (Authorization: Bearer)");
@@ -257,10 +265,18 @@ impl Shared {
             return Err("uid must be 1 to 256 printable characters");
         }
         let ttl = self.faults.fat_ttl().unwrap_or(self.config.fat_ttl);
-        let (fat, expires_at) = self.keys.issue_fat(uid, SystemTime::now(), ttl).map_err(|_| "could not sign")?;
+        let generation = self.faults.fat_generation();
+        let (fat, expires_at) =
+            self.keys.issue_fat(uid, SystemTime::now(), ttl, generation).map_err(|_| "could not sign")?;
         bump(&self.counters.logins);
         tracing::info!(uid, "login");
         Ok(LoginAnswer { uid: uid.to_owned(), fat, expires_at })
+    }
+
+    /// Checks a FAT, refusing those of a generation expired by
+    /// [`Faults::expire_fats_now`](crate::Faults::expire_fats_now).
+    fn verify_fat(&self, fat: &str, now: SystemTime) -> Result<(), FatRefusal> {
+        self.keys.verify_fat(fat, now, self.faults.fat_generation()).map(drop)
     }
 
     fn refuse_fat(&self, refusal: FatRefusal) -> Response {
@@ -382,7 +398,7 @@ async fn media(
         }
     } else if let Some(fat) = proof.fat.as_deref().or_else(|| bearer(&headers)) {
         let from_query = proof.fat.is_some();
-        if let Err(refusal) = state.keys.verify_fat(fat, now) {
+        if let Err(refusal) = state.verify_fat(fat, now) {
             return state.refuse_fat(refusal);
         }
         if from_query {

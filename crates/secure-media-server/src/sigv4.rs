@@ -29,7 +29,7 @@ const CREDENTIAL: &str = "X-Amz-Credential";
 const DATE: &str = "X-Amz-Date";
 const EXPIRES: &str = "X-Amz-Expires";
 const SIGNED_HEADERS: &str = "X-Amz-SignedHeaders";
-const SIGNATURE: &str = "X-Amz-Signature";
+pub(crate) const SIGNATURE: &str = "X-Amz-Signature";
 /// A query with any of these claims to be SigV4 and is judged as such.
 const PARAMETERS: [&str; 6] = [ALGORITHM_PARAM, CREDENTIAL, DATE, EXPIRES, SIGNED_HEADERS, SIGNATURE];
 
@@ -239,14 +239,9 @@ fn parse_credential(credential: &str) -> Result<(&str, &str, &str), Sigv4Refusal
 /// `yyyymmddThhmmssZ` (UTC) -> unix seconds.
 fn parse_amz_date(text: &str) -> Result<i64, Sigv4Refusal> {
     let malformed = Invalid("X-Amz-Date must be a UTC time as yyyymmddThhmmssZ");
-    // Exactly this shape: no sign, no padding, no other width for the time crate to accept.
-    let shape = text.len() == 16
-        && text.bytes().enumerate().all(|(i, b)| match i {
-            8 => b == b'T',
-            15 => b == b'Z',
-            _ => b.is_ascii_digit(),
-        });
-    if !shape {
+    // The format takes exactly two digits a field, four for the year, and nothing after `Z`; but
+    // `[year]` also takes a sign before its digits (`+2013`), which AWS's format has not.
+    if !text.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(malformed);
     }
     let format = format_description!("[year][month][day]T[hour][minute][second]Z");
@@ -524,6 +519,20 @@ mod tests {
             replace("20130524T000000Z", "20130524T240000Z"),
             replace("20130524T000000Z", "2013-05-24T00:00:00Z"),
             replace("20130524T000000Z", "+0130524T000000Z"),
+            replace("20130524T000000Z", "+20130524T000000Z"),
+            replace("20130524T000000Z", "-20130524T000000Z"),
+            replace("20130524T000000Z", "%2B20130524T000000Z"),
+            replace("20130524T000000Z", "%2020130524T000000Z"),
+            replace("20130524T000000Z", "20130524T000000Z%20"),
+            replace("20130524T000000Z", "020130524T000000Z"),
+            replace("20130524T000000Z", "20130524T000000"),
+            replace("20130524T000000Z", "20130524t000000Z"),
+            replace("20130524T000000Z", "20130524T000000z"),
+            replace("20130524T000000Z", "20130524T000000.5Z"),
+            replace("20130524T000000Z", "20130524T00000Z"),
+            replace("20130524T000000Z", "20130524T000060Z"),
+            replace("20130524T000000Z", "20130524T000000%2B00"),
+            replace("20130524T000000Z", "%EF%BC%92%EF%BC%90130524T000000Z"),
             replace("20130524T000000Z", "20130525T000000Z"),
             replace("%2F20130524%2F", "%2F2013052%2F"),
             replace("%2Fs3%2F", "%2Fsqs%2F"),
@@ -576,6 +585,67 @@ mod tests {
         }
     }
 
+    /// The shape AWS writes: eight digits, `T`, six digits, `Z`.
+    fn aws_shape(text: &str) -> bool {
+        text.len() == 16
+            && text.bytes().enumerate().all(|(i, b)| match i {
+                8 => b == b'T',
+                15 => b == b'Z',
+                _ => b.is_ascii_digit(),
+            })
+    }
+
+    /// `unix` written as AWS writes X-Amz-Date, from the calendar fields.
+    fn amz_date_of(unix: i64) -> String {
+        let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap();
+        format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    }
+
+    #[test]
+    fn amz_dates_parse_as_aws_writes_them_and_nothing_else() {
+        assert_eq!(parse_amz_date("20130524T000000Z"), Ok(i64::try_from(AWS_SIGNED_AT).unwrap()));
+        assert_eq!(parse_amz_date("19700101T000000Z"), Ok(0));
+        assert_eq!(parse_amz_date("20240229T235959Z"), Ok(1_709_251_199));
+        assert_eq!(parse_amz_date("00000101T000000Z"), Ok(-62_167_219_200));
+        assert_eq!(parse_amz_date("99991231T235959Z"), Ok(253_402_300_799));
+        for bad in [
+            "",
+            "20130524",
+            "+2013052T000000Z",
+            "+20130524T000000Z",
+            "-20130524T000000Z",
+            " 20130524T000000Z",
+            "20130524T000000Z ",
+            "020130524T000000Z",
+            "20130524T000000",
+            "20130524t000000Z",
+            "20130524T000000z",
+            "20130524T000000.5Z",
+            "20130524T000000+00:00",
+            "2013-05-24T00:00:00Z",
+            "20130524T00000Z",
+            "2013524T000000Z",
+            "20130229T000000Z",
+            "20131301T000000Z",
+            "20130500T000000Z",
+            "20130524T240000Z",
+            "20130524T006000Z",
+            "20130524T000060Z",
+            "２０130524T000000Z",
+            "20130524T000000Zé",
+        ] {
+            assert!(matches!(parse_amz_date(bad), Err(Invalid(_))), "{bad:?}");
+        }
+    }
+
     #[test]
     fn the_secret_never_shows_in_debug() {
         let shown = format!("{:?}", aws_key());
@@ -615,6 +685,20 @@ mod tests {
     }
 
     proptest! {
+        /// Every second from year 0 to 9999 reads back as itself.
+        #[test]
+        fn amz_dates_round_trip(unix in -62_167_219_200i64..=253_402_300_799) {
+            prop_assert_eq!(parse_amz_date(&amz_date_of(unix)), Ok(unix));
+        }
+
+        /// Only AWS's shape parses, whatever is near it.
+        #[test]
+        fn only_the_aws_shape_parses(text in prop_oneof!["[0-9+ -]?[0-9]{7,9}[Tt][0-9]{5,7}[Zz]?[.0-9+:Z ]{0,3}", any::<String>()]) {
+            if parse_amz_date(&text).is_ok() {
+                prop_assert!(aws_shape(&text), "{:?}", text);
+            }
+        }
+
         #[test]
         fn the_parser_and_verifier_never_panic(query in query_strategy(), now in any::<u64>()) {
             let _ = is_sigv4(&query);

@@ -18,8 +18,18 @@ pub struct Stats {
     pub served: Served,
     /// Refusals by reason.
     pub refusals: Refusals,
-    /// Requests of any route that carried a token (`fat` in the query or an `Authorization` header).
+    /// Requests of any route that carried a token (`fat` in the query, in any case or
+    /// percent-encoding, or an `Authorization` header).
     pub requests_with_token: u64,
+    /// Requests of any route whose query carried a presign signature: `Signature` (this server's
+    /// presigned URLs) or `X-Amz-Signature` (SigV4), in any case or percent-encoding.
+    #[serde(default)]
+    pub requests_with_signature: u64,
+    /// Requests of any route that carried a token or a presign signature, each counted once:
+    /// the leak count on a server that should see no credential (another origin, a stand-in for
+    /// a CDN or a tracker).
+    #[serde(default)]
+    pub requests_with_credentials: u64,
     /// All requests.
     pub requests: u64,
     /// Media requests answered with the redirect fault.
@@ -70,7 +80,7 @@ pub struct Refusals {
     pub not_found: u64,
 }
 
-const FIELDS: usize = 19;
+const FIELDS: usize = 21;
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -90,6 +100,8 @@ pub(crate) struct Counters {
     pub(crate) refused_traversal: AtomicU64,
     pub(crate) not_found: AtomicU64,
     pub(crate) requests_with_token: AtomicU64,
+    pub(crate) requests_with_signature: AtomicU64,
+    pub(crate) requests_with_credentials: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) redirects: AtomicU64,
     pub(crate) faults_injected: AtomicU64,
@@ -97,6 +109,15 @@ pub(crate) struct Counters {
 
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The kinds of credential one request carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Carried {
+    /// `fat` in the query, or an `Authorization` header.
+    pub(crate) token: bool,
+    /// A presign signature in the query.
+    pub(crate) signature: bool,
 }
 
 impl Counters {
@@ -118,14 +139,29 @@ impl Counters {
             &self.refused_traversal,
             &self.not_found,
             &self.requests_with_token,
+            &self.requests_with_signature,
+            &self.requests_with_credentials,
             &self.requests,
             &self.redirects,
             &self.faults_injected,
         ]
     }
 
+    /// Counts the credentials one request carried, by kind and in all.
+    pub(crate) fn count_credentials(&self, carried: Carried) {
+        if carried.token {
+            bump(&self.requests_with_token);
+        }
+        if carried.signature {
+            bump(&self.requests_with_signature);
+        }
+        if carried.token || carried.signature {
+            bump(&self.requests_with_credentials);
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
-        let [logins, presign_calls, urls_presigned, fat_query, bearer, presigned, sigv4, missing, invalid_fat, expired_fat, expired_url, bad_signature, not_yet_valid, traversal, not_found, requests_with_token, requests, redirects, faults_injected] =
+        let [logins, presign_calls, urls_presigned, fat_query, bearer, presigned, sigv4, missing, invalid_fat, expired_fat, expired_url, bad_signature, not_yet_valid, traversal, not_found, requests_with_token, requests_with_signature, requests_with_credentials, requests, redirects, faults_injected] =
             self.all().map(|c| c.load(Ordering::Relaxed));
         Stats {
             logins,
@@ -143,6 +179,8 @@ impl Counters {
                 not_found,
             },
             requests_with_token,
+            requests_with_signature,
+            requests_with_credentials,
             requests,
             redirects,
             faults_injected,
@@ -172,6 +210,23 @@ mod tests {
         let stats: Stats = serde_json::from_value(old).unwrap();
         assert_eq!((stats.served.presigned, stats.served.sigv4), (6, 0));
         assert_eq!((stats.refusals.bad_signature, stats.refusals.not_yet_valid), (11, 0));
+        assert_eq!(
+            (stats.requests_with_token, stats.requests_with_signature, stats.requests_with_credentials),
+            (14, 0, 0)
+        );
+    }
+
+    #[test]
+    fn credentials_count_by_kind_and_once_in_all() {
+        let counters = Counters::default();
+        for (token, signature) in [(true, false), (false, true), (true, true), (false, false)] {
+            counters.count_credentials(Carried { token, signature });
+        }
+        let stats = counters.snapshot();
+        assert_eq!(
+            (stats.requests_with_token, stats.requests_with_signature, stats.requests_with_credentials),
+            (2, 2, 3)
+        );
     }
 
     #[test]
@@ -182,6 +237,7 @@ mod tests {
         }
         let stats = counters.snapshot();
         assert_eq!((stats.served.sigv4, stats.refusals.not_yet_valid, stats.faults_injected), (1, 1, 1));
+        assert_eq!((stats.requests_with_signature, stats.requests_with_credentials), (1, 1));
         counters.reset();
         assert_eq!(counters.snapshot(), Stats::default());
     }

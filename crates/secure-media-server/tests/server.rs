@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{header, StatusCode};
-use secure_media_server::{Control, ReferenceServer, Route, RunningServer, ServerConfig, MAX_TTL};
+use secure_media_server::{
+    gallery_image, Control, ReferenceServer, Route, RunningServer, ServerConfig, GALLERY_LEN, GALLERY_SIDE, MAX_TTL,
+};
 use serde_json::Value;
 
 async fn server() -> RunningServer {
@@ -480,4 +482,146 @@ async fn a_media_directory_is_served_from_memory_and_rechecked() {
     assert_eq!(get().await.0, 404, "asked the disk again");
     std::fs::write(&file, b"\x89PNG\r\n\x1a\nsecond!").unwrap();
     assert_eq!(get().await, (200, bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nsecond!")));
+}
+
+#[tokio::test]
+async fn gallery_thumbnails_are_distinct_pngs_up_to_gallery_len() {
+    let server = server().await;
+    let fat = server.login("gallery").unwrap().fat;
+    const { assert!(GALLERY_LEN >= 500) };
+    let mut seen = Vec::new();
+    for index in [0, 1, 250, 499, GALLERY_LEN - 1] {
+        let url = server.gallery_url(index);
+        assert!(url.ends_with(&format!("/demo/media/gallery/{index:04}.png")), "{url}");
+        let response = client().get(&url).bearer_auth(&fat).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{index}");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "image/png");
+        let bytes = response.bytes().await.unwrap();
+        assert_eq!(bytes, gallery_image(index).unwrap(), "{index}");
+        let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap();
+        assert_eq!((image.width(), image.height()), (GALLERY_SIDE, GALLERY_SIDE));
+        assert!(!seen.contains(&bytes), "thumbnail {index} repeats another");
+        seen.push(bytes);
+    }
+    // Presigned like any other file.
+    let presigned = presigned_url_of(&presign(&client(), &server, &fat, &[server.gallery_url(7)]).await);
+    let response = client().get(&presigned).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), gallery_image(7).unwrap());
+    // Past the end, or spelled another way: no such file.
+    for name in [format!("gallery/{GALLERY_LEN:04}.png"), "gallery/42.png".to_owned(), "gallery/0042.jpg".to_owned()] {
+        let response = client().get(server.media_url(&name)).bearer_auth(&fat).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{name}");
+    }
+    let stats = server.stats();
+    assert_eq!((stats.served.bearer, stats.served.presigned, stats.refusals.not_found), (5, 1, 3));
+}
+
+/// Asks for `url` with `fat` in the query and as a bearer, and presigns it with `fat`: the three
+/// statuses.
+async fn fat_statuses(server: &RunningServer, fat: &str, url: &str) -> [StatusCode; 3] {
+    let embedded = client().get(format!("{url}?fat={fat}")).send().await.unwrap().status();
+    let header = client().get(url).bearer_auth(fat).send().await.unwrap().status();
+    let body = serde_json::json!({ "urls": [url] });
+    let presign = client().post(server.presign_url()).bearer_auth(fat).json(&body).send().await.unwrap().status();
+    [embedded, header, presign]
+}
+
+#[tokio::test]
+async fn expire_fats_now_refuses_every_earlier_fat_and_not_later_logins() {
+    let server = server().await;
+    let url = server.gallery_url(1);
+    let direct = server.login("rot").unwrap().fat;
+    let answered = login(&client(), &server, "rot").await["fat"].as_str().unwrap().to_owned();
+    let signed_before = presigned_url_of(&presign(&client(), &server, &direct, std::slice::from_ref(&url)).await);
+    for fat in [&direct, &answered] {
+        assert_eq!(fat_statuses(&server, fat, &url).await, [StatusCode::OK; 3]);
+    }
+    server.reset_stats();
+
+    server.faults().expire_fats_now();
+    for fat in [&direct, &answered] {
+        assert_eq!(fat_statuses(&server, fat, &url).await, [StatusCode::UNAUTHORIZED; 3]);
+    }
+    let refusals = server.stats().refusals;
+    assert_eq!((refusals.expired_fat, refusals.invalid_fat), (6, 0), "refused as expired: log in again");
+    // A URL signed before stays valid until its own expiry, as at a CDN.
+    assert_eq!(client().get(&signed_before).send().await.unwrap().status(), StatusCode::OK);
+    // Logins after the call work at once, within the same second.
+    let fresh = login(&client(), &server, "rot").await["fat"].as_str().unwrap().to_owned();
+    assert_eq!(fat_statuses(&server, &fresh, &url).await, [StatusCode::OK; 3]);
+    assert_eq!(fat_statuses(&server, &server.login("rot").unwrap().fat, &url).await, [StatusCode::OK; 3]);
+    // Resetting the faults does not bring the old ones back.
+    server.faults().reset();
+    assert_eq!(fat_statuses(&server, &direct, &url).await, [StatusCode::UNAUTHORIZED; 3]);
+    // Expiring again catches the fresh one too.
+    server.faults().expire_fats_now();
+    assert_eq!(fat_statuses(&server, &fresh, &url).await, [StatusCode::UNAUTHORIZED; 3]);
+}
+
+#[tokio::test]
+async fn control_expire_fats_expires_every_earlier_fat() {
+    let server = start(ServerConfig { control: true, ..ServerConfig::default() }).await;
+    let url = server.gallery_url(2);
+    let old = server.login("ctl").unwrap().fat;
+    let control =
+        client().post(format!("{}/_control", server.base_url())).json(&serde_json::json!({"expire_fats": true}));
+    assert_eq!(control.send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(fat_statuses(&server, &old, &url).await, [StatusCode::UNAUTHORIZED; 3]);
+    let new = server.login("ctl").unwrap().fat;
+    assert_eq!(fat_statuses(&server, &new, &url).await, [StatusCode::OK; 3]);
+    let typed = serde_json::to_value(Control { expire_fats: true, ..Control::default() }).unwrap();
+    assert_eq!(typed["expire_fats"], true);
+}
+
+/// The leak counter: every request that carried a credential, a token or a presign signature,
+/// on any route, once each; by kind beside it.
+#[tokio::test]
+async fn the_leak_counter_counts_signatures_as_well_as_tokens() {
+    let server = server().await;
+    let fat = server.login("leak").unwrap().fat;
+    let url = server.gallery_url(3);
+    let presigned = presigned_url_of(&presign(&client(), &server, &fat, std::slice::from_ref(&url)).await);
+    let (_, signed_query) = presigned.split_once('?').unwrap();
+    let base = server.base_url();
+    let sigv4 = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20130524T000000Z&X-Amz-Signature=00";
+    let no_signature = "Expires=2000000000&Key-Pair-Id=K2REFERENCE&X-Amz-Credential=AKID%2F20130524";
+    // (request, carries a token, carries a signature)
+    let cases = [
+        (client().get(&presigned), false, true),
+        (client().get(format!("{base}/elsewhere?{signed_query}")), false, true),
+        (client().get(format!("{base}/_stats?signature=S")), false, true),
+        (client().get(format!("{url}?%53ignature=S&Expires=1")), false, true),
+        (client().get(format!("{url}?{sigv4}")), false, true),
+        (client().get(format!("{base}/_stats?x-amz-signature=00")), false, true),
+        (client().get(format!("{url}?fat={fat}")), true, false),
+        (client().get(format!("{base}/nowhere?FAT=x")), true, false),
+        (client().get(&url).bearer_auth(&fat), true, false),
+        (client().get(format!("{url}?fat={fat}&{signed_query}")), true, true),
+        (client().get(format!("{url}?{signed_query}")).bearer_auth(&fat), true, true),
+        (client().get(format!("{url}?{no_signature}")), false, false),
+        (client().get(format!("{url}?sig=S&signatures=S&x=Signature")), false, false),
+        (client().get(&url), false, false),
+    ];
+    let expected = |pick: fn(&(bool, bool)) -> bool| {
+        cases.iter().map(|(_, token, signature)| (*token, *signature)).filter(pick).count() as u64
+    };
+    let (tokens, signatures, either) = (expected(|c| c.0), expected(|c| c.1), expected(|c| c.0 || c.1));
+    let total = cases.len() as u64;
+    server.reset_stats();
+    for (request, _, _) in cases {
+        request.send().await.unwrap();
+    }
+    let stats = server.stats();
+    assert_eq!(stats.requests, total);
+    assert_eq!(
+        (stats.requests_with_token, stats.requests_with_signature, stats.requests_with_credentials),
+        (tokens, signatures, either)
+    );
+    assert_eq!((tokens, signatures, either), (5, 8, 11), "the table above");
+    let json: Value = client().get(format!("{base}/_stats")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (json["requests_with_signature"].as_u64(), json["requests_with_credentials"].as_u64()),
+        (Some(8), Some(11))
+    );
 }
