@@ -62,6 +62,18 @@ impl SecureAssetReader {
         let path = path.to_string_lossy().replace('\\', "/");
         format!("{}://{}", self.scheme, path.trim_start_matches('/'))
     }
+
+    /// Asks ahead, in the background on the runtime, for assets a scene is about to load (paths
+    /// as this reader reads them, `host/path`): in presigned mode their reads then find their
+    /// URLs ready. Returns at once.
+    pub fn prefetch<'p>(&self, paths: impl IntoIterator<Item = &'p Path>) -> tokio::task::JoinHandle<()> {
+        let urls: Vec<String> = paths.into_iter().map(|path| self.url_of(path)).collect();
+        let fetcher = self.fetcher.clone();
+        self.runtime.spawn(async move {
+            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+            fetcher.prefetch(&urls).await;
+        })
+    }
 }
 
 fn reader_error(path: &Path, error: AccessError) -> AssetReaderError {
@@ -135,6 +147,11 @@ impl SecureMediaPlugin {
     /// The source name.
     pub fn source_name(&self) -> &str {
         &self.source
+    }
+
+    /// The reader the source uses: keep a clone to [`prefetch`](SecureAssetReader::prefetch).
+    pub fn reader(&self) -> &SecureAssetReader {
+        &self.reader
     }
 }
 

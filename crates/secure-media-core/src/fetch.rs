@@ -46,6 +46,12 @@ pub trait MediaFetcher: Send + Sync + 'static {
     fn key_of(&self, url: &str) -> Option<MediaKey> {
         MediaKey::of_str(url)
     }
+
+    /// Asks ahead for URLs about to be fetched ([`MediaAccessStrategy::prefetch`](crate::MediaAccessStrategy::prefetch)).
+    /// Default: nothing.
+    async fn prefetch(&self, urls: &[&str]) {
+        let _ = urls;
+    }
 }
 
 /// Is this answer media? Judged by its content type and its first bytes: HTML (a login page) is

@@ -254,6 +254,13 @@ impl SecureMedia {
         Ok(resolved.into_owned())
     }
 
+    /// Asks ahead for URLs the app is about to show (a screenful, a page of a chat): in presigned
+    /// mode their presigned URLs are fetched now, in as few concurrent batches as the limits
+    /// allow, so the loads that follow are cache hits. Nothing to do in the other modes.
+    pub async fn prefetch(&self, urls: &[&str]) {
+        self.strategy.prefetch(urls).await;
+    }
+
     /// The strategy for the configured mode, for the tower and reqwest adapters.
     pub fn strategy(&self) -> Arc<dyn MediaAccessStrategy> {
         self.strategy.clone()

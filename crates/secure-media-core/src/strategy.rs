@@ -139,6 +139,14 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
     fn cache_scope(&self) -> Option<Arc<str>> {
         None
     }
+
+    /// Asks ahead for URLs the app knows it will load (a screenful, a page of a chat), so their
+    /// loads find their proof ready. Presigned mode presigns the ones it does not hold, in as few
+    /// concurrent batches as its limits allow; failures are left for the loads to meet. Default:
+    /// nothing to do (embedded and header modes need nothing ahead).
+    async fn prefetch(&self, urls: &[&str]) {
+        let _ = urls;
+    }
 }
 
 /// Does `strategy` take `url` (what every adapter asks before adding a proof)? Its
@@ -186,6 +194,9 @@ impl<S: MediaAccessStrategy + ?Sized> MediaAccessStrategy for Arc<S> {
     }
     fn cache_scope(&self) -> Option<Arc<str>> {
         (**self).cache_scope()
+    }
+    async fn prefetch(&self, urls: &[&str]) {
+        (**self).prefetch(urls).await
     }
 }
 

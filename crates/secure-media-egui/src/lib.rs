@@ -61,6 +61,17 @@ impl SecureBytesLoader {
     }
 
     /// The fetcher's key for `uri` (no credential its strategy declares, scoped to the principal).
+    /// Asks ahead for the URLs a screen is about to show (a gallery, a page of a chat), in the
+    /// background on the runtime: in presigned mode their loads then find their URLs ready.
+    /// Returns at once; egui's own `load` calls are unchanged.
+    pub fn prefetch(&self, urls: impl IntoIterator<Item = String>) -> tokio::task::JoinHandle<()> {
+        let (fetcher, urls): (_, Vec<String>) = (self.fetcher.clone(), urls.into_iter().collect());
+        self.runtime.spawn(async move {
+            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+            fetcher.prefetch(&urls).await;
+        })
+    }
+
     fn key(&self, uri: &str) -> String {
         self.fetcher.key_of(uri).map_or_else(|| uri.to_owned(), |k| k.to_string())
     }

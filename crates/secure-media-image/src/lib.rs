@@ -115,8 +115,12 @@ impl ImageLoader {
             .map_err(|e| ImageLoadError::Decode(e.to_string()))?
     }
 
-    /// Loads many images, at most `concurrency` at a time, answers in the order asked.
+    /// Loads many images, at most `concurrency` at a time, answers in the order asked. Their
+    /// proofs are asked for first, all at once ([`MediaFetcher::prefetch`]).
     pub async fn load_all(&self, urls: &[&str], concurrency: usize) -> Vec<Result<DynamicImage, ImageLoadError>> {
+        // The whole list is known: its proofs are asked for at once (presigned mode), not one
+        // window of loads at a time.
+        self.fetcher.prefetch(urls).await;
         stream::iter(urls.iter().map(|url| self.load(url))).buffered(concurrency.max(1)).collect().await
     }
 

@@ -79,6 +79,10 @@ impl MediaFetcher for ReqwestFetcher {
         })
     }
 
+    async fn prefetch(&self, urls: &[&str]) {
+        self.strategy.prefetch(urls).await;
+    }
+
     async fn fetch(&self, url: &str) -> Result<Media, AccessError> {
         // The strategy's key: its scope, and none of the credentials it declares.
         let Some(key) = MediaKey::for_request(&*self.strategy, url) else {

@@ -1,6 +1,7 @@
 //! Presign flights with group commit: concurrent misses for one key share one call, and misses
-//! that arrive while a call is in flight ride together in the next call (up to the batch limit).
-//! No timers and no runtime: whoever is waiting drives the next call.
+//! that arrive while calls are in flight ride together in the next call (up to the batch limit).
+//! Up to a set number of calls run at once, each taking what is waiting when it starts. No
+//! timers and no runtime: whoever is waiting drives the next call.
 //!
 //! A flight lives as long as someone waits for it: each caller holds a [`Ticket`], and the last
 //! ticket dropped before the flight is put into a call closes it. So a caller that goes away
@@ -11,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use async_lock::Semaphore;
 use futures::channel::oneshot;
 use futures::future::{self, Either, FutureExt, Shared};
 
@@ -94,8 +96,8 @@ struct Batch {
 
 pub(crate) struct Flights {
     state: Mutex<State>,
-    /// One presign call at a time; the misses behind it gather into the next batch.
-    call_slot: futures::lock::Mutex<()>,
+    /// Presign calls that may run at once; the misses behind them gather into the next batch.
+    call_slots: Semaphore,
     batch_limit: usize,
     max_waiting: usize,
 }
@@ -105,10 +107,10 @@ fn same_token(a: &FileAccessToken, b: &FileAccessToken) -> bool {
 }
 
 impl Flights {
-    pub(crate) fn new(batch_limit: usize, max_waiting: usize) -> Self {
+    pub(crate) fn new(batch_limit: usize, max_waiting: usize, max_calls: usize) -> Self {
         Self {
             state: Mutex::default(),
-            call_slot: futures::lock::Mutex::new(()),
+            call_slots: Semaphore::new(max_calls.max(1)),
             batch_limit: batch_limit.max(1),
             max_waiting: max_waiting.max(1),
         }
@@ -146,16 +148,16 @@ impl Flights {
         Ok(Ticket { flights: self, key, id, token: token.clone(), waiter, opened: true })
     }
 
-    /// Waits for the ticket's outcome. Whenever no call is running, the waiter takes the call slot
-    /// and, if its key has not been taken yet, presigns it with the other waiting keys via `run`,
-    /// with its own token.
+    /// Waits for the ticket's outcome. Whenever a call slot is free, the waiter takes it and, if
+    /// its key has not been taken yet, presigns it with the other waiting keys via `run`, with its
+    /// own token.
     pub(crate) async fn wait<R, F>(&self, ticket: Ticket<'_>, run: R) -> Outcome
     where
         R: FnOnce(Arc<FileAccessToken>, Vec<FlightKey>) -> F,
         F: Future<Output = Vec<Outcome>>,
     {
         let cancelled = || AccessError::Cancelled(ticket.key.url.to_string());
-        let slot = self.call_slot.lock();
+        let slot = std::pin::pin!(self.call_slots.acquire());
         let waiter = match future::select(ticket.waiter.clone(), slot).await {
             Either::Left((outcome, _)) => return outcome.unwrap_or_else(|_| Err(cancelled())),
             Either::Right((guard, waiter)) => {
@@ -252,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_flight_whose_callers_all_left_is_closed_and_frees_its_place() {
-        let flights = Flights::new(10, 2);
+        let flights = Flights::new(10, 2, 1);
         let t = token("one");
         let a = flights.enter("s", "a", false, &t).unwrap();
         let b = flights.enter("s", "b", false, &t).unwrap();
@@ -268,7 +270,7 @@ mod tests {
 
     #[test]
     fn after_a_rotation_a_later_caller_opens_its_own_flight_and_drives_it_with_its_token() {
-        let flights = Flights::new(10, 10);
+        let flights = Flights::new(10, 10, 1);
         let (old, new) = (token("old"), token("new"));
         drop(flights.enter("sub:alice", "a", false, &old).unwrap());
         let ticket = flights.enter("sub:alice", "a", false, &new).unwrap();
@@ -287,7 +289,7 @@ mod tests {
 
     #[test]
     fn many_abandoned_flights_leave_no_queue_behind() {
-        let flights = Flights::new(10, 10);
+        let flights = Flights::new(10, 10, 1);
         let t = token("one");
         for n in 0..10_000 {
             drop(flights.enter("s", &n.to_string(), false, &t).unwrap());

@@ -26,8 +26,8 @@ use self::presigner::Destinations;
 use self::proven::{Proof, ProvenTokens};
 use crate::counters::{bump, Counters};
 use crate::{
-    AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
-    StrategyStats, SystemClock, TokenListener, TokenSource, UrlChange,
+    strategy_serves, AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision,
+    SecureHosts, StrategyStats, SystemClock, TokenListener, TokenSource, UrlChange,
 };
 
 /// Tuning for [`PresignedStrategy`]: `PresignConfig { batch_limit: 20, ..PresignConfig::default() }`.
@@ -46,6 +46,9 @@ pub struct PresignConfig {
     pub batch_limit: usize,
     /// The most distinct keys waiting for a presign at once; beyond it, [`AccessError::Busy`]. Default 10,000.
     pub max_waiting: usize,
+    /// The most presign calls in flight at once. Each takes up to `batch_limit` of the URLs
+    /// waiting when it starts; misses arriving meanwhile gather into the next. Default 4.
+    pub max_concurrent_calls: usize,
     /// The cache scope; default: the token's principal, so users never share URLs. A JWT's
     /// `sub` names the scope only once the presign endpoint has accepted that token; until then
     /// the token is scoped by a digest of itself (`tok:<digest>`), shared only with holders of that
@@ -67,6 +70,7 @@ impl Default for PresignConfig {
             refresh_ahead_percent: 20,
             batch_limit: 50,
             max_waiting: 10_000,
+            max_concurrent_calls: 4,
             scope: None,
             cdn_hosts: SecureHosts::new(),
         }
@@ -157,7 +161,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let weak: Weak<dyn TokenListener> = Arc::downgrade(&purger) as Weak<dyn TokenListener>;
         tokens.subscribe(weak);
         let strategy = Self {
-            flights: Flights::new(1, 1),
+            flights: Flights::new(1, 1, 1),
             destinations: Destinations::new(&hosts, &config.cdn_hosts),
             proven: ProvenTokens::default(),
             hosts,
@@ -180,7 +184,8 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
 
     /// Applies a configuration.
     pub fn with_config(mut self, config: PresignConfig) -> Self {
-        self.flights = Flights::new(config.batch_limit.min(self.presigner.max_batch()), config.max_waiting);
+        let batch_limit = config.batch_limit.min(self.presigner.max_batch());
+        self.flights = Flights::new(batch_limit, config.max_waiting, config.max_concurrent_calls);
         self.destinations = Destinations::new(&self.hosts, &config.cdn_hosts);
         // The token source already holds the purger (weakly): a flag it reads, not a rebuild.
         self.purger.fixed_scope.store(config.scope.is_some(), Ordering::Relaxed);
@@ -448,6 +453,50 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
 
     fn stats(&self) -> StrategyStats {
         self.counters.snapshot()
+    }
+
+    async fn prefetch(&self, urls: &[&str]) {
+        let Ok(token) = self.tokens.token().await else { return };
+        let (scope, proving) = match self.proven_scope(&token) {
+            Some(scope) => (scope.clone(), false),
+            None => (token.own_scope().clone(), true),
+        };
+        let mut cleans: Vec<String> = urls
+            .iter()
+            .filter_map(|url| {
+                MediaUrl::with_str(url, |view| strategy_serves(self, view).then(|| view.clean_key().into_owned()))
+            })
+            .collect();
+        cleans.sort_unstable();
+        cleans.dedup();
+        // What the cache holds fresh needs nothing; the rest enter their flights before any call
+        // starts, so each call takes a full batch.
+        let now = self.clock.now();
+        let held = futures::future::join_all(cleans.iter().map(|clean| async {
+            let key = CacheKey::new(&scope, clean);
+            let hit = match self.cache.get_ready(&key) {
+                Some(hit) => Some(hit),
+                None => self.cache.get(&key).await,
+            };
+            hit.is_some_and(|hit| self.destinations.allows(&hit) && self.freshness(&hit, now) == Freshness::Fresh)
+        }))
+        .await;
+        let mut tickets = Vec::new();
+        for (clean, held) in cleans.iter().zip(held) {
+            if held {
+                continue;
+            }
+            match self.flights.enter(&scope, clean, proving, &token) {
+                Ok(ticket) => tickets.push(ticket),
+                Err(_) => break, // busy: the loads will ask for the rest themselves
+            }
+        }
+        bump(&self.counters.misses, tickets.len() as u64);
+        tracing::debug!(urls = tickets.len(), "presigning ahead");
+        futures::future::join_all(
+            tickets.into_iter().map(|ticket| self.flights.wait(ticket, |token, keys| self.presign(token, keys))),
+        )
+        .await;
     }
 
     fn cache_scope(&self) -> Option<Arc<str>> {
