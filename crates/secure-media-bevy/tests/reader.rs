@@ -103,3 +103,22 @@ fn over_http_is_the_opt_in_for_a_plain_http_server() {
     assert!(futures::executor::block_on(read_all(&https, &path)).is_err());
     assert_eq!(server.stats().requests_with_token, 1, "only the opted-in read carried the token");
 }
+
+#[test]
+fn assets_asked_ahead_are_read_from_one_presign_call() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server =
+        runtime.block_on(ReferenceServer::start(secure_media_testkit::https(ServerConfig::default()))).unwrap();
+    let fetcher = fetcher(&server, SecureMediaMode::Presigned, logged_in(&server, "bevy"));
+    let plugin = SecureMediaPlugin::new(fetcher, runtime.handle().clone());
+    let reader = plugin.reader().clone();
+    let paths: Vec<String> =
+        (0..30).map(|i| format!("{}/{}/media/gallery/{i:04}.png", server.host(), server.app_id())).collect();
+    runtime.block_on(reader.prefetch(paths.iter().map(Path::new))).unwrap();
+    assert_eq!((server.stats().presign_calls, server.stats().urls_presigned), (1, 30));
+    for path in &paths {
+        let bytes = futures::executor::block_on(read_all(&reader, path)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{path}");
+    }
+    assert_eq!(server.stats().presign_calls, 1, "every read found its URL ready");
+}

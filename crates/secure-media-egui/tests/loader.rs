@@ -103,3 +103,21 @@ async fn byte_size_and_forget_all() {
     loader.forget_all();
     assert_eq!(loader.byte_size(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gallery_asked_ahead_loads_from_one_presign_call() {
+    let server = secure_media_testkit::https_server().await;
+    let ctx = egui::Context::default();
+    let loader = SecureBytesLoader::new(
+        fetcher(&server, SecureMediaMode::Presigned, logged_in(&server, "egui")),
+        tokio::runtime::Handle::current(),
+    );
+    let urls: Vec<String> = (0..40).map(|i| server.gallery_url(i)).collect();
+    loader.prefetch(urls.clone()).await.unwrap();
+    assert_eq!((server.stats().presign_calls, server.stats().urls_presigned), (1, 40));
+    install(&ctx, loader);
+    for url in &urls {
+        assert!(matches!(poll(|| ctx.try_load_bytes(url)).await, Ok(BytesPoll::Ready { .. })), "{url}");
+    }
+    assert_eq!(server.stats().presign_calls, 1, "every load found its URL ready");
+}

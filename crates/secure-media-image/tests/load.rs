@@ -115,3 +115,16 @@ async fn a_screenful_loads_in_order_with_bounded_concurrency() {
     assert!(gauge.max.load(Ordering::SeqCst) <= 3);
     assert!(gauge.max.load(Ordering::SeqCst) >= 2, "loads did overlap");
 }
+
+#[tokio::test]
+async fn a_gallery_known_ahead_is_presigned_in_full_batches() {
+    let server = secure_media_testkit::https_server().await;
+    let loader = ImageLoader::new(fetcher(&server, SecureMediaMode::Presigned));
+    let urls: Vec<String> = (0..120).map(|i| server.gallery_url(i)).collect();
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let images = loader.load_all(&refs, 8).await;
+    assert!(images.iter().all(|image| image.as_ref().is_ok_and(|i| (i.width(), i.height()) == (64, 64))));
+    let stats = server.stats();
+    // Asked ahead: 120 URLs in ceil(120 / 50) calls, not one call per window of 8 loads.
+    assert_eq!((stats.presign_calls, stats.urls_presigned), (3, 120));
+}
