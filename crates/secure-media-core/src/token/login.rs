@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, Shared};
+use retry_policies::policies::ExponentialBackoff;
+use retry_policies::{Jitter, RetryDecision, RetryPolicy as _};
 
 use super::listener::Listeners;
 use crate::{AccessError, Clock, FileAccessToken, SystemClock, TokenListener, TokenRef, TokenSource};
@@ -38,7 +40,7 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<FileAccessToken>, AccessError
 ///
 /// Renewals are bounded by time, not by traffic:
 /// - a failed relogin is remembered for a backoff (1 s, doubling with each failure in a row up to
-///   60 s, jittered down to half of that): meanwhile `refresh` answers
+///   60 s, jittered between 0.5 s and that): meanwhile `refresh` answers
 ///   [`AccessError::RefreshFailed`] at once, without calling the hook;
 /// - a token that a relogin installed less than a quiet period ago (5 s) and that is refused
 ///   already is not renewed again: `refresh` answers [`AccessError::RefreshFailed`].
@@ -121,13 +123,21 @@ impl Default for RenewalPolicy {
 
 impl RenewalPolicy {
     /// The wait after `failures` failed relogins in a row: `first · 2^(failures - 1)`, at most
-    /// `max`, jittered down to as little as half so that clients that failed together do not
-    /// come back together.
+    /// `max`, jittered between half of `first` and that (retry-policies' bounded jitter) so that clients
+    /// that failed together do not come back together.
     fn backoff(&self, failures: u32) -> Duration {
-        let doubling = 2u32.checked_pow(failures.saturating_sub(1)).unwrap_or(u32::MAX);
-        let wait = self.backoff_first.saturating_mul(doubling).min(self.backoff_max);
-        let factor = 0.5 + fastrand::f64() / 2.0;
-        Duration::try_from_secs_f64(wait.as_secs_f64() * factor).map_or(wait, |jittered| jittered.min(wait))
+        // A day is past any sensible backoff, and keeps retry-policies' arithmetic in range.
+        let max = self.backoff_max.min(Duration::from_secs(86_400));
+        let first = self.backoff_first.min(max);
+        let policy = ExponentialBackoff::builder()
+            .retry_bounds(first, max)
+            .jitter(Jitter::Bounded)
+            .build_with_max_retries(u32::MAX);
+        let now = SystemTime::now();
+        match policy.should_retry(now, failures.saturating_sub(1)) {
+            RetryDecision::Retry { execute_after } => execute_after.duration_since(now).unwrap_or_default().min(max),
+            RetryDecision::DoNotRetry => max,
+        }
     }
 }
 
@@ -250,8 +260,8 @@ impl LoginCell {
     }
 
     /// How long a failed relogin is remembered: `first` after one failure, twice as long after
-    /// each further failure in a row, never more than `max`; each wait is jittered down to as
-    /// little as half. Default: 1 s up to 60 s. `Duration::ZERO` turns the backoff off.
+    /// each further failure in a row, never more than `max`; each wait is jittered between
+    /// half of `first` and that. Default: 1 s up to 60 s. `Duration::ZERO` turns the backoff off.
     pub fn with_renewal_backoff(mut self, first: Duration, max: Duration) -> Self {
         self.policy.backoff_first = first.min(max);
         self.policy.backoff_max = max;
@@ -671,13 +681,14 @@ pub(crate) mod tests {
         hook.fail(true);
         let stale = cell.set(FileAccessToken::new("stale").unwrap());
         cell.refresh(&stale).await.unwrap_err();
-        // Each wait lies between half its target and its target: 1 s, 2 s, 4 s, ... capped at 60 s.
-        let mut target = Duration::from_secs(1);
+        // Each wait lies between half the first (0.5 s) and its target: 1 s, 2 s, 4 s, ... capped
+        // at 60 s.
+        let (first, mut target) = (Duration::from_millis(500), Duration::from_secs(1));
         for failures in 1..=10 {
-            clock.advance(target / 2 - Duration::from_millis(1));
+            clock.advance(first - Duration::from_millis(1));
             assert!(is_refresh_failed_saying(&cell.refresh(&stale).await, "backing off"), "after {failures}");
             assert_eq!(hook.calls(), failures);
-            clock.advance(target / 2 + Duration::from_millis(1));
+            clock.advance(target - first + Duration::from_millis(2));
             cell.refresh(&stale).await.unwrap_err();
             assert_eq!(hook.calls(), failures + 1);
             target = (target * 2).min(Duration::from_secs(60));
