@@ -118,8 +118,8 @@ impl ImageLoader {
     /// Loads many images, at most `concurrency` at a time, answers in the order asked. Their
     /// proofs are asked for first, all at once ([`MediaFetcher::prefetch`]).
     pub async fn load_all(&self, urls: &[&str], concurrency: usize) -> Vec<Result<DynamicImage, ImageLoadError>> {
-        // The whole list is known: its proofs are asked for at once (presigned mode), not one
-        // window of loads at a time.
+        // The whole list is known: its proofs are asked for at once (presigned mode: one round of
+        // concurrent calls, which the first load would wait for anyway), not one window at a time.
         self.fetcher.prefetch(urls).await;
         stream::iter(urls.iter().map(|url| self.load(url))).buffered(concurrency.max(1)).collect().await
     }

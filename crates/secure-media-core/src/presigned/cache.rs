@@ -221,27 +221,34 @@ impl PresignCache for MemoryPresignCache {
     }
 
     async fn put(&self, key: &CacheKey<'_>, url: SignedUrl) {
-        // Stored under the key's URL (the strategy's URLs already name it: no copy).
-        let signed = if url.clean_url() == key.url { url } else { url.for_clean_url(key.url) };
-        let slot = Slot { scope: key.scope.clone(), signed, hit: AtomicBool::new(false) };
-        let (hash, index) = self.shard(key);
-        let mut shard = write(&self.shards[index]);
-        if shard.put(hash, slot).is_some() {
-            return; // replaced (this key, or one sharing its hash): the count stays
-        }
-        if self.len.fetch_add(1, Ordering::Relaxed) < self.capacity {
+        // A URL presigned for another clean URL is not this key's answer.
+        if url.clean_url() != key.url {
             return;
         }
-        // Full: a URL of this shard goes, or of another if this one holds only the new URL.
-        if shard.len() > 1 && evict(&mut shard) {
-            return self.removed(1);
+        let slot = Slot { scope: key.scope.clone(), signed: url, hit: AtomicBool::new(false) };
+        let (hash, index) = self.shard(key);
+        let mut shard = write(&self.shards[index]);
+        if shard.contains(&hash) {
+            shard.put(hash, slot); // this key (or one sharing its hash): replaced, the count stays
+            return;
         }
-        drop(shard);
-        let others = self.shards.iter().enumerate().filter(|(i, _)| *i != index);
-        for (_, other) in others {
-            if evict(&mut write(other)) {
-                return self.removed(1);
+        // Room first, then the new URL: an eviction never takes the URL just stored.
+        if self.len.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            let evicted = if evict(&mut shard) {
+                true
+            } else {
+                // This shard holds nothing: a URL of another goes (one lock held at a time).
+                drop(shard);
+                let evicted = self.shards.iter().enumerate().any(|(i, other)| i != index && evict(&mut write(other)));
+                shard = write(&self.shards[index]);
+                evicted
+            };
+            if evicted {
+                self.removed(1);
             }
+        }
+        if shard.put(hash, slot).is_some() {
+            self.removed(1); // stored meanwhile by another caller: replaced, not added
         }
     }
 
@@ -285,11 +292,11 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    /// A signed URL made for no clean URL in particular: a put files it under its key's URL.
-    fn signed(n: usize) -> SignedUrl {
+    /// The `n`th signed URL for `clean`.
+    fn signed(clean: &str, n: usize) -> SignedUrl {
         let now = SystemTime::now();
         let url = url::Url::parse(&format!("https://m.io/{n}?Signature=s")).unwrap();
-        SignedUrl::new("", url, now, now + Duration::from_secs(60))
+        SignedUrl::new(clean, url, now, now + Duration::from_secs(60))
     }
 
     fn scope(name: &str) -> Arc<str> {
@@ -303,7 +310,7 @@ mod tests {
             let cache = MemoryPresignCache::new(capacity);
             let urls: Vec<String> = (0..capacity * 3).map(|i| format!("https://h.io/{i}")).collect();
             for (i, url) in urls.iter().enumerate() {
-                cache.put(&CacheKey::new(&s, url), signed(i)).await;
+                cache.put(&CacheKey::new(&s, url), signed(url, i)).await;
                 assert_eq!(cache.len(), (i + 1).min(capacity), "it fills to its capacity before it drops anything");
             }
         }
@@ -313,12 +320,35 @@ mod tests {
     async fn a_hit_answers_the_url_put_under_that_key() {
         let (s, cache) = (scope("s"), MemoryPresignCache::new(10));
         let key = CacheKey::new(&s, "https://h.io/a");
-        cache.put(&key, signed(1)).await;
+        cache.put(&key, signed(key.url(), 1)).await;
         let hit = cache.get_ready(&key).unwrap();
         assert_eq!((hit.as_str(), hit.clean_url()), ("https://m.io/1?Signature=s", "https://h.io/a"));
-        cache.put(&key, signed(2)).await;
+        cache.put(&key, signed(key.url(), 2)).await;
         assert_eq!(cache.get_ready(&key).unwrap().as_str(), "https://m.io/2?Signature=s", "a put replaces");
         assert_eq!(cache.len(), 1);
+        cache.put(&key, signed("https://h.io/other", 3)).await;
+        assert_eq!(
+            cache.get_ready(&key).unwrap().as_str(),
+            "https://m.io/2?Signature=s",
+            "another URL's answer is not stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_shard_keeps_the_url_just_stored_even_when_every_other_was_hit() {
+        let (s, cache) = (scope("s"), MemoryPresignCache::new(3));
+        let urls: Vec<String> = (0..400).map(|i| format!("https://h.io/{i}")).collect();
+        let first = cache.shard(&CacheKey::new(&s, &urls[0])).1;
+        let same: Vec<&String> =
+            urls.iter().filter(|u| cache.shard(&CacheKey::new(&s, u)).1 == first).take(4).collect();
+        for url in &same[..3] {
+            cache.put(&CacheKey::new(&s, url), signed(url, 0)).await;
+            assert!(cache.get_ready(&CacheKey::new(&s, url)).is_some());
+        }
+        let newest = CacheKey::new(&s, same[3]);
+        cache.put(&newest, signed(same[3], 1)).await;
+        assert!(cache.get_ready(&newest).is_some());
+        assert_eq!(cache.len(), 3);
     }
 
     #[tokio::test]
@@ -330,10 +360,10 @@ mod tests {
         let first = shard_of(&urls[0]);
         let same: Vec<&String> = urls.iter().filter(|u| shard_of(u) == first).take(3).collect();
         let [a, b, c] = [same[0], same[1], same[2]].map(|url| CacheKey::new(&s, url));
-        cache.put(&a, signed(1)).await;
-        cache.put(&b, signed(2)).await;
+        cache.put(&a, signed(a.url(), 1)).await;
+        cache.put(&b, signed(b.url(), 2)).await;
         assert!(cache.get_ready(&a).is_some());
-        cache.put(&c, signed(3)).await;
+        cache.put(&c, signed(c.url(), 3)).await;
         assert!(cache.get_ready(&a).is_some() && cache.get_ready(&b).is_none() && cache.get_ready(&c).is_some());
     }
 
@@ -343,9 +373,9 @@ mod tests {
         let cache = MemoryPresignCache::new(100);
         let alice = CacheKey::new(&alice_scope, "https://h.io/a");
         let bob = CacheKey::new(&bob_scope, "https://h.io/a");
-        cache.put(&alice, signed(1)).await;
+        cache.put(&alice, signed(alice.url(), 1)).await;
         assert!(cache.get_ready(&bob).is_none());
-        cache.put(&bob, signed(2)).await;
+        cache.put(&bob, signed(bob.url(), 2)).await;
         cache.purge_scope("sub:alice");
         assert!(cache.get_ready(&alice).is_none());
         assert!(cache.get_ready(&bob).is_some());
@@ -357,7 +387,7 @@ mod tests {
     async fn removing_a_refused_url_keeps_a_fresher_one() {
         let (s, cache) = (scope("sub:a"), MemoryPresignCache::new(10));
         let key = CacheKey::new(&s, "https://h.io/a");
-        let (refused, fresher) = (signed(1), signed(2));
+        let (refused, fresher) = (signed(key.url(), 1), signed(key.url(), 2));
         cache.put(&key, refused.clone()).await;
         cache.put(&key, fresher.clone()).await;
         cache.remove_refused(&key, &refused).await;
@@ -387,8 +417,8 @@ mod tests {
                 let model_key = (key.scope().to_owned(), key.url().to_owned());
                 match next(10) {
                     0..=3 => {
-                        cache.put(&key, signed(step)).await;
-                        model.insert(model_key, signed(step).as_str().to_owned());
+                        cache.put(&key, signed(key.url(), step)).await;
+                        model.insert(model_key, signed(key.url(), step).as_str().to_owned());
                     }
                     4..=7 => {
                         if let Some(hit) = cache.get_ready(&key) {

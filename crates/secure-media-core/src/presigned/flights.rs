@@ -217,7 +217,7 @@ impl Flights {
         }
     }
 
-    #[cfg(test)]
+    /// How many flights are waiting (for a call, or for their call to end).
     pub(crate) fn waiting(&self) -> usize {
         self.state().flights.len()
     }

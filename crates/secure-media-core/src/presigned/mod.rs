@@ -47,7 +47,9 @@ pub struct PresignConfig {
     /// The most distinct keys waiting for a presign at once; beyond it, [`AccessError::Busy`]. Default 10,000.
     pub max_waiting: usize,
     /// The most presign calls in flight at once. Each takes up to `batch_limit` of the URLs
-    /// waiting when it starts; misses arriving meanwhile gather into the next. Default 4.
+    /// waiting when it starts; misses arriving meanwhile gather into the next. Asking ahead
+    /// ([`prefetch`](MediaAccessStrategy::prefetch)) uses all but one, left to the loads under
+    /// way. Default 5.
     pub max_concurrent_calls: usize,
     /// The cache scope; default: the token's principal, so users never share URLs. A JWT's
     /// `sub` names the scope only once the presign endpoint has accepted that token; until then
@@ -70,7 +72,7 @@ impl Default for PresignConfig {
             refresh_ahead_percent: 20,
             batch_limit: 50,
             max_waiting: 10_000,
-            max_concurrent_calls: 4,
+            max_concurrent_calls: 5,
             scope: None,
             cdn_hosts: SecureHosts::new(),
         }
@@ -233,6 +235,22 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         self.trusted_scope(token).or_else(|| self.proven.contains(token).then(|| token.principal_shared()))
     }
 
+    /// Does the cache hold a fresh, usable URL for `clean` under `scope`?
+    async fn holds_fresh(&self, scope: &Arc<str>, clean: &str, now: SystemTime) -> bool {
+        let key = CacheKey::new(scope, clean);
+        let hit = match self.cache.get_ready(&key) {
+            Some(hit) => Some(hit),
+            None => self.cache.get(&key).await,
+        };
+        hit.is_some_and(|hit| self.usable(&hit, clean) && self.freshness(&hit, now) == Freshness::Fresh)
+    }
+
+    /// May a URL a cache handed back for `clean` be used? It must be for that very URL, and point
+    /// where presigned URLs may point: a cache, shared or not, may hold anything.
+    fn usable(&self, hit: &SignedUrl, clean: &str) -> bool {
+        hit.clean_url() == clean && self.destinations.allows(hit)
+    }
+
     fn freshness(&self, signed: &SignedUrl, now: SystemTime) -> Freshness {
         // Whatever a cache holds, trust it for at most MAX_URL_LIFETIME after it was fetched.
         let expires_at = signed.expires_at().min(saturating_add(signed.fetched_at(), MAX_URL_LIFETIME));
@@ -266,10 +284,10 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                 None => self.cache.get(&key).await,
             };
             if let Some(hit) = cached {
-                if !self.destinations.allows(&hit) {
+                if !self.usable(&hit, clean) {
                     tracing::warn!(
                         url = clean,
-                        "a cached presigned URL points outside the secure and CDN hosts: dropped"
+                        "a cached presigned URL is for another URL or points outside the secure and CDN hosts: dropped"
                     );
                     self.cache.remove_refused(&key, &hit).await;
                 } else {
@@ -386,7 +404,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         let token = self.tokens.current()?;
         let hit = self.cache.get_ready(&CacheKey::new(self.trusted_scope(&token)?, &clean))?;
         // A URL pointing elsewhere is dropped on the async path.
-        if !self.destinations.allows(&hit) || self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
+        if !self.usable(&hit, &clean) || self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
             return None;
         }
         self.counters.hit();
@@ -456,11 +474,6 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
     }
 
     async fn prefetch(&self, urls: &[&str]) {
-        let Ok(token) = self.tokens.token().await else { return };
-        let (scope, proving) = match self.proven_scope(&token) {
-            Some(scope) => (scope.clone(), false),
-            None => (token.own_scope().clone(), true),
-        };
         let mut cleans: Vec<String> = urls
             .iter()
             .filter_map(|url| {
@@ -469,34 +482,51 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
             .collect();
         cleans.sort_unstable();
         cleans.dedup();
-        // What the cache holds fresh needs nothing; the rest enter their flights before any call
-        // starts, so each call takes a full batch.
-        let now = self.clock.now();
-        let held = futures::future::join_all(cleans.iter().map(|clean| async {
-            let key = CacheKey::new(&scope, clean);
-            let hit = match self.cache.get_ready(&key) {
-                Some(hit) => Some(hit),
-                None => self.cache.get(&key).await,
+        let Some(first) = cleans.first() else { return };
+        let Ok(mut token) = self.tokens.token().await else { return };
+        if self.proven_scope(&token).is_none() {
+            // A token not yet proven: one load proves it the usual way (or finds its principal's
+            // URLs), so the rest are looked up under the scope it earns, not presigned again.
+            let _ = self.signed_url(first, &token).await;
+            token = match self.tokens.token().await {
+                Ok(token) => token,
+                Err(_) => return,
             };
-            hit.is_some_and(|hit| self.destinations.allows(&hit) && self.freshness(&hit, now) == Freshness::Fresh)
-        }))
-        .await;
-        let mut tickets = Vec::new();
-        for (clean, held) in cleans.iter().zip(held) {
-            if held {
-                continue;
-            }
-            match self.flights.enter(&scope, clean, proving, &token) {
-                Ok(ticket) => tickets.push(ticket),
-                Err(_) => break, // busy: the loads will ask for the rest themselves
-            }
         }
-        bump(&self.counters.misses, tickets.len() as u64);
-        tracing::debug!(urls = tickets.len(), "presigning ahead");
-        futures::future::join_all(
-            tickets.into_iter().map(|ticket| self.flights.wait(ticket, |token, keys| self.presign(token, keys))),
-        )
-        .await;
+        let (scope, proving) = match self.proven_scope(&token) {
+            Some(scope) => (scope.clone(), false),
+            None => (token.own_scope().clone(), true),
+        };
+        // What the cache holds fresh needs nothing (a shared cache is asked a few at a time).
+        let now = self.clock.now();
+        let mut missing: Vec<&str> = Vec::new();
+        for chunk in cleans.chunks(32) {
+            let held = futures::future::join_all(chunk.iter().map(|clean| self.holds_fresh(&scope, clean, now))).await;
+            missing.extend(chunk.iter().zip(held).filter(|(_, held)| !held).map(|(clean, _)| clean.as_str()));
+        }
+        // In rounds that leave a call slot and half the waiting room to the loads under way: each
+        // round's URLs enter their flights before any call starts, so each call takes a full batch.
+        let calls = self.config.max_concurrent_calls.saturating_sub(1).max(1);
+        let round = self.config.batch_limit.min(self.presigner.max_batch()).max(1) * calls;
+        let mut rest = &missing[..];
+        while !rest.is_empty() {
+            let room = (self.config.max_waiting / 2).saturating_sub(self.flights.waiting());
+            let tickets: Vec<_> = rest
+                .iter()
+                .take(round.min(room))
+                .map_while(|clean| self.flights.enter(&scope, clean, proving, &token).ok())
+                .collect();
+            if tickets.is_empty() {
+                return; // busy: the loads ask for the rest themselves
+            }
+            rest = rest.get(tickets.len()..).unwrap_or_default();
+            bump(&self.counters.misses, tickets.len() as u64);
+            tracing::debug!(urls = tickets.len(), "presigning ahead");
+            futures::future::join_all(
+                tickets.into_iter().map(|ticket| self.flights.wait(ticket, |token, keys| self.presign(token, keys))),
+            )
+            .await;
+        }
     }
 
     fn cache_scope(&self) -> Option<Arc<str>> {

@@ -100,12 +100,6 @@ impl SignedUrl {
         Self { text, clean_len: clean_url.len(), fetched_at, expires_at }
     }
 
-    /// The same URL and times, for another clean URL.
-    pub(crate) fn for_clean_url(&self, clean_url: &str) -> Self {
-        let text: Arc<str> = [clean_url, self.as_str()].concat().into();
-        Self { text, clean_len: clean_url.len(), ..*self }
-    }
-
     /// Checks a presigner's answer: an http(s) URL that is not yet expired. Its expiry is the
     /// earliest of the endpoint's and the URL's own, or `now + default_ttl` when neither says,
     /// and never more than [`MAX_URL_LIFETIME`] from `now`. The strategy also checks where it

@@ -879,7 +879,8 @@ impl Presigner for Overlap {
 
 fn overlapping(config: PresignConfig) -> (Arc<Overlap>, Arc<PresignedStrategy<Arc<Overlap>>>) {
     let presigner = Arc::new(Overlap::default());
-    let tokens: Arc<dyn TokenSource> = Arc::new(StaticToken::new(token("a")));
+    // No claims to prove: the strategy's scope is the token's from the start.
+    let tokens: Arc<dyn TokenSource> = Arc::new(StaticToken::parse("opaque-token").unwrap());
     let s = PresignedStrategy::new(hosts(), tokens, presigner.clone()).with_config(config).with_clock(start());
     (presigner, Arc::new(s))
 }
@@ -925,7 +926,7 @@ async fn asking_ahead_presigns_a_screenful_in_full_concurrent_batches() {
     for _ in 0..200 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(presigner.in_flight.load(AtomicOrdering::SeqCst), 4, "the four batches run at once");
+    assert_eq!(presigner.in_flight.load(AtomicOrdering::SeqCst), 4, "four batches at once, a slot left to loads");
     drop(held);
     ahead.await.unwrap();
     assert_eq!(*presigner.calls.lock().unwrap(), vec![50, 50, 50, 50]);
@@ -949,4 +950,57 @@ async fn asking_ahead_is_nothing_to_do_for_the_token_modes() {
     header.prefetch(&refs).await;
     assert_eq!(embedded.stats(), StrategyStats::default());
     assert_eq!(header.stats(), StrategyStats::default());
+}
+
+#[tokio::test]
+async fn asking_ahead_with_a_renewed_token_proves_it_once_and_finds_its_principals_urls() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let login = Arc::new(LoginCell::new());
+    login.set(token("alice"));
+    let s = strategy(&clock, &endpoint, login.clone(), PresignConfig::default());
+    let urls: Vec<String> = (0..100).map(media).collect();
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    s.prefetch(&refs).await;
+    // One call proves the token, then 99 URLs in two batches.
+    assert_eq!(*endpoint.calls.lock().unwrap(), vec![1, 50, 49]);
+    // A renewal: a new token for the same user.
+    login.set(FileAccessToken::new(jwt(r#"{"sub":"alice","exp":4000000001}"#)).unwrap());
+    s.prefetch(&refs).await;
+    assert_eq!(endpoint.calls(), 4, "one call proves the new token; the rest are its principal's");
+    for url in &urls {
+        assert!(ready(&*s, url), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn asking_ahead_leaves_room_and_a_call_slot_to_the_loads_under_way() {
+    let config = PresignConfig { max_waiting: 20, batch_limit: 5, max_concurrent_calls: 3, ..PresignConfig::default() };
+    let (presigner, s) = overlapping(config);
+    let held = presigner.open.lock().await;
+    let ahead = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let urls: Vec<String> = (0..100).map(media).collect();
+            s.prefetch(&urls.iter().map(String::as_str).collect::<Vec<_>>()).await
+        })
+    };
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(presigner.in_flight.load(AtomicOrdering::SeqCst), 2, "asking ahead uses all slots but one");
+    let load = {
+        let s = s.clone();
+        tokio::spawn(async move { resolve_str(&*s, &media(500)).await.map(|(url, _)| url.into_owned()) })
+    };
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(presigner.in_flight.load(AtomicOrdering::SeqCst), 3, "the load got the slot left");
+    drop(held);
+    assert!(load.await.unwrap().unwrap().starts_with(&media(500)), "not Busy, not queued behind the list");
+    ahead.await.unwrap();
+    for n in 0..100 {
+        assert!(ready(&*s, &media(n)));
+    }
 }

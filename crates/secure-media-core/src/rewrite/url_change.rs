@@ -117,7 +117,7 @@ impl UrlChange {
             UrlChange::Replace(signed) => {
                 // The fragment never reaches the server; keep the caller's (a video's #t=10).
                 let fragment = url.fragment().map(str::to_owned);
-                *url = signed.url().clone();
+                *url = signed.url();
                 url.set_fragment(fragment.as_deref());
             }
         }
@@ -139,8 +139,8 @@ impl UrlChange {
                 return set_param_in(url, base, old_query, fragment, name, value.encoded());
             }
             UrlChange::Replace(signed) => {
-                let signed = signed.url();
-                let base = signed.as_str().split_once('#').map_or(signed.as_str(), |(base, _)| base);
+                let signed = signed.as_str();
+                let base = signed.split_once('#').map_or(signed, |(base, _)| base);
                 out = String::with_capacity(base.len() + fragment.map_or(0, |f| f.len() + 1));
                 out.push_str(base);
             }
