@@ -42,7 +42,9 @@ use hyper_util::rt::TokioExecutor;
 use image::{ImageFormat, Rgb, RgbImage};
 use reqwest_middleware::ClientWithMiddleware;
 use secure_media::presigned::{PresignConfig, Presigned, Presigner};
-use secure_media::{AccessError, ExchangeRecord, FileAccessToken, LoginCell, SecureMedia, SecureMediaMode};
+use secure_media::{
+    AccessError, ConfigError, ExchangeRecord, FileAccessToken, LoginCell, SecureMedia, SecureMediaMode,
+};
 use secure_media_reqwest::{client_builder, secure_client_from, ReqwestPresigner};
 use secure_media_server::{ReferenceServer, RunningServer, ServerConfig, Stats};
 use secure_media_tower::{SecureMediaLayer, SecureMediaService, TowerPresigner};
@@ -247,7 +249,8 @@ fn login_cell(server: &Arc<RunningServer>) -> Result<Arc<LoginCell>, Error> {
 }
 
 fn fresh_token(server: &RunningServer) -> Result<FileAccessToken, AccessError> {
-    let answer = server.login(USER).map_err(|reason| AccessError::RefreshFailed(reason.into()))?;
+    // The only refusal is a uid the server does not take: this example's configuration.
+    let answer = server.login(USER).map_err(|reason| AccessError::from(ConfigError::InvalidConfig(reason)))?;
     FileAccessToken::new(answer.fat)
 }
 

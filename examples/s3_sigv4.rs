@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::percent_decode_str;
-use secure_media::{AccessError, MediaAccessStrategy, MediaUrl, ParamValue, Resolution, SecureHosts};
+use secure_media::{AccessError, ConfigError, MediaAccessStrategy, MediaUrl, ParamValue, Resolution, SecureHosts};
 use sha2::{Digest, Sha256};
 
 /// Presigns GETs for an S3-compatible host with an access key the app holds.
@@ -76,7 +76,7 @@ impl MediaAccessStrategy for S3Presign {
         &self.hosts
     }
     fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
-        Some(self.sign_at(url, SystemTime::now()).ok_or(AccessError::InvalidConfig("cannot sign")))
+        Some(self.sign_at(url, SystemTime::now()).ok_or(AccessError::Config(ConfigError::InvalidConfig("cannot sign"))))
     }
 }
 

@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::*;
 use secure_link::SecureLink;
 use secure_media::{
-    AccessError, Credentials, MediaAccessStrategy, MediaFetcher, MediaUrl, ParamValue, Resolution, SecureHosts,
+    AccessError, ConfigError, Credentials, MediaAccessStrategy, MediaFetcher, MediaUrl, ParamValue, Resolution,
+    SecureHosts,
 };
 
 const SECRET: &str = "nginx and the app share this";
@@ -204,7 +205,7 @@ impl MediaAccessStrategy for S3ExpiredFirst {
             true => SystemTime::now() - Duration::from_secs(7200),
             false => SystemTime::now(),
         };
-        Some(self.inner.sign_at(url, when).ok_or(AccessError::InvalidConfig("cannot sign")))
+        Some(self.inner.sign_at(url, when).ok_or(AccessError::Config(ConfigError::InvalidConfig("cannot sign"))))
     }
 }
 

@@ -58,17 +58,18 @@ pub async fn login_cell(server: &RunningServer, uid: &str) -> Arc<LoginCell> {
     cell
 }
 
+/// Logs in at `login_url`, failing as an app's relogin hook should: with the error that says why.
 pub async fn http_login(login_url: &str, uid: &str) -> Result<FileAccessToken, secure_media::AccessError> {
-    let answer: serde_json::Value = reqwest_client()
-        .post(login_url)
-        .json(&serde_json::json!({ "uid": uid }))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|_| secure_media::AccessError::RefreshFailed("login failed".into()))?
-        .json()
-        .await
-        .map_err(|_| secure_media::AccessError::RefreshFailed("bad login answer".into()))?;
+    use secure_media::AccessError;
+    let url = || login_url.to_owned();
+    let unreachable = |error| AccessError::Network { url: url(), error: secure_media_reqwest::network_error(error) };
+    let response =
+        reqwest_client().post(login_url).json(&serde_json::json!({ "uid": uid })).send().await.map_err(unreachable)?;
+    if !response.status().is_success() {
+        return Err(AccessError::Status { url: url(), status: response.status() });
+    }
+    let answer: serde_json::Value =
+        response.json().await.map_err(|_| AccessError::MalformedToken("the login answer is not JSON"))?;
     FileAccessToken::new(answer["fat"].as_str().unwrap_or_default())
 }
 

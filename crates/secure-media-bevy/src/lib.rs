@@ -83,7 +83,8 @@ fn reader_error(path: &Path, error: AccessError) -> AssetReaderError {
         AccessError::Refused { status, .. } | AccessError::Status { status, .. } => {
             AssetReaderError::HttpError(status.as_u16())
         }
-        other => AssetReaderError::Io(Arc::new(std::io::Error::other(other.to_string()))),
+        // The error itself, not its words: a reader of the io::Error can still get at it.
+        other => AssetReaderError::Io(Arc::new(std::io::Error::other(other))),
     }
 }
 

@@ -91,7 +91,9 @@ fn read_token_file(path: &Path) -> Result<String, Failure> {
 
 /// Logs in at `endpoint` with `client`: only over https, or plain http with `allow_http`
 /// (`--allow-http`), since the answer carries the token. A request that does not complete is
-/// [`AccessError::Network`] (the endpoint without its query, and the cause chain).
+/// [`AccessError::Network`] (the endpoint without its query, and the cause chain), an answer that
+/// is not a success [`AccessError::Status`], one without a usable token
+/// [`AccessError::MalformedToken`]: what a relogin hook answers, so that a failed relogin says why.
 pub(crate) async fn login(
     client: &reqwest::Client,
     endpoint: &str,
@@ -100,7 +102,6 @@ pub(crate) async fn login(
 ) -> Result<FileAccessToken, AccessError> {
     check_endpoint(endpoint, allow_http)?;
     let shown = shown_url(endpoint);
-    let failed = |why: &str| AccessError::RefreshFailed(format!("login at {shown} failed: {why}"));
     let unreachable = |error| AccessError::Network { url: shown.clone(), error: network_error(error) };
     // The client follows no redirects: a login endpoint that redirects elsewhere does not get to
     // choose where the token comes from.
@@ -112,11 +113,15 @@ pub(crate) async fn login(
         .await
         .map_err(unreachable)?;
     if !response.status().is_success() {
-        return Err(failed(&format!("answered {}", response.status())));
+        return Err(AccessError::Status { url: shown.clone(), status: response.status() });
     }
     let body = response.bytes().await.map_err(unreachable)?;
-    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| failed("not a JSON login answer"))?;
-    let fat = answer.get("fat").and_then(|f| f.as_str()).ok_or_else(|| failed("no \"fat\" in the answer"))?;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| AccessError::MalformedToken("the login answer is not JSON"))?;
+    let fat = answer
+        .get("fat")
+        .and_then(|f| f.as_str())
+        .ok_or(AccessError::MalformedToken("the login answer holds no \"fat\""))?;
     FileAccessToken::new(fat)
 }
 
@@ -130,11 +135,12 @@ pub(crate) fn shown_url(url: &str) -> String {
     url::Url::parse(url).map_or_else(|_| "(not a URL)".to_owned(), |url| secure_media_core::redacted_url(&url))
 }
 
-/// A failed login as the user reads it: where, and why (with the cause chain).
-pub(crate) fn login_failure(error: &AccessError) -> Failure {
+/// A failed [`login`] at `endpoint` as the user reads it: where, and why (with the cause chain).
+pub(crate) fn login_failure(endpoint: &str, error: &AccessError) -> Failure {
     match error {
         AccessError::Network { url, error } => Failure::network(format!("login at {url} failed: {error}")),
-        AccessError::RefreshFailed(reason) => Failure::network(reason.clone()),
+        AccessError::Status { url, status } => Failure::network(format!("login at {url} failed: answered {status}")),
+        AccessError::MalformedToken(_) => Failure::network(format!("login at {} failed: {error}", shown_url(endpoint))),
         _ => Failure::access(error),
     }
 }
@@ -172,7 +178,8 @@ impl<'a> Setup<'a> {
             TokenInput::Login { endpoint, uid } => {
                 let allow_http = args.allow_http;
                 check_endpoint(endpoint, allow_http).map_err(|e| Failure::usage(format!("--login: {e}")))?;
-                let first = login(&self.client, endpoint, uid, allow_http).await.map_err(|e| login_failure(&e))?;
+                let first =
+                    login(&self.client, endpoint, uid, allow_http).await.map_err(|e| login_failure(endpoint, &e))?;
                 let (client, endpoint, uid) = (self.client.clone(), endpoint.clone(), uid.clone());
                 let cell = LoginCell::new().with_relogin(move || {
                     let (client, endpoint, uid) = (client.clone(), endpoint.clone(), uid.clone());

@@ -65,7 +65,7 @@ async fn check_token(setup: &Setup<'_>, allow_http: bool, report: &mut Report) -
                 token
             }
             Err(error) => {
-                let failure = login_failure(&error);
+                let failure = login_failure(endpoint, &error);
                 let fix = failure.hint().unwrap_or("check --login (the login endpoint) and that the server is running");
                 report.problem(failure.message(), fix);
                 return false;

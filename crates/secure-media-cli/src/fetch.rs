@@ -79,7 +79,7 @@ pub(crate) async fn run(args: FetchArgs) -> Result<(), Failure> {
         let mut checked = false;
         while let Some(chunk) = response.chunk().await.map_err(|e| access.redact_failure(cut_off(e)))? {
             if !checked {
-                check_media(&content_type, &chunk).map_err(Failure::not_media)?;
+                check_media(&content_type, &chunk).map_err(|reason| Failure::not_media(reason.to_string()))?;
                 checked = true;
             }
             sink.write_all(&chunk).await.map_err(|e| Failure::other(e.to_string()))?;
@@ -87,7 +87,7 @@ pub(crate) async fn run(args: FetchArgs) -> Result<(), Failure> {
             progress.inc(chunk.len() as u64);
         }
         if !checked {
-            check_media(&content_type, &[]).map_err(Failure::not_media)?;
+            check_media(&content_type, &[]).map_err(|reason| Failure::not_media(reason.to_string()))?;
         }
         sink.flush().await.map_err(|e| Failure::other(e.to_string()))?;
         Ok::<u64, Failure>(received)

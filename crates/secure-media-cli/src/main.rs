@@ -50,13 +50,13 @@ impl Failure {
         Self::new(1, message.into())
     }
 
-    /// An access error from the middleware or a strategy: a refused token is 3, an endpoint that
-    /// may not receive the token is a usage error, anything else (the network, a presign endpoint
-    /// that failed) is 4, as it always was.
+    /// An access error from the middleware or a strategy: a refused token is 3, a configuration
+    /// that cannot work (an endpoint that may not receive the token) is a usage error, anything
+    /// else (the network, a presign endpoint that failed) is 4, as it always was.
     pub(crate) fn access(error: &AccessError) -> Self {
         match error {
             AccessError::Refused { .. } | AccessError::PresignUnauthorized { .. } => Self::refused(error.to_string()),
-            AccessError::InsecureEndpoint { .. } => Self::usage(error.to_string()),
+            AccessError::Config(_) => Self::usage(error.to_string()),
             _ => Self::network(error.to_string()),
         }
     }

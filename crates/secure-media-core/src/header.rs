@@ -9,8 +9,8 @@ use http::{header, HeaderName, StatusCode};
 use crate::counters::Counters;
 use crate::embedded::FAT_PARAM;
 use crate::{
-    AccessError, Clock, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision, SecureHosts,
-    StrategyStats, SystemClock, TokenSource,
+    AccessError, Clock, ConfigError, FileAccessToken, MediaAccessStrategy, MediaUrl, Resolution, RetryDecision,
+    SecureHosts, StrategyStats, SystemClock, TokenSource,
 };
 
 /// Header mode: `Authorization: Bearer <token>` by default. The header name and scheme are
@@ -66,13 +66,13 @@ impl HeaderBasedStrategy {
     ///
     /// # Errors
     ///
-    /// [`AccessError::InvalidHeader`] when `name` is not a valid header name, or `scheme` is not
+    /// [`ConfigError::InvalidHeader`] when `name` is not a valid header name, or `scheme` is not
     /// a single token (letters, digits and `-._~+/` only, such as `Bearer`).
-    pub fn with_token_header(mut self, name: &str, scheme: &str) -> Result<Self, AccessError> {
+    pub fn with_token_header(mut self, name: &str, scheme: &str) -> Result<Self, ConfigError> {
         self.name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| AccessError::InvalidHeader("not a valid header name"))?;
+            .map_err(|_| ConfigError::InvalidHeader("not a valid header name"))?;
         if !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) {
-            return Err(AccessError::InvalidHeader("the scheme must be a single token such as Bearer"));
+            return Err(ConfigError::InvalidHeader("the scheme must be a single token such as Bearer"));
         }
         self.scheme = scheme.into();
         Ok(self)
@@ -162,8 +162,9 @@ mod tests {
 
     #[test]
     fn header_name_and_scheme_are_validated() {
-        assert!(strategy().with_token_header("bad header", "Bearer").is_err());
-        assert!(strategy().with_token_header("x-token", "Bad Scheme").is_err());
+        let bad_name = strategy().with_token_header("bad header", "Bearer").unwrap_err();
+        assert_eq!(bad_name, ConfigError::InvalidHeader("not a valid header name"));
+        assert!(matches!(strategy().with_token_header("x-token", "Bad Scheme"), Err(ConfigError::InvalidHeader(_))));
         assert!(strategy().with_token_header("x-token", "Token").is_ok());
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 use url::Url;
 
-use crate::{AccessError, MediaUrl};
+use crate::{ConfigError, MediaUrl};
 
 /// One configured host, normalised: lowercase, no trailing dot, `None` for the default port.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,17 +49,27 @@ impl SecureHosts {
 
     /// The vendor's hosts for a region: `files-<region>.cometchat.io`,
     /// `files-<region>.cometchat.com` and `media-<region>.cometchat.io`.
-    pub fn cometchat(region: &str) -> Result<Self, AccessError> {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidHost`] when `region` is empty or holds anything but letters, digits
+    /// and hyphens.
+    pub fn cometchat(region: &str) -> Result<Self, ConfigError> {
         Self::new().with_cometchat_region(region)
     }
 
     /// Adds the vendor's three hosts for a region.
-    pub fn with_cometchat_region(mut self, region: &str) -> Result<Self, AccessError> {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidHost`] when `region` is empty or holds anything but letters, digits
+    /// and hyphens.
+    pub fn with_cometchat_region(mut self, region: &str) -> Result<Self, ConfigError> {
         let region = region.trim().to_ascii_lowercase();
         let valid =
             !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid {
-            return Err(AccessError::InvalidHost {
+            return Err(ConfigError::InvalidHost {
                 entry: region,
                 reason: "a region is letters, digits and hyphens (e.g. \"us\", \"eu\", \"in\")",
             });
@@ -75,13 +85,22 @@ impl SecureHosts {
     }
 
     /// Adds a host, `host:port`, or an `https://host[:port]` origin.
-    pub fn with_host(mut self, entry: &str) -> Result<Self, AccessError> {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidHost`] when `entry` is empty, not a valid host name, or carries a
+    /// path, query or user info.
+    pub fn with_host(mut self, entry: &str) -> Result<Self, ConfigError> {
         self.add(entry)?;
         Ok(self)
     }
 
     /// Adds a host, `host:port`, or an `https://host[:port]` origin, in place.
-    pub fn add(&mut self, entry: &str) -> Result<(), AccessError> {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidHost`], as [`with_host`](Self::with_host); the hosts are unchanged.
+    pub fn add(&mut self, entry: &str) -> Result<(), ConfigError> {
         let parsed = parse_entry(entry)?;
         if !self.entries.contains(&parsed) {
             self.entries.push(parsed);
@@ -144,8 +163,8 @@ impl SecureHosts {
     }
 }
 
-fn parse_entry(entry: &str) -> Result<HostEntry, AccessError> {
-    let invalid = |reason| AccessError::InvalidHost { entry: entry.to_owned(), reason };
+fn parse_entry(entry: &str) -> Result<HostEntry, ConfigError> {
+    let invalid = |reason| ConfigError::InvalidHost { entry: entry.to_owned(), reason };
     let trimmed = entry.trim();
     let bare = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://")).unwrap_or(trimmed);
     let bare = bare.strip_suffix('/').unwrap_or(bare);
@@ -194,6 +213,8 @@ mod tests {
         assert!(!hosts.matches_str("https://files-eu.cometchat.io/app/media/a.jpg"));
         assert!(SecureHosts::cometchat("u s").is_err());
         assert!(SecureHosts::cometchat("").is_err());
+        let error = SecureHosts::cometchat("bad region!").unwrap_err();
+        assert!(matches!(&error, ConfigError::InvalidHost { entry, .. } if entry == "bad region!"), "{error:?}");
     }
 
     #[test]

@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use crate::presigned::{MemoryPresignCache, PresignConfig, PresignedStrategy, Presigner, DEFAULT_CACHE_CAPACITY};
 use crate::{
-    resolve_str, AccessError, Clock, EmbeddedStrategy, FileAccessToken, HeaderBasedStrategy, MediaAccessStrategy,
-    SecureHosts, SecureMediaMode, SystemClock, TokenSource,
+    resolve_str, AccessError, Clock, ConfigError, EmbeddedStrategy, FileAccessToken, HeaderBasedStrategy,
+    MediaAccessStrategy, SecureHosts, SecureMediaMode, SystemClock, TokenSource,
 };
 
 /// Builds a [`SecureMedia`]: hosts (a region or explicit), mode, token source, presigner.
 pub struct SecureMediaBuilder {
     app_id: String,
     hosts: SecureHosts,
-    host_error: Option<AccessError>,
+    host_error: Option<ConfigError>,
     mode: SecureMediaMode,
     tokens: Option<Arc<dyn TokenSource>>,
     presigner: Option<Arc<dyn Presigner>>,
@@ -111,15 +111,20 @@ impl SecureMediaBuilder {
         self
     }
 
-    /// Builds the handle. Errors: an invalid host or region, no token source, or presigned mode
-    /// without a presigner.
-    pub fn build(self) -> Result<SecureMedia, AccessError> {
+    /// Builds the handle.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidHost`] for an invalid host or region given to the builder (the last
+    /// one), [`ConfigError::InvalidConfig`] without a token source, or in presigned mode without
+    /// a presigner.
+    pub fn build(self) -> Result<SecureMedia, ConfigError> {
         if let Some(error) = self.host_error {
             return Err(error);
         }
         let tokens = self
             .tokens
-            .ok_or(AccessError::InvalidConfig("a token source is required (SecureMediaBuilder::token_source)"))?;
+            .ok_or(ConfigError::InvalidConfig("a token source is required (SecureMediaBuilder::token_source)"))?;
         let mut presign_config = self.presign_config;
         for host in self.cdn_hosts.iter() {
             presign_config.cdn_hosts.add(&host)?;
@@ -142,7 +147,7 @@ impl SecureMediaBuilder {
             SecureMediaMode::Presigned => match &presigned {
                 Some(p) => p.clone(),
                 None => {
-                    return Err(AccessError::InvalidConfig(
+                    return Err(ConfigError::InvalidConfig(
                         "presigned mode needs a presigner (SecureMediaBuilder::presigner)",
                     ))
                 }
@@ -246,6 +251,14 @@ impl SecureMedia {
     /// A presigned URL for a secure media URL (`fetchPresignedUrl(url)`), in any mode once a
     /// presigner is configured. The input comes back unchanged when presigning is off, the URL is
     /// invalid, or it is not on a secure host; errors are real failures only.
+    ///
+    /// # Errors
+    ///
+    /// As the presigned strategy's [`resolve`](MediaAccessStrategy::resolve):
+    /// [`AccessError::NotLoggedIn`] without a token, [`AccessError::Presign`],
+    /// [`AccessError::PresignUnauthorized`] (after one renewal of the token),
+    /// [`AccessError::RefreshFailed`] when that renewal failed, [`AccessError::Busy`] or
+    /// [`AccessError::Cancelled`].
     pub async fn fetch_presigned_url(&self, url: &str) -> Result<String, AccessError> {
         let Some(presigned) = &self.presigned else {
             return Ok(url.to_owned());
@@ -268,6 +281,12 @@ impl SecureMedia {
 
     /// The URL as the configured mode would send it (headers aside): embedded adds `fat`, header
     /// strips a stale one, presigned exchanges it. Unchanged for invalid or non-secure URLs.
+    ///
+    /// # Errors
+    ///
+    /// As the mode's strategy's [`resolve`](MediaAccessStrategy::resolve):
+    /// [`AccessError::NotLoggedIn`] without a token, and in presigned mode the errors of
+    /// [`fetch_presigned_url`](Self::fetch_presigned_url).
     pub async fn resolve_url(&self, url: &str) -> Result<String, AccessError> {
         Ok(resolve_str(&*self.strategy, url).await?.0.into_owned())
     }
@@ -448,7 +467,7 @@ mod tests {
         assert!(matches!(unlisted.fetch_presigned_url(secure).await, Err(AccessError::Presign { .. })));
         let login: Arc<dyn TokenSource> = Arc::new(LoginCell::new());
         let bad = SecureMedia::builder("app").cdn_host("a/b").token_source(login).build();
-        assert!(matches!(bad, Err(AccessError::InvalidHost { .. })));
+        assert!(matches!(bad, Err(ConfigError::InvalidHost { .. })));
     }
 
     #[tokio::test]
@@ -491,12 +510,12 @@ mod tests {
     fn bad_configuration_is_a_clear_error() {
         let login: Arc<dyn TokenSource> = Arc::new(LoginCell::new());
         let bad_region = SecureMedia::builder("app").region("u s").token_source(login.clone()).build();
-        assert!(matches!(bad_region, Err(AccessError::InvalidHost { .. })));
+        assert!(matches!(bad_region, Err(ConfigError::InvalidHost { .. })));
         let bad_host = SecureMedia::builder("app").secure_host("a/b").token_source(login.clone()).build();
-        assert!(matches!(bad_host, Err(AccessError::InvalidHost { .. })));
+        assert!(matches!(bad_host, Err(ConfigError::InvalidHost { .. })));
         let no_presigner =
             SecureMedia::builder("app").region("us").mode(SecureMediaMode::Presigned).token_source(login).build();
-        assert!(matches!(no_presigner, Err(AccessError::InvalidConfig(_))));
-        assert!(matches!(SecureMedia::builder("app").build(), Err(AccessError::InvalidConfig(_))));
+        assert!(matches!(no_presigner, Err(ConfigError::InvalidConfig(_))));
+        assert!(matches!(SecureMedia::builder("app").build(), Err(ConfigError::InvalidConfig(_))));
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::AccessError;
+use crate::ConfigError;
 
 /// How requests prove access to secure media. The numeric values are the vendor's.
 ///
@@ -42,14 +42,19 @@ impl SecureMediaMode {
 }
 
 impl TryFrom<u8> for SecureMediaMode {
-    type Error = AccessError;
+    type Error = ConfigError;
 
+    /// The vendor's numbers: 0 embedded, 1 header, 2 presigned.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownModeNumber`] for any other number.
     fn try_from(value: u8) -> Result<Self, Self::Error> {
         match value {
             0 => Ok(Self::Embedded),
             1 => Ok(Self::HeaderBased),
             2 => Ok(Self::Presigned),
-            other => Err(AccessError::UnknownModeNumber(other)),
+            other => Err(ConfigError::UnknownModeNumber(other)),
         }
     }
 }
@@ -61,10 +66,14 @@ impl From<SecureMediaMode> for u8 {
 }
 
 impl FromStr for SecureMediaMode {
-    type Err = AccessError;
+    type Err = ConfigError;
 
     /// Accepts the names case-insensitively, plus the vendor's spellings
     /// `headerBased`, `header_based` and `header-based`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownModeName`] for any other name.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let name = s.trim();
         let is = |candidate: &str| name.eq_ignore_ascii_case(candidate);
@@ -75,7 +84,7 @@ impl FromStr for SecureMediaMode {
         } else if is("presigned") {
             Ok(Self::Presigned)
         } else {
-            Err(AccessError::UnknownModeName(s.to_owned()))
+            Err(ConfigError::UnknownModeName(s.to_owned()))
         }
     }
 }
@@ -88,7 +97,7 @@ impl fmt::Display for SecureMediaMode {
 
 #[cfg(feature = "serde")]
 impl TryFrom<String> for SecureMediaMode {
-    type Error = AccessError;
+    type Error = ConfigError;
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
         value.parse()
@@ -120,7 +129,7 @@ mod tests {
     fn three_and_up_is_a_clear_error() {
         for n in [3u8, 4, 255] {
             let err = SecureMediaMode::try_from(n).unwrap_err();
-            assert_eq!(err, AccessError::UnknownModeNumber(n));
+            assert_eq!(err, ConfigError::UnknownModeNumber(n));
             assert!(err.to_string().contains("expected 0 (embedded)"));
         }
     }
@@ -132,7 +141,7 @@ mod tests {
             assert_eq!(mode.to_string().to_uppercase().parse::<SecureMediaMode>().unwrap(), mode);
         }
         assert_eq!("headerBased".parse::<SecureMediaMode>().unwrap(), SecureMediaMode::HeaderBased);
-        assert!(matches!("cookie".parse::<SecureMediaMode>(), Err(AccessError::UnknownModeName(n)) if n == "cookie"));
+        assert!(matches!("cookie".parse::<SecureMediaMode>(), Err(ConfigError::UnknownModeName(n)) if n == "cookie"));
     }
 
     #[test]

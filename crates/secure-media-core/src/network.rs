@@ -66,6 +66,10 @@ impl fmt::Display for TlsFailure {
 /// joined by `": "`). Built by the HTTP adapters from their client's error, after the URL has been
 /// taken out of it; the chain never holds a query string.
 ///
+/// Its [`source()`](Error::source) is `None` by design: it keeps the causes as redacted words,
+/// not the errors themselves, since a client's error may carry the URL with its token and would
+/// hand it to whoever walks the chain. [`failure`](Self::failure) is the typed part.
+///
 /// ```
 /// use std::io;
 /// use secure_media_core::{NetworkError, NetworkFailure};
@@ -132,6 +136,7 @@ impl NetworkError {
     }
 }
 
+/// No [`source()`](Error::source): the causes are kept as redacted words only ([`detail`](NetworkError::detail)).
 impl Error for NetworkError {}
 
 impl fmt::Display for NetworkError {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use http::StatusCode;
 use url::Url;
 
-use crate::{AccessError, Credentials, MediaUrl, Resolution, SecureHosts};
+use crate::{AccessError, ConfigError, Credentials, MediaUrl, Resolution, SecureHosts};
 
 /// What a strategy says after the media server refused its resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,12 +111,13 @@ pub trait MediaAccessStrategy: Send + Sync + 'static {
     /// When no proof can be had for `url`: the token strategies answer
     /// [`AccessError::NotLoggedIn`] without a token; the presigned strategy also
     /// [`AccessError::Presign`], [`AccessError::PresignUnauthorized`] or [`AccessError::Busy`]
-    /// when presigning fails. The default answers [`AccessError::InvalidConfig`] when
-    /// `resolve_ready` answers `None`.
+    /// when presigning fails. The default answers [`ConfigError::InvalidConfig`] (as
+    /// [`AccessError::Config`]) when `resolve_ready` answers `None`.
     async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
-        self.resolve_ready(url).unwrap_or(Err(AccessError::InvalidConfig(
-            "resolve_ready answered None and the strategy does not implement resolve",
-        )))
+        self.resolve_ready(url).unwrap_or_else(|| {
+            Err(ConfigError::InvalidConfig("resolve_ready answered None and the strategy does not implement resolve")
+                .into())
+        })
     }
 
     /// The media server refused what `used` produced with `status` (401 or 403): drop caches,

@@ -86,6 +86,30 @@ fn logs_errors_and_debug_output_never_show_a_secret() {
             for error in errors {
                 shown.push(format!("{error} {error:?}"));
             }
+
+            // Every refresh failure, with its source chain: none names the refused token.
+            let fixed = StaticToken::parse(TOKEN).unwrap();
+            let no_hook = LoginCell::new();
+            let failing = LoginCell::new().with_relogin(|| async {
+                Err(AccessError::Status { url: "https://login.example.com/".into(), status: StatusCode::BAD_GATEWAY })
+            });
+            let refresh_errors = [
+                fixed.refresh(&fixed.current().unwrap()).await.unwrap_err(),
+                no_hook.refresh(&no_hook.set(FileAccessToken::new(TOKEN).unwrap())).await.unwrap_err(),
+                failing.refresh(&failing.set(FileAccessToken::new(TOKEN).unwrap())).await.unwrap_err(),
+                failing.refresh(&failing.current().unwrap()).await.unwrap_err(), // backing off
+            ];
+            for error in refresh_errors {
+                assert!(matches!(error, AccessError::RefreshFailed(_)), "{error:?}");
+                let mut cause: Option<&dyn std::error::Error> = Some(&error);
+                while let Some(current) = cause {
+                    shown.push(format!("{current} {current:?}"));
+                    cause = current.source();
+                }
+            }
+            let endpoint = presigned::endpoint::check_endpoint(&format!("http://api.example.com/p?fat={TOKEN}"), false);
+            let endpoint = AccessError::from(endpoint.unwrap_err());
+            shown.push(format!("{endpoint} {endpoint:?}"));
         });
     });
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

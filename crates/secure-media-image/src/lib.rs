@@ -107,6 +107,12 @@ impl ImageLoader {
     }
 
     /// Fetches and decodes one image; the decode runs on a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// [`ImageLoadError::Fetch`] when the fetcher fails (not on a secure host, refused, not media,
+    /// too large, the network: the [`AccessError`]), [`ImageLoadError::Limits`] for an image
+    /// larger than the limits, [`ImageLoadError::Decode`] for bytes that do not decode.
     pub async fn load(&self, url: &str) -> Result<DynamicImage, ImageLoadError> {
         let media = self.fetcher.fetch(url).await?;
         let limits = self.limits;
@@ -125,12 +131,21 @@ impl ImageLoader {
     }
 
     /// Decodes bytes within this loader's limits.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](fn@decode).
     pub fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, ImageLoadError> {
         decode(bytes, self.limits)
     }
 }
 
 /// Decodes bytes within `limits` (format guessed from the bytes).
+///
+/// # Errors
+///
+/// [`ImageLoadError::Limits`] for an image larger than `limits`, [`ImageLoadError::Decode`] for
+/// bytes that are not an image this build decodes.
 pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, ImageLoadError> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -140,6 +155,11 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, ImageL
 }
 
 /// Width and height from the header only: nothing is decoded.
+///
+/// # Errors
+///
+/// [`ImageLoadError::Decode`] when the header cannot be read (not an image this build knows),
+/// [`ImageLoadError::Limits`] should reading it exceed the default limits.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageLoadError> {
     ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()

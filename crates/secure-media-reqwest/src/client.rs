@@ -94,6 +94,10 @@ pub fn network_error(error: reqwest::Error) -> NetworkError {
 /// # let _ = client;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Errors
+///
+/// reqwest's error when the client cannot be built (its TLS backend cannot be set up).
 pub fn secure_client(strategy: Arc<dyn MediaAccessStrategy>) -> Result<ClientWithMiddleware, reqwest::Error> {
     secure_client_from(client_builder(), strategy)
 }
@@ -113,6 +117,11 @@ pub fn secure_client(strategy: Arc<dyn MediaAccessStrategy>) -> Result<ClientWit
 /// # let _ = client;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Errors
+///
+/// reqwest's error when `builder` cannot build a client (a certificate or TLS setting its
+/// backend refuses).
 pub fn secure_client_from(
     builder: reqwest::ClientBuilder,
     strategy: Arc<dyn MediaAccessStrategy>,

@@ -37,6 +37,10 @@ pub struct ReqwestFetcher {
 
 impl ReqwestFetcher {
     /// A fetcher with its own client (built with [`client_builder`]).
+    ///
+    /// # Errors
+    ///
+    /// reqwest's error when the client cannot be built (its TLS backend cannot be set up).
     pub fn new(strategy: Arc<dyn MediaAccessStrategy>) -> Result<Self, reqwest::Error> {
         let client = client_builder().build()?;
         Ok(Self::from_client(client, strategy))

@@ -9,7 +9,7 @@ use http::{header, Extensions};
 use reqwest::{Request, Response, ResponseBuilderExt, Url};
 use reqwest_middleware::{Middleware, Next};
 // reqwest 0.13's own redirect layer is tower-http 0.6's: its `RequestUri` is what reqwest leaves.
-use secure_media_core::{AccessError, Attempt, Exchange, MediaAccessStrategy, DEFAULT_MAX_HOPS};
+use secure_media_core::{AccessError, Attempt, ConfigError, Exchange, MediaAccessStrategy, DEFAULT_MAX_HOPS};
 use tower_http_06::follow_redirect::RequestUri;
 
 /// Adds proof of access to requests for secure hosts, retries once after a refusal, follows
@@ -152,9 +152,9 @@ impl Middleware for SecureMediaMiddleware {
                 tracing::warn!(
                     "the client follows redirects itself: build it with secure_media_reqwest::client_builder()"
                 );
-                return Err(access_error(AccessError::InvalidConfig(
+                return Err(access_error(AccessError::Config(ConfigError::InvalidConfig(
                     "the reqwest client followed a cross-origin redirect below SecureMediaMiddleware: build it with secure_media_reqwest::client_builder()",
-                )));
+                ))));
             }
             if !exchange.answered(response.status(), response.headers().get(header::LOCATION)) {
                 break;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use reqwest::{header, Client, Url};
 use secure_media_core::presigned::endpoint::{self, PresignRequest, RetryPolicy, Unreachable};
 use secure_media_core::presigned::{Presigned, Presigner};
-use secure_media_core::{AccessError, FileAccessToken};
+use secure_media_core::{AccessError, ConfigError, FileAccessToken};
 
 use crate::network_error;
 
@@ -30,7 +30,7 @@ use crate::network_error;
 ///     .with_retry_policy(RetryPolicy::default().with_timeout(Duration::from_secs(5)).with_retries(2, Duration::from_millis(100)));
 /// assert!(ReqwestPresigner::new(client, "http://127.0.0.1:8787/v1/media/presign".parse().unwrap()).is_err());
 /// # let _ = presigner;
-/// # Ok::<(), secure_media_core::AccessError>(())
+/// # Ok::<(), secure_media_core::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct ReqwestPresigner {
@@ -42,16 +42,24 @@ pub struct ReqwestPresigner {
 
 impl ReqwestPresigner {
     /// Presigns at the https `endpoint` with `client`: the default [`RetryPolicy`] (10 s per
-    /// call, 2 retries from 100 ms), 100 URLs a call. Errors
-    /// ([`AccessError::InsecureEndpoint`]): a plain-http or non-http(s) endpoint.
-    pub fn new(client: Client, endpoint: Url) -> Result<Self, AccessError> {
+    /// call, 2 retries from 100 ms), 100 URLs a call.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InsecureEndpoint`] for a plain-http or non-http(s) endpoint, or one without
+    /// a host.
+    pub fn new(client: Client, endpoint: Url) -> Result<Self, ConfigError> {
         endpoint::check_endpoint(endpoint.as_str(), false)?;
         Ok(Self::unchecked(client, endpoint))
     }
 
     /// The same, also accepting a plain `http://` endpoint: for loopback test servers only, since
     /// the token could be read on the way.
-    pub fn new_allowing_http(client: Client, endpoint: Url) -> Result<Self, AccessError> {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InsecureEndpoint`] for a non-http(s) endpoint, or one without a host.
+    pub fn new_allowing_http(client: Client, endpoint: Url) -> Result<Self, ConfigError> {
         endpoint::check_endpoint(endpoint.as_str(), true)?;
         Ok(Self::unchecked(client, endpoint))
     }

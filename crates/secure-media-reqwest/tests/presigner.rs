@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::StatusCode;
 use secure_media_core::presigned::endpoint::RetryPolicy;
 use secure_media_core::presigned::Presigner;
-use secure_media_core::{AccessError, FileAccessToken};
+use secure_media_core::{AccessError, ConfigError, FileAccessToken};
 use secure_media_reqwest::ReqwestPresigner;
 use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
 
@@ -106,7 +106,7 @@ async fn a_refused_token_is_unauthorized_and_never_shown() {
 async fn a_plain_http_endpoint_is_refused_at_construction() {
     let http = "http://127.0.0.1:8787/v1/media/presign?fat=SECRET".parse().unwrap();
     let error = ReqwestPresigner::new(secure_media_reqwest::client_builder().build().unwrap(), http).unwrap_err();
-    assert!(matches!(error, AccessError::InsecureEndpoint { .. }), "{error:?}");
+    assert!(matches!(error, ConfigError::InsecureEndpoint { .. }), "{error:?}");
     let text = error.to_string();
     assert!(text.contains("http://127.0.0.1:8787/v1/media/presign") && text.contains("new_allowing_http"), "{text}");
     assert!(!text.contains("SECRET"));

@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use secure_media_core::presigned::endpoint::{self, PresignRequest, RetryPolicy, Unreachable};
 use secure_media_core::presigned::{Presigned, Presigner};
-use secure_media_core::{AccessError, FileAccessToken, MediaUrl, NetworkError, NetworkFailure};
+use secure_media_core::{AccessError, ConfigError, FileAccessToken, MediaUrl, NetworkError, NetworkFailure};
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -29,7 +29,7 @@ use crate::BoxError;
 /// ```
 /// use secure_media_tower::TowerPresigner;
 ///
-/// # fn main() -> Result<(), secure_media_core::AccessError> {
+/// # fn main() -> Result<(), secure_media_core::ConfigError> {
 /// let endpoint: http::Uri = "http://127.0.0.1:8787/v1/media/presign".parse().unwrap();
 /// assert!(TowerPresigner::new((), endpoint.clone()).is_err()); // plain http: refused
 /// let presigner = TowerPresigner::new_allowing_http((), endpoint)?.with_max_batch(50);
@@ -47,9 +47,13 @@ pub struct TowerPresigner<S> {
 
 impl<S> TowerPresigner<S> {
     /// Presigns at the https `endpoint` through `service`: the default [`RetryPolicy`] (10 s per
-    /// call, 2 retries from 100 ms), 100 URLs a call. Errors
-    /// ([`AccessError::InsecureEndpoint`]): a plain-http or non-http(s) endpoint.
-    pub fn new(service: S, endpoint: Uri) -> Result<Self, AccessError> {
+    /// call, 2 retries from 100 ms), 100 URLs a call.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InsecureEndpoint`] for a plain-http or non-http(s) endpoint, or one without
+    /// a host.
+    pub fn new(service: S, endpoint: Uri) -> Result<Self, ConfigError> {
         endpoint::check_endpoint(&endpoint.to_string(), false)?;
         Ok(Self::unchecked(service, endpoint))
     }
@@ -57,7 +61,11 @@ impl<S> TowerPresigner<S> {
     /// The same, also accepting a plain `http://` endpoint (e.g.
     /// `http://127.0.0.1:8787/v1/media/presign`): for loopback test servers only, since the token
     /// could be read on the way.
-    pub fn new_allowing_http(service: S, endpoint: Uri) -> Result<Self, AccessError> {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InsecureEndpoint`] for a non-http(s) endpoint, or one without a host.
+    pub fn new_allowing_http(service: S, endpoint: Uri) -> Result<Self, ConfigError> {
         endpoint::check_endpoint(&endpoint.to_string(), true)?;
         Ok(Self::unchecked(service, endpoint))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 use secure_media_core::presigned::endpoint::RetryPolicy;
 use secure_media_core::presigned::Presigner;
-use secure_media_core::{AccessError, FileAccessToken};
+use secure_media_core::{AccessError, ConfigError, FileAccessToken};
 use secure_media_server::{ReferenceServer, Route, RunningServer, ServerConfig};
 use secure_media_tower::TowerPresigner;
 
@@ -34,7 +34,7 @@ fn urls(server: &RunningServer) -> Vec<Arc<str>> {
 async fn a_plain_http_endpoint_is_refused_at_construction() {
     let http = "http://127.0.0.1:8787/v1/media/presign?fat=SECRET".parse().unwrap();
     let error = TowerPresigner::new(hyper(), http).unwrap_err();
-    assert!(matches!(error, AccessError::InsecureEndpoint { .. }), "{error:?}");
+    assert!(matches!(error, ConfigError::InsecureEndpoint { .. }), "{error:?}");
     let text = error.to_string();
     assert!(text.contains("http://127.0.0.1:8787/v1/media/presign") && !text.contains("SECRET"), "{text}");
     assert!(TowerPresigner::new(hyper(), "https://api.example.com/v1/media/presign".parse().unwrap()).is_ok());

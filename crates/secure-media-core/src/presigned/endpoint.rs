@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::Presigned;
-use crate::{AccessError, FileAccessToken, NetworkError, NetworkFailure};
+use crate::{AccessError, ConfigError, FileAccessToken, NetworkError, NetworkFailure};
 
 /// The most bytes of an answer the presigners read, with or without a `Content-Length`.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
@@ -62,26 +62,26 @@ pub(crate) fn saturating_add(at: SystemTime, by: Duration) -> SystemTime {
 /// assert!(check_endpoint("http://127.0.0.1:8787/v1/media/presign", false).is_err());
 /// assert!(check_endpoint("http://127.0.0.1:8787/v1/media/presign", true).is_ok());
 /// ```
-pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), AccessError> {
+pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), ConfigError> {
     let Ok(url) = Url::parse(endpoint) else {
-        return Err(AccessError::InsecureEndpoint {
+        return Err(ConfigError::InsecureEndpoint {
             url: "an unparsable endpoint".into(),
             reason: "it is not an absolute http(s) URL",
         });
     };
     let clean = || crate::redacted_url(&url);
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(AccessError::InsecureEndpoint { url: clean(), reason: "it has no host" });
+        return Err(ConfigError::InsecureEndpoint { url: clean(), reason: "it has no host" });
     }
     match url.scheme() {
         "https" => Ok(()),
         "http" if allow_http => Ok(()),
-        "http" => Err(AccessError::InsecureEndpoint {
+        "http" => Err(ConfigError::InsecureEndpoint {
             url: clean(),
             reason: "plain http would expose the file access token on the way; use https, or allow http \
                      explicitly (`new_allowing_http`, `--allow-http`) for a loopback test server",
         }),
-        _ => Err(AccessError::InsecureEndpoint { url: clean(), reason: "it is not an http(s) URL" }),
+        _ => Err(ConfigError::InsecureEndpoint { url: clean(), reason: "it is not an http(s) URL" }),
     }
 }
 
@@ -530,7 +530,7 @@ mod tests {
         let http = "http://user:pw@127.0.0.1:8787/v1/media/presign?fat=SECRET";
         let error = check_endpoint(http, false).unwrap_err();
         let text = error.to_string();
-        assert!(matches!(error, AccessError::InsecureEndpoint { .. }));
+        assert!(matches!(error, ConfigError::InsecureEndpoint { .. }));
         assert!(text.contains("http://127.0.0.1:8787/v1/media/presign") && text.contains("https"), "{text}");
         assert!(!text.contains("SECRET") && !text.contains("pw"), "{text}");
         assert!(check_endpoint(http, true).is_ok());

@@ -12,7 +12,7 @@ use retry_policies::policies::ExponentialBackoff;
 use retry_policies::{Jitter, RetryDecision, RetryPolicy as _};
 
 use super::listener::Listeners;
-use crate::{AccessError, Clock, FileAccessToken, SystemClock, TokenListener, TokenRef, TokenSource};
+use crate::{AccessError, Clock, FileAccessToken, RefreshFailure, SystemClock, TokenListener, TokenRef, TokenSource};
 
 type Relogin = Arc<dyn Fn() -> BoxFuture<'static, Result<FileAccessToken, AccessError>> + Send + Sync>;
 type Flight = Shared<BoxFuture<'static, Result<Arc<FileAccessToken>, AccessError>>>;
@@ -41,9 +41,13 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<FileAccessToken>, AccessError
 /// Renewals are bounded by time, not by traffic:
 /// - a failed relogin is remembered for a backoff (1 s, doubling with each failure in a row up to
 ///   60 s, jittered between 0.5 s and that): meanwhile `refresh` answers
-///   [`AccessError::RefreshFailed`] at once, without calling the hook;
+///   [`RefreshFailure::BackingOff`] at once, without calling the hook;
 /// - a token that a relogin installed less than a quiet period ago (5 s) and that is refused
-///   already is not renewed again: `refresh` answers [`AccessError::RefreshFailed`].
+///   already is not renewed again: `refresh` answers [`RefreshFailure::RenewedTooRecently`].
+///
+/// A failed relogin answers [`RefreshFailure::Relogin`] with the hook's error as its source
+/// (a hook that answers [`AccessError::NotLoggedIn`] is passed on as it is); without a hook,
+/// [`RefreshFailure::NoRelogin`]. Each comes as [`AccessError::RefreshFailed`].
 ///
 /// So a media server that refuses every token costs one relogin per quiet period, whatever the
 /// number of requests. See [`with_renewal_backoff`](Self::with_renewal_backoff),
@@ -219,7 +223,11 @@ impl CellState {
                 }
                 Err(error) => {
                     renewal.failed(error.clone(), now, policy);
-                    (Err(error), None)
+                    let answer = match error {
+                        AccessError::NotLoggedIn => error,
+                        other => RefreshFailure::Relogin(Box::new(other)).into(),
+                    };
+                    (Err(answer), None)
                 }
             }
         };
@@ -243,7 +251,11 @@ impl LoginCell {
     }
 
     /// Renews a refused token by calling `relogin` (single-flight):
-    /// `LoginCell::new().with_relogin(|| async { ... })`.
+    /// `LoginCell::new().with_relogin(|| async { ... })`. Let the hook answer the error that says
+    /// what failed ([`AccessError::Network`] for a login request that did not complete,
+    /// [`AccessError::Status`] for an answer that is not a success, ...): refreshes answer it as
+    /// the source of [`RefreshFailure::Relogin`], and later ones during the backoff as the source
+    /// of [`RefreshFailure::BackingOff`].
     pub fn with_relogin<F, Fut>(mut self, relogin: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -332,35 +344,31 @@ impl LoginCell {
             // A relogin that never ends must not hold every later renewal: it counts as failed
             // (and is backed off from); should it end after all, its token is still installed.
             renewal.flight = None;
-            let error = AccessError::RefreshFailed(format!(
-                "logging in again did not finish within {} s",
-                self.policy.relogin_timeout.as_secs_f64()
-            ));
+            let error = AccessError::from(RefreshFailure::TimedOut { after: self.policy.relogin_timeout });
             renewal.failed(error.clone(), now, self.policy);
             return NextStep::Answer(Err(error));
         }
         let Some(relogin) = self.relogin.clone() else {
-            return NextStep::Answer(Err(AccessError::RefreshFailed("the token was refused: log in again".into())));
+            return NextStep::Answer(Err(RefreshFailure::NoRelogin.into()));
         };
         if let Some((renewed, at)) = &renewal.renewed {
             let since = elapsed_since(now, *at);
             if std::ptr::eq(renewed.as_ptr(), Arc::as_ptr(stale)) && since < self.policy.quiet {
-                return NextStep::Answer(Err(AccessError::RefreshFailed(format!(
-                    "the token a relogin installed {:.1} s ago was refused too: not logging in again for {:.1} s",
-                    since.as_secs_f64(),
-                    (self.policy.quiet - since).as_secs_f64()
-                ))));
+                let retry_in = self.policy.quiet - since;
+                return NextStep::Answer(Err(
+                    RefreshFailure::RenewedTooRecently { renewed_ago: since, retry_in }.into()
+                ));
             }
         }
         if let Some(failure) = &renewal.last_failure {
             let since = elapsed_since(now, failure.at);
             if since < failure.wait {
-                return NextStep::Answer(Err(AccessError::RefreshFailed(format!(
-                    "logging in again failed {} time(s) in a row ({}): backing off for {:.1} s",
-                    renewal.failures,
-                    failure.error,
-                    (failure.wait - since).as_secs_f64()
-                ))));
+                return NextStep::Answer(Err(RefreshFailure::BackingOff {
+                    failures: renewal.failures,
+                    retry_in: failure.wait - since,
+                    last: Box::new(failure.error.clone()),
+                }
+                .into()));
             }
         }
         tracing::info!("file access token refused: logging in again");
@@ -392,10 +400,18 @@ impl TokenSource for LoginCell {
         TokenRef::locked(self.state.token.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Answers the current token when `stale` is no longer it; [`AccessError::NotLoggedIn`] after
-    /// a logout (never logging back in); otherwise joins or starts the one relogin, unless a
-    /// failed one is being backed off from or `stale` was installed by a relogin within the quiet
-    /// period ([`AccessError::RefreshFailed`], at once).
+    /// Answers the current token when `stale` is no longer it; otherwise joins or starts the one
+    /// relogin.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::NotLoggedIn`] after a logout (never logging back in);
+    /// [`AccessError::RefreshFailed`] with [`RefreshFailure::NoRelogin`] without a relogin hook,
+    /// [`RefreshFailure::Relogin`] when the relogin failed, [`RefreshFailure::TimedOut`] when it
+    /// outlived its timeout, and, at once without calling the hook,
+    /// [`RefreshFailure::BackingOff`] after recent failures or
+    /// [`RefreshFailure::RenewedTooRecently`] when a relogin installed `stale` within the quiet
+    /// period.
     async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
         match self.next_step(stale) {
             NextStep::Wait(flight) => flight.await,
@@ -473,7 +489,9 @@ pub(crate) mod tests {
     async fn without_relogin_a_refusal_asks_to_log_in() {
         let cell = LoginCell::new();
         let stale = cell.set(FileAccessToken::new("one").unwrap());
-        assert!(matches!(cell.refresh(&stale).await, Err(AccessError::RefreshFailed(_))));
+        let error = cell.refresh(&stale).await.unwrap_err();
+        assert_eq!(error, AccessError::RefreshFailed(RefreshFailure::NoRelogin));
+        assert!(error.to_string().contains("log in again"), "{error}");
     }
 
     pub(crate) fn start() -> Arc<ManualClock> {
@@ -506,7 +524,7 @@ pub(crate) mod tests {
                 let failing = counter.failing.load(Ordering::SeqCst);
                 async move {
                     if failing {
-                        Err(AccessError::RefreshFailed("the login endpoint answered 503".into()))
+                        Err(login_down())
                     } else {
                         FileAccessToken::new(format!("fresh-{n}"))
                     }
@@ -539,8 +557,47 @@ pub(crate) mod tests {
         (Arc::new(cell), hook)
     }
 
+    /// What the failing hook answers.
+    fn login_down() -> AccessError {
+        AccessError::Status { url: "https://login.example.com/".into(), status: http::StatusCode::SERVICE_UNAVAILABLE }
+    }
+
     fn is_refresh_failed_saying(answer: &Result<Arc<FileAccessToken>, AccessError>, words: &str) -> bool {
-        matches!(answer, Err(AccessError::RefreshFailed(message)) if message.contains(words))
+        matches!(answer, Err(error @ AccessError::RefreshFailed(_)) if error.to_string().contains(words))
+    }
+
+    #[tokio::test]
+    async fn a_failed_relogin_answers_the_hooks_error_as_its_source() {
+        use std::error::Error as _;
+        let (cell, hook) = cell_with_hook(&start());
+        hook.fail(true);
+        let stale = cell.set(FileAccessToken::new("stale-secret").unwrap());
+        let error = cell.refresh(&stale).await.unwrap_err();
+        assert_eq!(error, AccessError::RefreshFailed(RefreshFailure::Relogin(Box::new(login_down()))));
+        assert_eq!(error.source().and_then(|e| e.downcast_ref::<AccessError>()), Some(&login_down()));
+        assert_eq!(
+            error.to_string(),
+            "the file access token was refused and could not be refreshed: logging in again failed: \
+             https://login.example.com/ answered 503 Service Unavailable"
+        );
+        // During the backoff: typed, the last failure as the source, and no token anywhere.
+        let backing_off = cell.refresh(&stale).await.unwrap_err();
+        let AccessError::RefreshFailed(RefreshFailure::BackingOff { failures, retry_in, last }) = &backing_off else {
+            panic!("{backing_off:?}");
+        };
+        assert_eq!((*failures, **last == login_down()), (1, true));
+        assert!(*retry_in <= Duration::from_secs(1), "{retry_in:?}");
+        assert_eq!(backing_off.source().and_then(|e| e.downcast_ref::<AccessError>()), Some(&login_down()));
+        for shown in [format!("{error} {error:?}"), format!("{backing_off} {backing_off:?}")] {
+            assert!(!shown.contains("stale-secret") && !shown.contains("fresh-"), "{shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relogin_that_answers_not_logged_in_is_passed_on_as_it_is() {
+        let cell = LoginCell::new().with_relogin(|| async { Err(AccessError::NotLoggedIn) });
+        let stale = cell.set(FileAccessToken::new("stale").unwrap());
+        assert_eq!(cell.refresh(&stale).await.unwrap_err(), AccessError::NotLoggedIn);
     }
 
     #[tokio::test]
@@ -667,7 +724,9 @@ pub(crate) mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         clock.advance(Duration::from_secs(30));
         let answer = cell.refresh(&stale).await;
-        assert!(is_refresh_failed_saying(&answer, "did not finish"), "{answer:?}");
+        assert!(is_refresh_failed_saying(&answer, "did not finish within 30 s"), "{answer:?}");
+        let after = Duration::from_secs(30);
+        assert_eq!(answer.unwrap_err(), AccessError::RefreshFailed(RefreshFailure::TimedOut { after }));
         assert!(is_refresh_failed_saying(&cell.refresh(&stale).await, "backing off"));
         clock.advance(Duration::from_secs(1));
         assert!(futures::FutureExt::now_or_never(cell.refresh(&stale)).is_none(), "a new relogin starts");
@@ -740,6 +799,10 @@ pub(crate) mod tests {
         for _ in 0..100 {
             assert!(is_refresh_failed_saying(&cell.refresh(&fresh).await, "not logging in again"));
         }
+        let quiet = cell.refresh(&fresh).await.unwrap_err();
+        let expected =
+            RefreshFailure::RenewedTooRecently { renewed_ago: Duration::ZERO, retry_in: Duration::from_secs(5) };
+        assert_eq!(quiet, AccessError::RefreshFailed(expected));
         clock.advance(Duration::from_millis(4_999));
         assert!(is_refresh_failed_saying(&cell.refresh(&fresh).await, "not logging in again"));
         assert_eq!(hook.calls(), 1);

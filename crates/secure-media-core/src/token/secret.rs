@@ -11,7 +11,7 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use crate::{AccessError, ParamValue, SharedHeaders};
+use crate::{AccessError, ConfigError, ParamValue, SharedHeaders};
 
 /// How far past its `exp` a token still counts as valid, for clocks that disagree a little.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
@@ -169,13 +169,13 @@ impl FileAccessToken {
     ///
     /// # Errors
     ///
-    /// [`AccessError::InvalidHeader`] when `scheme` holds a character a header value cannot (a
-    /// control character such as a line break).
-    pub fn header_value(&self, scheme: &str) -> Result<HeaderValue, AccessError> {
+    /// [`ConfigError::InvalidHeader`] when `scheme` holds a character a header value cannot (a
+    /// control character such as a line break): the token itself always fits.
+    pub fn header_value(&self, scheme: &str) -> Result<HeaderValue, ConfigError> {
         let secret = self.secret.raw();
         let text = if scheme.is_empty() { secret.to_owned() } else { format!("{scheme} {secret}") };
         let mut value = HeaderValue::from_str(&text)
-            .map_err(|_| AccessError::InvalidHeader("the header scheme is not a valid header value"))?;
+            .map_err(|_| ConfigError::InvalidHeader("the header scheme is not a valid header value"))?;
         value.set_sensitive(true);
         Ok(value)
     }

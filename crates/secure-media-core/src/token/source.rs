@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLockReadGuard, Weak};
 
 use async_trait::async_trait;
 
-use crate::{AccessError, FileAccessToken, TokenListener};
+use crate::{AccessError, FileAccessToken, RefreshFailure, TokenListener};
 
 /// A token lent by [`TokenSource::peek`]: read it, do not keep it (a lock may be held).
 pub struct TokenRef<'a>(Lent<'a>);
@@ -81,7 +81,8 @@ pub trait TokenSource: Send + Sync + 'static {
     ///
     /// When no newer token can be had: [`AccessError::NotLoggedIn`] after a logout,
     /// [`AccessError::RefreshFailed`] when the token cannot be renewed (a static token), the
-    /// renewal failed, or the source declines to renew for now (see [`LoginCell`](crate::LoginCell)).
+    /// renewal failed, or the source declines to renew for now (see [`LoginCell`](crate::LoginCell));
+    /// its [`RefreshFailure`] says which.
     async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError>;
 
     /// Registers a listener for token changes. Sources whose token never changes ignore it.
@@ -142,7 +143,7 @@ impl TokenSource for StaticToken {
 
     async fn refresh(&self, stale: &Arc<FileAccessToken>) -> Result<Arc<FileAccessToken>, AccessError> {
         if Arc::ptr_eq(stale, &self.0) {
-            Err(AccessError::RefreshFailed("a static token cannot be renewed".into()))
+            Err(RefreshFailure::StaticToken.into())
         } else {
             Ok(self.0.clone())
         }
@@ -182,6 +183,9 @@ mod tests {
     #[tokio::test]
     async fn a_static_token_cannot_be_renewed() {
         let fixed = StaticToken::parse("x").unwrap();
-        assert!(fixed.refresh(&fixed.current().unwrap()).await.is_err());
+        let error = fixed.refresh(&fixed.current().unwrap()).await.unwrap_err();
+        assert_eq!(error, AccessError::RefreshFailed(RefreshFailure::StaticToken));
+        assert!(error.to_string().ends_with("could not be refreshed: a static token cannot be renewed"), "{error}");
+        assert!(std::error::Error::source(&error).is_none());
     }
 }
