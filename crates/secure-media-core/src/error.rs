@@ -93,7 +93,8 @@ pub enum AccessError {
         /// The clean media URL.
         url: String,
         /// What went wrong (never a token or signature).
-        reason: String,
+        #[source]
+        reason: PresignFailure,
     },
     /// The presign endpoint refused the file access token.
     #[error("the presign endpoint refused the file access token ({status})")]
@@ -365,4 +366,74 @@ mod tests {
         );
         assert!(matches!(error, AccessError::NotMedia { reason: NotMediaReason::Html, .. }));
     }
+}
+
+/// Why a presign call, or one URL's answer, could not be used. Never holds a token, a signature or
+/// a signed URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresignFailure {
+    /// The endpoint answered a status that is neither success nor a refusal of the token.
+    #[error("the presign endpoint answered {0}")]
+    Status(StatusCode),
+    /// The endpoint could not be reached (DNS, connection, TLS, a cut-off answer).
+    #[error("the presign endpoint is unreachable: {0}")]
+    Unreachable(#[source] crate::NetworkError),
+    /// The call took longer than the policy's timeout.
+    #[error("the presign call timed out")]
+    TimedOut,
+    /// The answer is larger than the presigners read.
+    #[error("the presign answer is larger than {limit} bytes")]
+    TooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// The answer ended before its end.
+    #[error("the presign answer was cut off")]
+    CutOff,
+    /// The answer is not JSON.
+    #[error("the presign endpoint answered malformed JSON")]
+    MalformedJson,
+    /// The answer is JSON without a `"urls"` list of objects.
+    #[error("the presign answer has no \"urls\" list")]
+    NoUrlsList,
+    /// The answer has no entry for this URL.
+    #[error("the presign answer left this URL out")]
+    LeftOut,
+    /// The endpoint refused this URL, in its own words (made printable, nothing that looks like
+    /// a token or a URL).
+    #[error("the endpoint refused it: {0}")]
+    Refused(String),
+    /// The entry has no `presigned_url`.
+    #[error("the presign answer has no presigned_url")]
+    NoPresignedUrl,
+    /// The entry's `expires_at` is not a non-negative number of seconds.
+    #[error("the presign answer's expires_at is not a unix time")]
+    BadExpiry,
+    /// The presigned URL does not parse.
+    #[error("the presigned URL is not a valid URL")]
+    InvalidUrl,
+    /// The presigned URL is not http(s) with a host.
+    #[error("the presigned URL is not an http(s) URL")]
+    NotHttp,
+    /// The presigned URL is plain http and the secure hosts do not allow it.
+    #[error("the presigned URL is plain http, which the secure hosts do not allow")]
+    PlainHttp,
+    /// The presigned URL points to a host that is neither a secure host nor a CDN host.
+    #[error(
+        "the presigned URL points to {host}, which is neither a secure host nor a CDN host (PresignConfig::cdn_hosts)"
+    )]
+    Elsewhere {
+        /// The host it points to.
+        host: String,
+    },
+    /// The presigned URL had expired when it arrived.
+    #[error("the presigned URL is already expired")]
+    AlreadyExpired,
+    /// The presigner answered fewer URLs than it was asked for.
+    #[error("the presigner answered fewer URLs than asked")]
+    Missing,
+    /// A presigner of the app's own, in its words.
+    #[error("{0}")]
+    Other(String),
 }

@@ -46,7 +46,7 @@ pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
 pub use credentials::Credentials;
 pub use embedded::{EmbeddedStrategy, FAT_PARAM};
-pub use error::{AccessError, ConfigError, NotMediaReason, RefreshFailure};
+pub use error::{AccessError, ConfigError, NotMediaReason, PresignFailure, RefreshFailure};
 pub use exchange::{
     carries_credentials, downgrades_to_http, strip_credentials, Attempt, Exchange, ExchangeRecord,
     CALLER_CREDENTIAL_HEADERS, DEFAULT_MAX_HOPS,

@@ -267,7 +267,10 @@ impl Presigner for FakePresigner {
             Answer::Signed => Ok(Presigned { url: signed(url), expires_at: None }),
             Answer::Text(text) => Ok(Presigned { url: text.clone(), expires_at: None }),
             Answer::Expired => Ok(Presigned { url: signed(url), expires_at: Some(UNIX_EPOCH) }),
-            Answer::Fails => Err(AccessError::Presign { url: url.to_owned(), reason: "refused by the fake".into() }),
+            Answer::Fails => Err(AccessError::Presign {
+                url: url.to_owned(),
+                reason: secure_media_core::PresignFailure::Other("refused by the fake".into()),
+            }),
         }
     }
 }

@@ -60,7 +60,6 @@ impl SecureBytesLoader {
         self
     }
 
-    /// The fetcher's key for `uri` (no credential its strategy declares, scoped to the principal).
     /// Asks ahead for the URLs a screen is about to show (a gallery, a page of a chat), in the
     /// background on the runtime: in presigned mode their loads then find their URLs ready.
     /// Returns at once; egui's own `load` calls are unchanged.
@@ -72,6 +71,7 @@ impl SecureBytesLoader {
         })
     }
 
+    /// The fetcher's key for `uri` (no credential its strategy declares, scoped to the principal).
     fn key(&self, uri: &str) -> String {
         self.fetcher.key_of(uri).map_or_else(|| uri.to_owned(), |k| k.to_string())
     }

@@ -87,7 +87,7 @@ const DELETE_IF_SAME: &str = r"
 local stored = redis.call('GET', KEYS[1])
 if not stored then return 0 end
 local ok, entry = pcall(cjson.decode, stored)
-if ok and type(entry) == 'table' and entry.url ~= ARGV[1] then return 0 end
+if ok and type(entry) == 'table' and type(entry.url) == 'string' and entry.url ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 ";
 
@@ -105,6 +105,11 @@ impl RedisPresignCache {
     /// A cache on the Redis at `url` (`redis://host:port/db`), with prefix `secure-media`, a 250 ms
     /// timeout per call, a 30 s safety margin and a 10,000-entry L1. Connects lazily: Redis may be
     /// down now and come up later. Call it inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisCacheError`] when `url` is not a Redis URL the client accepts (the message shows
+    /// it without its password).
     pub fn new(url: &str) -> Result<Self, RedisCacheError> {
         let timeout = Duration::from_millis(250);
         let client = redis::Client::open(url).map_err(|_| RedisCacheError::InvalidUrl(redact_url(url)))?;
@@ -240,6 +245,10 @@ fn encode(key: &CacheKey<'_>, url: &SignedUrl) -> String {
 /// A stored value read back at `now`: `None` (a miss) for anything but an entry for this very key
 /// with two times in order, neither past year 9999 and the fetch not in the future.
 fn decode(key: &CacheKey<'_>, text: &str, now: SystemTime) -> Option<SignedUrl> {
+    // An object only: serde's derived structs would also read an array, field by position.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
     let entry: Entry<'_> = serde_json::from_str(text).ok()?;
     if entry.key != key.url() {
         return None; // a hashed key shared by two URLs: a miss, never the other URL
@@ -373,6 +382,8 @@ mod tests {
         let back = decode(&key, &text, now).unwrap();
         assert_eq!((back.as_str(), back.expires_at(), back.fetched_at()), (signed.as_str(), signed.expires_at(), now));
         assert!(decode(&CacheKey::new(&scope, "https://m.io/b"), &text, now).is_none());
+        let positional = r#"["https://m.io/a","https://m.io/a?Signature=s",1800000000000,1800000060000]"#;
+        assert!(decode(&key, positional, now).is_none(), "an array is not an entry");
         assert!(decode(&key, "not json", now).is_none());
     }
 

@@ -345,3 +345,22 @@ async fn removing_a_refused_url_keeps_a_fresher_one_another_process_stored() {
     assert!(two.get(&key).await.is_none());
     assert!(keys(&url, &prefix).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_entry_written_as_an_array_is_a_miss_and_a_refusal_deletes_it() {
+    let (_guard, url) = redis();
+    let prefix = prefix("array");
+    let cache = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0);
+    let alice: Arc<str> = "sub:alice".into();
+    let key = CacheKey::new(&alice, "https://media.example.com/a.png");
+    // A writer to Redis plants the fields by position: serde would read them into a struct.
+    let planted = r#"["https://media.example.com/a.png","https://evil.example/a.png?Signature=x",1,4000000000000]"#;
+    let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, cache.redis_key(&key), planted).await.unwrap();
+    assert!(cache.get(&key).await.is_none(), "an array is not an entry");
+    let now = std::time::SystemTime::now();
+    let refused = url::Url::parse("https://media.example.com/a.png?Signature=y").unwrap();
+    let refused = SignedUrl::new("https://media.example.com/a.png", refused, now, now + Duration::from_secs(60));
+    cache.remove_refused(&key, &refused).await;
+    assert!(keys(&url, &prefix).await.is_empty(), "what is not an entry goes");
+}

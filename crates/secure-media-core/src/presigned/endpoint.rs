@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::Presigned;
-use crate::{AccessError, ConfigError, FileAccessToken, NetworkError, NetworkFailure};
+use crate::{AccessError, ConfigError, FileAccessToken, NetworkError, NetworkFailure, PresignFailure};
 
 /// The most bytes of an answer the presigners read, with or without a `Content-Length`.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
@@ -62,6 +62,11 @@ pub(crate) fn saturating_add(at: SystemTime, by: Duration) -> SystemTime {
 /// assert!(check_endpoint("http://127.0.0.1:8787/v1/media/presign", false).is_err());
 /// assert!(check_endpoint("http://127.0.0.1:8787/v1/media/presign", true).is_ok());
 /// ```
+///
+/// # Errors
+///
+/// [`ConfigError::InsecureEndpoint`] for an unparsable URL, one without a host, plain http
+/// without `allow_http`, or another scheme.
 pub fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), ConfigError> {
     let Ok(url) = Url::parse(endpoint) else {
         return Err(ConfigError::InsecureEndpoint {
@@ -96,6 +101,11 @@ pub struct PresignRequest {
 
 impl PresignRequest {
     /// The request for `urls` with `token`.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::Config`] when the token cannot be a header value (it always can: a
+    /// [`FileAccessToken`] is printable ASCII).
     pub fn new(urls: &[Arc<str>], token: &FileAccessToken) -> Result<Self, AccessError> {
         Ok(Self { authorization: token.header_value("Bearer")?, body: request_body(urls).into() })
     }
@@ -121,8 +131,8 @@ fn batch_label(urls: &[Arc<str>]) -> String {
 }
 
 /// An error for the whole batch.
-pub fn batch_error(urls: &[Arc<str>], reason: impl Into<String>) -> AccessError {
-    AccessError::Presign { url: batch_label(urls), reason: reason.into() }
+pub fn batch_error(urls: &[Arc<str>], reason: PresignFailure) -> AccessError {
+    AccessError::Presign { url: batch_label(urls), reason }
 }
 
 /// The endpoint's own words, made safe to log: at most 120 characters, printable ASCII only, and
@@ -147,7 +157,27 @@ struct Request<'a> {
 /// problem (it reads as absent or invalid), never the whole answer's.
 #[derive(Deserialize)]
 struct Answer {
-    urls: Vec<Lenient<Item>>,
+    urls: Vec<Lenient<Object<Item>>>,
+}
+
+/// `T` read from a JSON object only: serde's derived structs also read an array, field by
+/// position, which no endpoint means.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Fields(std::marker::PhantomData)).map(Object)
+    }
 }
 
 /// One URL's entry: `{"url", "presigned_url", "expires_at"}` or `{"url", "error"}`.
@@ -210,36 +240,31 @@ pub(crate) fn parse_answer(
         return Err(AccessError::PresignUnauthorized { status });
     }
     if !status.is_success() {
-        return Err(batch_error(urls, format!("the presign endpoint answered {status}")));
+        return Err(batch_error(urls, PresignFailure::Status(status)));
     }
-    let answer: Answer = serde_json::from_slice(body).map_err(|error| {
-        let reason = if error.is_data() {
-            "the presign answer has no \"urls\" list"
-        } else {
-            "the presign endpoint answered malformed JSON"
-        };
+    let Object(answer): Object<Answer> = serde_json::from_slice(body).map_err(|error| {
+        let reason = if error.is_data() { PresignFailure::NoUrlsList } else { PresignFailure::MalformedJson };
         batch_error(urls, reason)
     })?;
-    let items: Vec<&Item> = answer.urls.iter().filter_map(Lenient::valid).collect();
+    let items: Vec<&Item> = answer.urls.iter().filter_map(Lenient::valid).map(|Object(item)| item).collect();
     Ok(urls
         .iter()
         .map(|url| {
-            let failed = |reason: &str| AccessError::Presign { url: url.to_string(), reason: reason.to_owned() };
+            let failed = |reason: PresignFailure| AccessError::Presign { url: url.to_string(), reason };
             let item = items
                 .iter()
                 .find(|item| item.url.valid().is_some_and(|named| **named == **url))
-                .ok_or_else(|| failed("the presign answer left this URL out"))?;
+                .ok_or_else(|| failed(PresignFailure::LeftOut))?;
             if let Some(error) = item.error.valid() {
-                return Err(failed(&format!("the endpoint refused it: {}", printable(error))));
+                return Err(failed(PresignFailure::Refused(printable(error))));
             }
-            let presigned =
-                item.presigned_url.valid().ok_or_else(|| failed("the presign answer has no presigned_url"))?;
+            let presigned = item.presigned_url.valid().ok_or_else(|| failed(PresignFailure::NoPresignedUrl))?;
             let expires_at = match &item.expires_at {
                 Lenient::Absent | Lenient::Valid(None) => None,
-                Lenient::Valid(Some(number)) => Some(
-                    unix_time(number).ok_or_else(|| failed("the presign answer's expires_at is not a unix time"))?,
-                ),
-                Lenient::Invalid(_) => return Err(failed("the presign answer's expires_at is not a unix time")),
+                Lenient::Valid(Some(number)) => {
+                    Some(unix_time(number).ok_or_else(|| failed(PresignFailure::BadExpiry))?)
+                }
+                Lenient::Invalid(_) => return Err(failed(PresignFailure::BadExpiry)),
             };
             Ok(Presigned { url: presigned.clone(), expires_at })
         })
@@ -370,7 +395,7 @@ impl RetryPolicy {
             let sent = send(&request);
             let attempt = pin!(async move {
                 let response = sent.await.map_err(|Unreachable(network)| {
-                    let error = batch_error(urls, format!("the presign endpoint is unreachable: {network}"));
+                    let error = batch_error(urls, PresignFailure::Unreachable(network.clone()));
                     match network.failure() {
                         NetworkFailure::Tls(_) => Failure::Final(error),
                         _ => Failure::Retryable(error),
@@ -380,7 +405,7 @@ impl RetryPolicy {
             });
             let outcome = match future::select(attempt, pin!(sleep(self.timeout))).await {
                 Either::Left((outcome, _)) => outcome,
-                Either::Right(_) => Err(Failure::Retryable(batch_error(urls, "the presign call timed out"))),
+                Either::Right(_) => Err(Failure::Retryable(batch_error(urls, PresignFailure::TimedOut))),
             };
             match outcome {
                 Ok(answers) => return answers,
@@ -407,15 +432,14 @@ async fn read_answer<B: http_body::Body>(
 ) -> Result<Vec<Result<Presigned, AccessError>>, Failure> {
     let status = response.status();
     if is_retryable(status) {
-        return Err(Failure::Retryable(batch_error(urls, format!("the presign endpoint answered {status}"))));
+        return Err(Failure::Retryable(batch_error(urls, PresignFailure::Status(status))));
     }
     // A refusal or another failure is decided by its status alone: its body (however large, or
     // cut off) must neither hide a refused token nor make us send the token again.
     if !status.is_success() {
         return parse_answer(status, b"", urls).map_err(Failure::Final);
     }
-    let too_large =
-        || Failure::Final(batch_error(urls, format!("the presign answer is larger than {MAX_ANSWER_BYTES} bytes")));
+    let too_large = || Failure::Final(batch_error(urls, PresignFailure::TooLarge { limit: MAX_ANSWER_BYTES }));
     let declared = response
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -427,7 +451,7 @@ async fn read_answer<B: http_body::Body>(
     let mut body = pin!(response.into_body());
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Failure::Retryable(batch_error(urls, "the presign answer was cut off")))?;
+        let frame = frame.map_err(|_| Failure::Retryable(batch_error(urls, PresignFailure::CutOff)))?;
         if let Ok(mut data) = frame.into_data() {
             while data.has_remaining() {
                 let chunk = data.chunk();
@@ -450,6 +474,41 @@ mod tests {
 
     fn urls() -> Vec<Arc<str>> {
         vec![Arc::from("https://h.io/a"), Arc::from("https://h.io/b"), Arc::from("https://h.io/c")]
+    }
+
+    fn reason(error: AccessError) -> PresignFailure {
+        match error {
+            AccessError::Presign { reason, .. } => reason,
+            other => panic!("not a presign failure: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_failure_is_typed_and_is_the_errors_source() {
+        use std::error::Error as _;
+        let status = parse_answer(StatusCode::BAD_GATEWAY, b"", &urls()).unwrap_err();
+        assert!(status
+            .source()
+            .is_some_and(|source| source.to_string() == "the presign endpoint answered 502 Bad Gateway"));
+        assert_eq!(reason(status), PresignFailure::Status(StatusCode::BAD_GATEWAY));
+        assert_eq!(reason(parse_answer(StatusCode::OK, b"{", &urls()).unwrap_err()), PresignFailure::MalformedJson);
+        assert_eq!(
+            reason(parse_answer(StatusCode::OK, br#"{"x":1}"#, &urls()).unwrap_err()),
+            PresignFailure::NoUrlsList
+        );
+        let body = br#"{"urls":[{"url":"https://h.io/a","error":"no such file"},{"url":"https://h.io/b"},{"url":"https://h.io/c","presigned_url":"https://h.io/c?s=1","expires_at":"soon"}]}"#;
+        let each: Vec<PresignFailure> =
+            parse_answer(StatusCode::OK, body, &urls()).unwrap().into_iter().map(|r| reason(r.unwrap_err())).collect();
+        assert_eq!(
+            each,
+            [PresignFailure::Refused("no such file".into()), PresignFailure::NoPresignedUrl, PresignFailure::BadExpiry]
+        );
+        // Arrays are not objects, whatever their order: an entry in one is left out.
+        let positional = br#"{"urls":[["https://h.io/a","https://h.io/a?s=1",null,4000000000]]}"#;
+        let answers = parse_answer(StatusCode::OK, positional, &urls()[..1]).unwrap();
+        assert_eq!(reason(answers.into_iter().next().unwrap().unwrap_err()), PresignFailure::LeftOut);
+        let top = parse_answer(StatusCode::OK, br#"[[{"url":"https://h.io/a"}]]"#, &urls()).unwrap_err();
+        assert_eq!(reason(top), PresignFailure::NoUrlsList);
     }
 
     #[test]

@@ -205,10 +205,7 @@ impl Flights {
         let mut state = self.state();
         for (key, (id, sender)) in batch.keys.into_iter().zip(batch.senders) {
             let outcome = outcomes.next().unwrap_or_else(|| {
-                Err(AccessError::Presign {
-                    url: key.url.to_string(),
-                    reason: "the presigner answered fewer URLs than asked".into(),
-                })
+                Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing })
             });
             if state.flights.get(&key).is_some_and(|f| f.id == id) {
                 state.flights.remove(&key);
@@ -279,7 +276,11 @@ mod tests {
         let outcome = futures::executor::block_on(flights.wait(ticket, |token, keys| {
             *used.lock().unwrap() = Some(token.expose_secret().to_owned());
             async move {
-                keys.iter().map(|k| Err(AccessError::Presign { url: k.url.to_string(), reason: "x".into() })).collect()
+                keys.iter()
+                    .map(|k| {
+                        Err(AccessError::Presign { url: k.url.to_string(), reason: crate::PresignFailure::TimedOut })
+                    })
+                    .collect()
             }
         }));
         assert!(outcome.is_err());

@@ -348,7 +348,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     fn accept(&self, answer: Presigned, clean: &str, now: SystemTime) -> Outcome {
         let signed = SignedUrl::from_presigned(answer, clean, now, self.config.default_ttl)?;
         MediaUrl::with_str(signed.as_str(), |url| Some(self.destinations.check(url)))
-            .unwrap_or_else(|| Err("the presigned URL is not an http(s) URL".into()))
+            .unwrap_or(Err(crate::PresignFailure::NotHttp))
             .map_err(|reason| AccessError::Presign { url: clean.to_owned(), reason })?;
         Ok(signed)
     }

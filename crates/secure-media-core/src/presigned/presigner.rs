@@ -9,7 +9,7 @@ use url::Url;
 
 use super::endpoint::saturating_add;
 use super::expiry_of;
-use crate::{AccessError, FileAccessToken, MediaUrl, Scheme, SecureHosts};
+use crate::{AccessError, FileAccessToken, MediaUrl, PresignFailure, Scheme, SecureHosts};
 
 /// The longest a presigned URL is trusted for, whatever its endpoint or its own expiry says: S3's
 /// limit. A longer-lived URL is renewed as if it expired then (a clamped lifetime, not an error).
@@ -104,22 +104,27 @@ impl SignedUrl {
     /// earliest of the endpoint's and the URL's own, or `now + default_ttl` when neither says,
     /// and never more than [`MAX_URL_LIFETIME`] from `now`. The strategy also checks where it
     /// points (secure or CDN hosts).
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::Presign`] with [`PresignFailure::InvalidUrl`], [`NotHttp`](PresignFailure::NotHttp)
+    /// or [`AlreadyExpired`](PresignFailure::AlreadyExpired).
     pub fn from_presigned(
         answer: Presigned,
         clean_url: &str,
         now: SystemTime,
         default_ttl: Duration,
     ) -> Result<Self, AccessError> {
-        let failed = |reason: &str| AccessError::Presign { url: clean_url.to_owned(), reason: reason.to_owned() };
-        let url = Url::parse(&answer.url).map_err(|_| failed("the presigned URL is not a valid URL"))?;
+        let failed = |reason: PresignFailure| AccessError::Presign { url: clean_url.to_owned(), reason };
+        let url = Url::parse(&answer.url).map_err(|_| failed(PresignFailure::InvalidUrl))?;
         if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-            return Err(failed("the presigned URL is not an http(s) URL"));
+            return Err(failed(PresignFailure::NotHttp));
         }
         let stated = [answer.expires_at, expiry_of(&url)].into_iter().flatten().min();
         let latest = saturating_add(now, MAX_URL_LIFETIME);
         let expires_at = stated.unwrap_or_else(|| saturating_add(now, default_ttl)).min(latest);
         if expires_at <= now {
-            return Err(failed("the presigned URL is already expired"));
+            return Err(failed(PresignFailure::AlreadyExpired));
         }
         Ok(Self::new(clean_url, url, now, expires_at))
     }
@@ -177,17 +182,14 @@ impl Destinations {
     }
 
     /// `Ok`, or why not (naming at most the host, never the URL's query).
-    pub(crate) fn check(&self, url: &MediaUrl<'_>) -> Result<(), String> {
+    pub(crate) fn check(&self, url: &MediaUrl<'_>) -> Result<(), PresignFailure> {
         if url.scheme() == Scheme::Http && !self.allow_http {
-            return Err("the presigned URL is plain http, which the secure hosts do not allow".into());
+            return Err(PresignFailure::PlainHttp);
         }
         if self.hosts.matches(url) || self.cdn.matches(url) {
             return Ok(());
         }
-        let host = url.host();
-        Err(format!(
-            "the presigned URL points to {host}, which is neither a secure host nor a CDN host (PresignConfig::cdn_hosts)"
-        ))
+        Err(PresignFailure::Elsewhere { host: url.host().to_owned() })
     }
 
     /// [`check`](Self::check) for a URL a cache handed back: a cache, shared or not, may hold
@@ -281,7 +283,9 @@ mod tests {
         let hosts = SecureHosts::cometchat("us").unwrap();
         let cdn = SecureHosts::new().with_host("cdn.example.com").unwrap();
         let check = |d: &Destinations, url: &str| {
-            MediaUrl::with_str(url, |view| Some(d.check(view))).unwrap_or_else(|| Err("not http(s)".into()))
+            MediaUrl::with_str(url, |view| Some(d.check(view)))
+                .unwrap_or(Err(PresignFailure::NotHttp))
+                .map_err(|e| e.to_string())
         };
         let strict = Destinations::new(&hosts, &cdn);
         assert!(check(&strict, "https://media-us.cometchat.io/a?Signature=s").is_ok());
