@@ -478,7 +478,7 @@ impl Exchange {
                     _ => false,
                 };
                 self.record.presigned_again |= match (used.url_change(), fresh.url_change()) {
-                    (UrlChange::Replace(old), UrlChange::Replace(new)) => old.as_str() != new.as_str(),
+                    (UrlChange::Replace(old), UrlChange::Replace(new)) => !old.same_as(new),
                     _ => false,
                 };
                 Ok(Some(self.attempt(Some(fresh))))
