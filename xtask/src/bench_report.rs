@@ -1,9 +1,11 @@
 //! `cargo xtask bench-report`: turns criterion's output (`target/criterion`) into BENCHMARKS.md's
-//! table and the ratio chart `benches/ratios.svg`, so the published figures are regenerated, never
-//! typed by hand.
+//! table and the ratio chart `benches/ratios.svg`, and the gallery scenario's `gallery.json`
+//! beside it into BENCHMARKS.md's gallery section and `benches/gallery.svg` (gallery_report.rs),
+//! so the published figures are regenerated, never typed by hand.
 //!
 //! ```sh
 //! for run in $(seq 1 7); do cargo bench --bench resolution -- --save-baseline run$run; done
+//! cargo bench --bench gallery
 //! cargo xtask bench-report
 //! ```
 
@@ -288,23 +290,50 @@ fn show(ns: f64) -> String {
     }
 }
 
-/// Reads criterion's results under `root`, rewrites the table in `workspace`'s BENCHMARKS.md
-/// and its `benches/ratios.svg`, and prints the table.
+/// Reads the results under `root` (criterion's, and `gallery.json`), rewrites `workspace`'s
+/// BENCHMARKS.md (the criterion table, the gallery section), `benches/ratios.svg` and
+/// `benches/gallery.svg` from what is there, and prints them. Either part alone is enough: the
+/// other keeps what is published.
 pub(crate) fn run(root: &Path, workspace: &Path) -> Result<(), Box<dyn std::error::Error>> {
     if !root.is_dir() {
         return Err(format!(
-            "no criterion results in {}: run `cargo bench --bench resolution` first, or pass --criterion-dir DIR",
+            "no results in {}: run `cargo bench --bench resolution` or `cargo bench --bench gallery` first, \
+             or pass --criterion-dir DIR",
             root.display()
         )
         .into());
     }
+    let table = criterion_table(root, workspace)?;
+    if !table {
+        eprintln!(
+            "no results of benches/resolution.rs in {}: BENCHMARKS.md's table and benches/ratios.svg are kept",
+            root.display()
+        );
+    }
+    let gallery = crate::gallery_report::run(root, workspace)?;
+    if !gallery {
+        eprintln!(
+            "no gallery.json in {}: BENCHMARKS.md's gallery section and benches/gallery.svg are kept",
+            root.display()
+        );
+    }
+    if !table && !gallery {
+        return Err(format!("none of the benchmarks this report reads is in {}", root.display()).into());
+    }
+    Ok(())
+}
+
+/// The criterion part: rewrites the table and `benches/ratios.svg`; `Ok(false)` when none of
+/// [`ROWS`] was measured (then nothing is written).
+fn criterion_table(root: &Path, workspace: &Path) -> Result<bool, Box<dyn std::error::Error>> {
+    let mut missing = Vec::new();
     let mut table =
         String::from("| group | ours | baseline | ratio | target | what it means |\n|---|---|---|---|---|---|\n");
     let mut bars: Vec<(String, f64, bool)> = Vec::new();
     for row in ROWS {
         let ours_runs = runs(root, row.group, row.ours);
         if ours_runs.is_empty() {
-            eprintln!("missing: {}/{}", row.group, row.ours);
+            missing.push(format!("{}/{}", row.group, row.ours));
             continue;
         }
         let ours = median(ours_runs.values().copied().collect());
@@ -382,7 +411,10 @@ pub(crate) fn run(root: &Path, workspace: &Path) -> Result<(), Box<dyn std::erro
     }
     // Nothing measured: keep the published table and chart rather than blank them.
     if bars.is_empty() {
-        return Err(format!("none of the benchmarks listed above is in {}", root.display()).into());
+        return Ok(false);
+    }
+    for name in missing {
+        eprintln!("missing: {name}");
     }
     std::fs::write(workspace.join("benches").join("ratios.svg"), svg(&bars))?;
     let mut generated = table;
@@ -402,18 +434,14 @@ pub(crate) fn run(root: &Path, workspace: &Path) -> Result<(), Box<dyn std::erro
         }
     }
     // Replace what stands between the markers in BENCHMARKS.md.
-    let path = workspace.join("BENCHMARKS.md");
-    let doc = std::fs::read_to_string(&path).unwrap_or_default();
-    let (start, end) = ("<!-- table -->", "<!-- /table -->");
-    match (doc.find(start), doc.find(end)) {
-        (Some(a), Some(b)) if a < b => {
-            let updated = format!("{}{start}\n{generated}{}", &doc[..a], &doc[b..]);
-            std::fs::write(&path, updated)?;
-        }
-        _ => eprintln!("BENCHMARKS.md has no {start} ... {end} markers; printing only"),
-    }
+    crate::gallery_report::replace_between(
+        &workspace.join("BENCHMARKS.md"),
+        "<!-- table -->",
+        "<!-- /table -->",
+        &generated,
+    )?;
     print!("{generated}");
-    Ok(())
+    Ok(true)
 }
 
 fn burst_calls(root: &Path, name: &str) -> String {

@@ -1,10 +1,12 @@
 //! Repository tooling, run as `cargo xtask <command>` (the alias is in `.cargo/config.toml`).
 //!
 //! ```sh
-//! cargo xtask bench-report   # target/criterion -> BENCHMARKS.md's table and benches/ratios.svg
+//! cargo xtask bench-report   # target/criterion -> BENCHMARKS.md's table and benches/ratios.svg,
+//!                            # and its gallery.json -> BENCHMARKS.md's gallery section and benches/gallery.svg
 //! ```
 
 mod bench_report;
+mod gallery_report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Turn criterion's results into BENCHMARKS.md's table and benches/ratios.svg.
+    /// Turn criterion's results into BENCHMARKS.md's table and benches/ratios.svg, and the gallery
+    /// scenario's gallery.json into BENCHMARKS.md's gallery section and benches/gallery.svg.
     BenchReport {
         /// Criterion's output (default: $CRITERION_HOME, else $CARGO_TARGET_DIR/criterion, else
         /// target/criterion: where `cargo bench` wrote it).
