@@ -12,7 +12,6 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_lock::Semaphore;
 use futures::channel::oneshot;
 use futures::future::{self, Either, FutureExt, Shared};
 
@@ -96,8 +95,10 @@ struct Batch {
 
 pub(crate) struct Flights {
     state: Mutex<State>,
-    /// Presign calls that may run at once; the misses behind them gather into the next batch.
-    call_slots: Semaphore,
+    /// One lock per presign call that may run at once; the misses behind them gather into the
+    /// next batch. (Each freed slot wakes its own waiter: a semaphore's release may coalesce
+    /// wakeups, leaving slots free while misses wait.)
+    call_slots: Box<[futures::lock::Mutex<()>]>,
     batch_limit: usize,
     max_waiting: usize,
 }
@@ -110,7 +111,7 @@ impl Flights {
     pub(crate) fn new(batch_limit: usize, max_waiting: usize, max_calls: usize) -> Self {
         Self {
             state: Mutex::default(),
-            call_slots: Semaphore::new(max_calls.max(1)),
+            call_slots: (0..max_calls.max(1)).map(|_| futures::lock::Mutex::new(())).collect(),
             batch_limit: batch_limit.max(1),
             max_waiting: max_waiting.max(1),
         }
@@ -157,10 +158,16 @@ impl Flights {
         F: Future<Output = Vec<Outcome>>,
     {
         let cancelled = || AccessError::Cancelled(ticket.key.url.to_string());
-        let slot = std::pin::pin!(self.call_slots.acquire());
+        // Any free slot: the first of their locks granted (the others' wakeups pass on when dropped).
+        let slot = future::select_all(self.call_slots.iter().map(futures::lock::Mutex::lock));
         let waiter = match future::select(ticket.waiter.clone(), slot).await {
             Either::Left((outcome, _)) => return outcome.unwrap_or_else(|_| Err(cancelled())),
-            Either::Right((guard, waiter)) => {
+            Either::Right(((guard, _, others), waiter)) => {
+                // The other slots' lock futures go now: a wakeup one of them got passes on.
+                drop(others);
+                // Let the tasks that are ready run first: misses started together (a window of
+                // loads) then ride in this call rather than the next. A yield, not a timer.
+                YieldNow(false).await;
                 if let Some(batch) = self.take_batch(&ticket.key, &ticket.token) {
                     let mut cleanup = Cleanup { flights: self, keys: batch.keys.clone(), armed: true };
                     let outcomes = run(batch.token.clone(), batch.keys.clone()).await;
@@ -217,6 +224,22 @@ impl Flights {
     /// How many flights are waiting (for a call, or for their call to end).
     pub(crate) fn waiting(&self) -> usize {
         self.state().flights.len()
+    }
+}
+
+/// Pending once, having asked to be polled again: whatever else is ready runs first.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 

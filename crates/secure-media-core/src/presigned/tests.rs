@@ -889,27 +889,45 @@ fn overlapping(config: PresignConfig) -> (Arc<Overlap>, Arc<PresignedStrategy<Ar
 async fn misses_arriving_during_a_call_start_calls_of_their_own_up_to_the_limit() {
     let (presigner, s) = overlapping(PresignConfig { max_concurrent_calls: 3, ..PresignConfig::default() });
     let held = presigner.open.lock().await;
-    let tasks: Vec<_> = (0..8)
-        .map(|n| {
-            let s = s.clone();
-            tokio::spawn(async move {
-                let url = media(n);
-                resolve_str(&*s, &url).await.map(|(signed, _)| signed.into_owned())
-            })
+    let settle = || async {
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+    };
+    let load = |n: usize| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let url = media(n);
+            resolve_str(&*s, &url).await.map(|(signed, _)| signed.into_owned())
         })
-        .collect();
-    for _ in 0..200 {
-        tokio::task::yield_now().await;
+    };
+    // One miss at a time, each while the calls before it are still out: a call each, up to three.
+    let mut tasks = Vec::new();
+    for n in 0..3 {
+        tasks.push(load(n));
+        settle().await;
+        assert_eq!(presigner.in_flight.load(AtomicOrdering::SeqCst), n + 1);
     }
+    // Five more: no slot is free, so they wait, together.
+    tasks.extend((3..8).map(load));
+    settle().await;
     assert_eq!(presigner.in_flight.load(AtomicOrdering::SeqCst), 3, "three calls in flight at once, no more");
     drop(held);
     for (n, task) in tasks.into_iter().enumerate() {
         assert!(task.await.unwrap().unwrap().starts_with(&media(n)));
     }
     assert_eq!(presigner.most.load(AtomicOrdering::SeqCst), 3);
-    let calls = presigner.calls.lock().unwrap().clone();
-    assert_eq!(calls.iter().sum::<usize>(), 8, "one URL per flight: {calls:?}");
-    assert!(calls.len() <= 4, "the misses behind the first three calls rode together: {calls:?}");
+    assert_eq!(*presigner.calls.lock().unwrap(), vec![1, 1, 1, 5], "the five waiting rode in one call");
+}
+
+#[tokio::test]
+async fn misses_started_together_ride_in_one_call() {
+    let (presigner, s) = overlapping(PresignConfig::default());
+    let urls: Vec<String> = (0..16).map(media).collect();
+    // A window of 16 loads, as a gallery starts them: all before any call.
+    let answers = futures::future::join_all(urls.iter().map(|url| resolve_str(&*s, url))).await;
+    assert!(answers.iter().all(Result::is_ok));
+    assert_eq!(*presigner.calls.lock().unwrap(), vec![16], "one call for the window, not one per miss");
 }
 
 #[tokio::test]
