@@ -238,7 +238,7 @@ fn login_cell(server: &Arc<RunningServer>, relogins: &Arc<AtomicUsize>) -> Arc<L
 }
 
 fn fresh_token(server: &RunningServer) -> Result<FileAccessToken, AccessError> {
-    let answer = server.login(USER).map_err(|reason| AccessError::RefreshFailed(reason.into()))?;
+    let answer = server.login(USER).map_err(AccessError::MalformedToken)?;
     FileAccessToken::new(answer.fat)
 }
 

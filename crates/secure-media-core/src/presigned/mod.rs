@@ -49,7 +49,7 @@ pub struct PresignConfig {
     /// The most presign calls in flight at once. Each takes up to `batch_limit` of the URLs
     /// waiting when it starts; misses arriving meanwhile gather into the next. Asking ahead
     /// ([`prefetch`](MediaAccessStrategy::prefetch)) uses all but one, left to the loads under
-    /// way. Default 5.
+    /// way. Default 16.
     pub max_concurrent_calls: usize,
     /// The cache scope; default: the token's principal, so users never share URLs. A JWT's
     /// `sub` names the scope only once the presign endpoint has accepted that token; until then
@@ -72,7 +72,7 @@ impl Default for PresignConfig {
             refresh_ahead_percent: 20,
             batch_limit: 50,
             max_waiting: 10_000,
-            max_concurrent_calls: 5,
+            max_concurrent_calls: 16,
             scope: None,
             cdn_hosts: SecureHosts::new(),
         }
@@ -484,9 +484,17 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         cleans.dedup();
         let Some(first) = cleans.first() else { return };
         let Ok(mut token) = self.tokens.token().await else { return };
-        if self.proven_scope(&token).is_none() {
-            // A token not yet proven: one load proves it the usual way (or finds its principal's
-            // URLs), so the rest are looked up under the scope it earns, not presigned again.
+        let claimed_holds = |token: &FileAccessToken| {
+            cleans
+                .iter()
+                .take(8)
+                .any(|clean| self.cache.get_ready(&CacheKey::new(token.principal_shared(), clean)).is_some())
+        };
+        if self.proven_scope(&token).is_none() && claimed_holds(&token) {
+            // A token not yet proven whose claimed principal holds some of these URLs (a hint
+            // only, never an answer), as after a renewal: one load proves it the usual way, so
+            // the rest are looked up under the scope it earns, not presigned again. With nothing
+            // to find, the batches below prove it themselves.
             let _ = self.signed_url(first, &token).await;
             token = match self.tokens.token().await {
                 Ok(token) => token,
