@@ -401,15 +401,19 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
 
     fn resolve_ready(&self, url: &MediaUrl<'_>) -> Option<Result<Resolution, AccessError>> {
         let clean = url.clean_key();
-        let token = self.tokens.current()?;
-        let hit = self.cache.get_ready(&CacheKey::new(self.trusted_scope(&token)?, &clean))?;
+        // The token is lent, not cloned: threads hitting at once do not bounce its reference
+        // count between them (the two-thread hit figure in BENCHMARKS.md).
+        let token = self.tokens.peek()?;
+        let hit = self.cache.get_ready(&CacheKey::new(self.trusted_scope(&token)?, &clean));
+        drop(token);
+        let hit = hit?;
         // A URL pointing elsewhere is dropped on the async path.
         if !self.usable(&hit, &clean) || self.freshness(&hit, self.clock.now()) != Freshness::Fresh {
             return None;
         }
         self.counters.hit();
-        // The token goes along: a refusal finds the scopes the URL may be cached under from it.
-        Some(Ok(Resolution::replace(hit).with_token(token)))
+        // No token in a hit's resolution: a refusal works out the scopes from the current token.
+        Some(Ok(Resolution::replace(hit)))
     }
 
     async fn resolve(&self, url: &MediaUrl<'_>) -> Result<Resolution, AccessError> {
