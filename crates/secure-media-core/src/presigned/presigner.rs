@@ -2,12 +2,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use url::Url;
 
-use super::endpoint::saturating_add;
+use super::endpoint::{saturating_add, unix_secs, MAX_UNIX_SECS};
 use super::expiry_of;
 use crate::{AccessError, FileAccessToken, MediaUrl, PresignFailure, Scheme, SecureHosts};
 
@@ -89,15 +89,27 @@ pub struct SignedUrl {
     /// BENCHMARKS.md; a cache key reads its URL here).
     text: Arc<str>,
     clean_len: usize,
-    fetched_at: SystemTime,
-    expires_at: SystemTime,
+    /// Milliseconds since the epoch (a `SystemTime` is twice the size: every hit's resolution
+    /// moves a copy).
+    fetched_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+/// `at` in milliseconds since the epoch: 0 before it, saturating far after it.
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The instant `ms` milliseconds after the epoch, or the latest one we represent.
+fn instant(ms: u64) -> SystemTime {
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms)).unwrap_or_else(|| unix_secs(MAX_UNIX_SECS))
 }
 
 impl SignedUrl {
     /// `url`, which grants access to `clean_url`, valid from `fetched_at` until `expires_at`.
     pub fn new(clean_url: &str, url: Url, fetched_at: SystemTime, expires_at: SystemTime) -> Self {
         let text: Arc<str> = [clean_url, url.as_str()].concat().into();
-        Self { text, clean_len: clean_url.len(), fetched_at, expires_at }
+        Self { text, clean_len: clean_url.len(), fetched_at_ms: millis(fetched_at), expires_at_ms: millis(expires_at) }
     }
 
     /// Checks a presigner's answer: an http(s) URL that is not yet expired. Its expiry is the
@@ -152,17 +164,17 @@ impl SignedUrl {
 
     /// When it was obtained.
     pub fn fetched_at(&self) -> SystemTime {
-        self.fetched_at
+        instant(self.fetched_at_ms)
     }
 
     /// When it stops working.
     pub fn expires_at(&self) -> SystemTime {
-        self.expires_at
+        instant(self.expires_at_ms)
     }
 
     /// How long it was valid for when obtained.
     pub fn lifetime(&self) -> Duration {
-        self.expires_at.duration_since(self.fetched_at).unwrap_or_default()
+        Duration::from_millis(self.expires_at_ms.saturating_sub(self.fetched_at_ms))
     }
 }
 
@@ -217,7 +229,7 @@ impl fmt::Debug for SignedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignedUrl")
             .field("url", &MediaUrl::with_str(self.as_str(), |url| Some(url.redacted())))
-            .field("expires_at", &self.expires_at)
+            .field("expires_at", &self.expires_at())
             .finish_non_exhaustive()
     }
 }
@@ -225,7 +237,6 @@ impl fmt::Debug for SignedUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     #[test]
     fn debug_hides_the_signature() {
