@@ -74,16 +74,19 @@ pub enum ImageLoadError {
     Fetch(#[from] AccessError),
     /// The image is larger than the limits allow.
     #[error("the image exceeds the decode limits: {0}")]
-    Limits(String),
+    Limits(#[source] image::error::LimitError),
     /// The bytes are not a decodable image.
     #[error("the image cannot be decoded: {0}")]
-    Decode(String),
+    Decode(#[source] image::ImageError),
+    /// The decoding task stopped before it finished (its runtime is shutting down).
+    #[error("the image decode was interrupted: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
 }
 
 fn decode_error(error: image::ImageError) -> ImageLoadError {
     match error {
-        image::ImageError::Limits(limits) => ImageLoadError::Limits(limits.to_string()),
-        other => ImageLoadError::Decode(other.to_string()),
+        image::ImageError::Limits(limits) => ImageLoadError::Limits(limits),
+        other => ImageLoadError::Decode(other),
     }
 }
 
@@ -116,9 +119,7 @@ impl ImageLoader {
     pub async fn load(&self, url: &str) -> Result<DynamicImage, ImageLoadError> {
         let media = self.fetcher.fetch(url).await?;
         let limits = self.limits;
-        tokio::task::spawn_blocking(move || decode(&media.bytes, limits))
-            .await
-            .map_err(|e| ImageLoadError::Decode(e.to_string()))?
+        tokio::task::spawn_blocking(move || decode(&media.bytes, limits)).await.map_err(ImageLoadError::Interrupted)?
     }
 
     /// Loads many images, at most `concurrency` at a time, answers in the order asked. Their
@@ -149,7 +150,7 @@ impl ImageLoader {
 pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, ImageLoadError> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| ImageLoadError::Decode(e.to_string()))?;
+        .map_err(|e| ImageLoadError::Decode(image::ImageError::IoError(e)))?;
     reader.limits(limits.to_image());
     reader.decode().map_err(decode_error)
 }
@@ -163,7 +164,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, ImageL
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageLoadError> {
     ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| ImageLoadError::Decode(e.to_string()))?
+        .map_err(|e| ImageLoadError::Decode(image::ImageError::IoError(e)))?
         .into_dimensions()
         .map_err(decode_error)
 }

@@ -254,6 +254,11 @@ fn decode(key: &CacheKey<'_>, text: &str, now: SystemTime) -> Option<SignedUrl> 
         return None; // a hashed key shared by two URLs: a miss, never the other URL
     }
     let url = url::Url::parse(&entry.url).ok()?;
+    // Only the form a refusal can name (its serialisation) is an entry: anything else would
+    // survive the delete script.
+    if url.as_str() != entry.url {
+        return None;
+    }
     // Anyone who can write to Redis can write here: no arithmetic that could overflow.
     let at = |millis: u64| {
         let millis = Some(millis).filter(|millis| *millis <= MAX_ENTRY_MILLIS)?;

@@ -43,7 +43,8 @@ impl<'a> CacheKey<'a> {
 /// answers its local tier there, or `None`, and its remote tier in [`get`](Self::get).
 #[async_trait]
 pub trait PresignCache: Send + Sync + 'static {
-    /// A lookup that does not wait.
+    /// A lookup that does not wait. It may be called while the token source is read: it must not
+    /// call back into the token source.
     fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl>;
 
     /// A lookup that may wait (a remote tier). Default: [`get_ready`](Self::get_ready).

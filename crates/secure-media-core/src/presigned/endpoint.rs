@@ -135,11 +135,13 @@ pub fn batch_error(urls: &[Arc<str>], reason: PresignFailure) -> AccessError {
     AccessError::Presign { url: batch_label(urls), reason }
 }
 
-/// The endpoint's own words, made safe to log: at most 120 characters, printable ASCII only, and
-/// nothing that looks like a token or a URL (an endpoint may echo what it was sent).
+/// The endpoint's own words, made safe to log: at most 120 characters, and only words of letters
+/// (with `-`, `'`, `,`, `:`, `;`, `!`) up to 24 long, so nothing that looks like a token, a
+/// signature or a URL (an endpoint may echo what it was sent; tokens carry digits or dots).
 fn printable(text: &str) -> String {
-    let words: Vec<&str> =
-        text.split_whitespace().filter(|word| word.len() <= 24 && !word.contains(['.', '/', '=', '?', '&'])).collect();
+    let plain =
+        |word: &str| word.len() <= 24 && word.bytes().all(|b| b.is_ascii_alphabetic() || b"-',:;!".contains(&b));
+    let words: Vec<&str> = text.split_whitespace().filter(|word| plain(word)).collect();
     let mut out: String = words.join(" ").chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(120).collect();
     if out.is_empty() {
         out.push_str("no reason given");
@@ -481,6 +483,12 @@ mod tests {
             AccessError::Presign { reason, .. } => reason,
             other => panic!("not a presign failure: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_endpoints_words_keep_no_token_signature_or_url() {
+        assert_eq!(printable("invalid token Xy7abcQ2 for file: not found"), "invalid token for file: not found");
+        assert_eq!(printable("eyJhbGciOi.eyJzdWIi.c2ln https://h.io/a?s=1 sig=abc"), "no reason given");
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub(crate) struct Ticket<'f> {
     waiter: Waiter,
     /// This caller opened the flight (nobody was fetching the key).
     pub(crate) opened: bool,
+    /// The flight is asked with another token than this caller's (a rotation under way): a
+    /// refusal of that token is not this caller's to act on.
+    foreign_token: bool,
 }
 
 impl Drop for Ticket<'_> {
@@ -134,7 +137,8 @@ impl Flights {
         if let Some(flight) = state.flights.get_mut(&key) {
             flight.live += 1;
             let (id, waiter) = (flight.id, flight.waiter.clone());
-            return Ok(Ticket { flights: self, key, id, token: token.clone(), waiter, opened: false });
+            let foreign_token = !same_token(&flight.token, token);
+            return Ok(Ticket { flights: self, key, id, token: token.clone(), waiter, opened: false, foreign_token });
         }
         if state.flights.len() >= self.max_waiting {
             return Err(AccessError::Busy(state.flights.len()));
@@ -146,7 +150,7 @@ impl Flights {
         let flight = Flight { id, token: token.clone(), sender: Some(sender), waiter: waiter.clone(), live: 1 };
         state.flights.insert(key.clone(), flight);
         state.queue.push_back(key.clone());
-        Ok(Ticket { flights: self, key, id, token: token.clone(), waiter, opened: true })
+        Ok(Ticket { flights: self, key, id, token: token.clone(), waiter, opened: true, foreign_token: false })
     }
 
     /// Waits for the ticket's outcome. Whenever a call slot is free, the waiter takes it and, if
@@ -158,13 +162,23 @@ impl Flights {
         F: Future<Output = Vec<Outcome>>,
     {
         let cancelled = || AccessError::Cancelled(ticket.key.url.to_string());
+        // Another token's refusal: the caller asks again with its own (as after a cancellation).
+        let own = |outcome: Outcome| match outcome {
+            Err(AccessError::PresignUnauthorized { .. }) if ticket.foreign_token => Err(cancelled()),
+            outcome => outcome,
+        };
         // Any free slot: the first of their locks granted (the others' wakeups pass on when dropped).
         let slot = future::select_all(self.call_slots.iter().map(futures::lock::Mutex::lock));
         let waiter = match future::select(ticket.waiter.clone(), slot).await {
-            Either::Left((outcome, _)) => return outcome.unwrap_or_else(|_| Err(cancelled())),
+            Either::Left((outcome, _)) => return own(outcome.unwrap_or_else(|_| Err(cancelled()))),
             Either::Right(((guard, _, others), waiter)) => {
                 // The other slots' lock futures go now: a wakeup one of them got passes on.
                 drop(others);
+                // Nothing to do if another call took this key: the slot goes to the next waiter.
+                if self.taken(&ticket) {
+                    drop(guard);
+                    return own(waiter.await.unwrap_or_else(|_| Err(cancelled())));
+                }
                 // Let the tasks that are ready run first: misses started together (a window of
                 // loads) then ride in this call rather than the next. A yield, not a timer.
                 YieldNow(false).await;
@@ -178,7 +192,13 @@ impl Flights {
                 waiter
             }
         };
-        waiter.await.unwrap_or_else(|_| Err(cancelled()))
+        own(waiter.await.unwrap_or_else(|_| Err(cancelled())))
+    }
+
+    /// Has a call already taken this ticket's key (or its flight closed)?
+    fn taken(&self, ticket: &Ticket<'_>) -> bool {
+        let state = self.state();
+        !state.flights.get(&ticket.key).is_some_and(|flight| flight.id == ticket.id && flight.sender.is_some())
     }
 
     /// Takes `first` (if still waiting) and up to `batch_limit - 1` more waiting keys opened with
@@ -309,6 +329,25 @@ mod tests {
         assert!(outcome.is_err());
         assert_eq!(used.lock().unwrap().as_deref(), Some("new"));
         assert_eq!(flights.waiting(), 0);
+    }
+
+    #[test]
+    fn a_refusal_of_another_callers_token_is_a_retry_not_a_refusal() {
+        let flights = Flights::new(10, 10, 1);
+        let (old, new) = (token("old"), token("new"));
+        let driver = flights.enter("sub:alice", "a", false, &old).unwrap();
+        let rider = flights.enter("sub:alice", "a", false, &new).unwrap();
+        let refused = |_: Arc<FileAccessToken>, keys: Vec<FlightKey>| async move {
+            keys.iter()
+                .map(|_| Err(AccessError::PresignUnauthorized { status: http::StatusCode::UNAUTHORIZED }))
+                .collect()
+        };
+        let (driven, ridden) = futures::executor::block_on(futures::future::join(
+            flights.wait(driver, refused),
+            flights.wait(rider, refused),
+        ));
+        assert!(matches!(driven, Err(AccessError::PresignUnauthorized { .. })), "the old token's holder renews it");
+        assert!(matches!(ridden, Err(AccessError::Cancelled(_))), "the new token's holder asks again: {ridden:?}");
     }
 
     #[test]

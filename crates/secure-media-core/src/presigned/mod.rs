@@ -488,10 +488,12 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         cleans.dedup();
         let Some(first) = cleans.first() else { return };
         let Ok(mut token) = self.tokens.token().await else { return };
+        // A sample spread over the list, not its first few (it is sorted).
+        let step = cleans.len().div_ceil(8).max(1);
         let claimed_holds = |token: &FileAccessToken| {
             cleans
                 .iter()
-                .take(8)
+                .step_by(step)
                 .any(|clean| self.cache.get_ready(&CacheKey::new(token.principal_shared(), clean)).is_some())
         };
         if self.proven_scope(&token).is_none() && claimed_holds(&token) {
@@ -534,10 +536,14 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
             rest = rest.get(tickets.len()..).unwrap_or_default();
             bump(&self.counters.misses, tickets.len() as u64);
             tracing::debug!(urls = tickets.len(), "presigning ahead");
-            futures::future::join_all(
+            let outcomes = futures::future::join_all(
                 tickets.into_iter().map(|ticket| self.flights.wait(ticket, |token, keys| self.presign(token, keys))),
             )
             .await;
+            // A refused token: the rest would be refused too; the loads renew it.
+            if outcomes.iter().any(|outcome| matches!(outcome, Err(AccessError::PresignUnauthorized { .. }))) {
+                return;
+            }
         }
     }
 

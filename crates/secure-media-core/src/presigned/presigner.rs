@@ -308,9 +308,8 @@ mod tests {
         let hosts = SecureHosts::cometchat("us").unwrap().with_host("files.example.com:8443").unwrap();
         let cdn = SecureHosts::new().with_host("cdn.example.com").unwrap();
         let now = SystemTime::now();
-        for (http, text) in [(false, true), (true, true), (true, false), (false, false)]
-            .into_iter()
-            .flat_map(|(allow_http, _)| {
+        for (http, text) in
+            [(false, true), (true, true), (true, false), (false, false)].into_iter().flat_map(|(allow_http, _)| {
                 [
                     "https://media-us.cometchat.io/a?Signature=s",
                     "https://files.example.com:8443/a",
