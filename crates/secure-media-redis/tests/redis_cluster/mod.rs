@@ -1,0 +1,197 @@
+//! A real local Redis Cluster of three masters (no replicas) for tests: `redis-server` and `redis-cli` started
+//! here on free loopback ports, in a fresh temp dir. Every process is killed and the dir removed on drop, even
+//! when the test panics. No `redis-server` is a failure, never a skip.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const MASTERS: usize = 3;
+/// Redis puts a node's cluster bus on its port + 10000.
+const BUS_OFFSET: u16 = 10000;
+const START_WITHIN: Duration = Duration::from_secs(10);
+const CLUSTER_OK_WITHIN: Duration = Duration::from_secs(15);
+const INSTALL_HINT: &str = "the Redis Cluster tests need redis-server and redis-cli (apt-get install -y redis-server)";
+
+/// Three masters that share the 16384 slots, owned by this test.
+pub struct RedisCluster {
+    dir: PathBuf,
+    ports: Vec<u16>,
+    /// One per node; `None` while a node is stopped.
+    children: Vec<Option<Child>>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes, joins them and waits until every node reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        require("redis-server");
+        require("redis-cli");
+        let mut cluster = Self { dir: fresh_dir(), ports: free_ports(), children: Vec::new() };
+        // Pushed one by one so that Drop kills the nodes already started if a later one fails.
+        for i in 0..MASTERS {
+            let child = cluster.spawn(i);
+            cluster.children.push(Some(child));
+        }
+        for &port in &cluster.ports {
+            assert!(wait_for_ping(port, START_WITHIN), "redis-server did not answer PING on port {port}");
+        }
+        let mut create = vec!["--cluster".to_string(), "create".to_string()];
+        create.extend(cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        let output = redis_cli(&create);
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        cluster.wait_for_cluster_ok();
+        cluster
+    }
+
+    /// `redis://127.0.0.1:P` of every node, stopped ones included: what a cluster client is seeded with.
+    pub fn seed_urls(&self) -> Vec<String> {
+        (0..MASTERS).map(|i| self.node_url(i)).collect()
+    }
+
+    /// The URL of node `i`, for a plain (non-cluster) connection to that node only.
+    pub fn node_url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// Kills node `i` (a master and its slots: nothing takes over, there are no replicas).
+    pub fn stop_node(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again on its port with its `nodes-P.conf`, so it rejoins with its slots (but no data:
+    /// nothing is persisted), and waits for `cluster_state:ok` on every node.
+    pub fn restart_node(&mut self, i: usize) {
+        self.stop_node(i);
+        let child = self.spawn(i);
+        self.children[i] = Some(child);
+        let port = self.ports[i];
+        assert!(wait_for_ping(port, START_WITHIN), "redis-server did not answer PING on port {port} after restart");
+        self.wait_for_cluster_ok();
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let port = self.ports[i].to_string();
+        let config = self.dir.join(format!("nodes-{port}.conf"));
+        Command::new("redis-server")
+            .args(["--port", &port, "--cluster-enabled", "yes", "--cluster-config-file"])
+            .arg(&config)
+            .args(["--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--protected-mode", "no", "--dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start redis-server ({e}): {INSTALL_HINT}"))
+    }
+
+    /// Every running node must agree: a client may ask any of them for the slot map.
+    fn wait_for_cluster_ok(&self) {
+        let deadline = Instant::now() + CLUSTER_OK_WITHIN;
+        let running: Vec<u16> = (0..MASTERS).filter(|&i| self.children[i].is_some()).map(|i| self.ports[i]).collect();
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let states: Vec<String> = running.iter().map(|port| cluster_state(*port)).collect();
+            if states.iter().all(|state| state == "ok") {
+                return;
+            }
+            last = format!("{states:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("Redis Cluster on ports {running:?} not at cluster_state:ok within {CLUSTER_OK_WITHIN:?}: {last}");
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.stop_node(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn require(program: &str) {
+    match Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => panic!("{program} not found: {INSTALL_HINT}"),
+        Err(e) => panic!("could not run {program} ({e}): {INSTALL_HINT}"),
+    }
+}
+
+fn redis_cli(args: &[String]) -> Output {
+    Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run redis-cli ({e}): {INSTALL_HINT}"))
+}
+
+/// `cluster_state` from `CLUSTER INFO` (`ok` or `fail`), or what went wrong asking.
+fn cluster_state(port: u16) -> String {
+    let output = redis_cli(&["-p".to_string(), port.to_string(), "cluster".to_string(), "info".to_string()]);
+    let info = String::from_utf8_lossy(&output.stdout);
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("cluster_state:").map(str::to_string))
+        .unwrap_or_else(|| format!("port {port}: no cluster_state in {info:?}"))
+}
+
+/// Three distinct free loopback ports whose bus ports (+10000) are free too. The listeners are held until all
+/// three are chosen so that none repeats.
+fn free_ports() -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < MASTERS {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port > u16::MAX - BUS_OFFSET {
+            continue;
+        }
+        if let Ok(bus) = TcpListener::bind(("127.0.0.1", port + BUS_OFFSET)) {
+            ports.push(port);
+            held.push((listener, bus));
+        }
+    }
+    ports
+}
+
+fn fresh_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "sm-redis-cluster-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("could not create {}: {e}", dir.display()));
+    dir
+}
+
+fn wait_for_ping(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut answer = [0u8; 7];
+            if stream.write_all(b"PING\r\n").is_ok()
+                && stream.read_exact(&mut answer).is_ok()
+                && &answer == b"+PONG\r\n"
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
