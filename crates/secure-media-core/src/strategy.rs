@@ -32,6 +32,9 @@ pub struct StrategyStats {
     pub presign_calls: u64,
     /// URLs presigned over all calls.
     pub urls_presigned: u64,
+    /// URLs another process sharing the cache presigned while this one waited on its lease (a
+    /// fleet's single presign per URL), instead of presigning them here.
+    pub urls_from_fleet: u64,
     /// Refusals reported through [`MediaAccessStrategy::rejected`].
     pub refusals: u64,
     /// Token renewals asked of the token source.

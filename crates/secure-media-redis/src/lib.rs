@@ -17,9 +17,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - **Key**: `{prefix}:{principal scope}:{clean URL}`, or `{prefix}:{scope}:h:{digest}` for URLs
-//!   longer than 256 bytes, where the digest is XXH3-64 (seed 0) of the clean URL in 16 hex
-//!   digits: stable across processes, releases and platforms. **Value**: JSON with the presigned URL, its expiry and the clean URL
+//! - **Key**: `{prefix}:{s:<principal scope>}:{clean URL}`, or `{prefix}:{s:<scope>}:h:{digest}`
+//!   for URLs longer than 256 bytes, where the digest is XXH3-64 (seed 0) of the clean URL in 16
+//!   hex digits: stable across processes, releases and platforms. The braces are a Redis Cluster
+//!   hash tag: one principal's entries and leases share a slot. **Value**: JSON with the presigned URL, its expiry and the clean URL
 //!   (checked on read). **TTL**: the URL's expiry minus the safety margin (capped at a quarter of
 //!   its lifetime, as the strategy does), so Redis drops entries before they go stale.
 //! - **What Redis holds**: presigned URLs (which are themselves time-limited credentials for one
@@ -30,9 +31,14 @@
 //! - **Redis down or slow**: every call has a timeout (default 250 ms); a failure is a miss (or a
 //!   skipped write), logged once per outage, never an error to the caller. The strategy presigns
 //!   directly, and the connection manager reconnects when Redis is back.
-//! - **Across processes**: no distributed single-flight; two processes that miss at once both
-//!   presign and both end with a valid URL (the later write wins), and a process that misses later
-//!   finds the stored entry.
+//! - **One presign per URL across the fleet**: before a presign call, a process takes a lease on
+//!   each URL that missed (`{entry key}#lease`, `SET NX PX`, 5 s by default, one script per
+//!   principal and batch) and presigns only the URLs it got; for the others it waits for the
+//!   holder's entry, looking at 5, 10, 20, 40, then every 50 ms. Storing an entry ends its lease
+//!   in the same step; a failed call gives its leases up. A waiter presigns a URL itself when its
+//!   holder gave up, when the lease runs out (the holder died), when Redis stops answering, or when
+//!   the entry it finds is unusable or near its expiry (renewals ahead are each process's own).
+//!   What another process stored is checked like any other entry.
 //! - **Whose entries**: a JWT's `sub` is read, not verified, so a process uses `sub:<user>` entries
 //!   for a token only after the presign endpoint accepted that token there (its first successful
 //!   presign call); before that, only entries under the token's own `tok:<digest>` scope, which
@@ -43,6 +49,24 @@
 //!   still the same entry). A refusal deletes only the refused URL, never a fresher one another
 //!   process stored meanwhile.
 //! - **Purge** (logout, user switch) clears this process's L1; Redis entries expire on their own.
+//!
+//! ## Redis Cluster
+//!
+//! `RedisPresignCache::new("redis+cluster://h1:7000,h2:7001,h3:7002")` (or
+//! [`RedisPresignCache::cluster`] with `redis://` seed URLs) uses the `redis` crate's cluster
+//! client instead: the seeds are asked for the slot map and every command goes to the master that
+//! owns its key. Every command the cache sends touches one key (GET, DEL, the refusal's script)
+//! or keys of one principal, which share a hash tag and so a slot (the lease, look, publish and
+//! release scripts): no cross-slot command is ever sent, and a batch's leases are one command on
+//! one node. One principal's entries live on one master, so a fixed scope (a service account)
+//! puts the whole cache on one master; per-user scopes spread over all of them. The
+//! cluster connection is opened lazily, on the first call and under its timeout, so a cluster that
+//! is down at start costs misses, not an error from `new`; the client's connection and response
+//! timeouts are the cache's timeout, with one retry. A master that is down (or a slot that moves:
+//! the client follows `MOVED` and `ASK`) costs at most that timeout per call: a miss, a skipped
+//! write, or a lease this process takes itself, for the principals in its slots only; the others
+//! still hit, and its slots work again once it is back. Cluster
+//! mode has database 0 only, and no TLS (the crate is built without the `redis` TLS features).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::await_holding_lock)]
@@ -54,10 +78,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::AsyncCommands;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use secure_media_core::presigned::endpoint::MAX_UNIX_SECS;
-use secure_media_core::presigned::{CacheKey, MemoryPresignCache, PresignCache, SignedUrl, MAX_URL_LIFETIME};
+use secure_media_core::presigned::{CacheKey, Lease, MemoryPresignCache, PresignCache, SignedUrl, MAX_URL_LIFETIME};
 use serde::{Deserialize, Serialize};
 
 /// Why the cache could not be set up.
@@ -67,6 +93,169 @@ pub enum RedisCacheError {
     /// The Redis URL is not usable.
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(String),
+    /// The Redis Cluster seeds are not usable together (none given, or different credentials or
+    /// databases): the seeds without their passwords, and why.
+    #[error("invalid Redis Cluster seeds {seeds}: {reason}")]
+    InvalidCluster {
+        /// The seed URLs, without passwords.
+        seeds: String,
+        /// Why the cluster client refused them.
+        reason: String,
+    },
+}
+
+/// The scheme that names a cluster by its seeds: `redis+cluster://[user:password@]h1:p1,h2:p2,...`.
+const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// How the cache reaches Redis.
+enum Backend {
+    /// One node, through a reconnecting connection manager.
+    Single(ConnectionManager),
+    /// A cluster: the client, and its connection once one was opened.
+    Cluster { client: ClusterClient, seeds: Vec<String>, connection: tokio::sync::OnceCell<ClusterConnection> },
+}
+
+impl Backend {
+    /// A connection for one call: for a cluster, the first call opens it (a failure leaves it to
+    /// the next call; every caller bounds this with its timeout).
+    async fn connection(&self) -> redis::RedisResult<Connection> {
+        match self {
+            Self::Single(manager) => Ok(Connection::Single(manager.clone())),
+            Self::Cluster { client, connection, .. } => {
+                let connection = connection.get_or_try_init(|| client.get_async_connection()).await?;
+                Ok(Connection::Cluster(connection.clone()))
+            }
+        }
+    }
+}
+
+/// One node or a cluster behind one [`ConnectionLike`], so every command path is shared.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// A cluster client with the cache's bounds: a dead node costs at most `timeout` per call.
+fn cluster_client(seeds: &[String], timeout: Duration) -> Result<ClusterClient, RedisCacheError> {
+    ClusterClient::builder(seeds.iter().map(String::as_str))
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(1)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .build()
+        .map_err(|error| RedisCacheError::InvalidCluster { seeds: redact_seeds(seeds), reason: error.to_string() })
+}
+
+/// The seeds of a `redis+cluster://` URL as `redis://` URLs, each with the URL's credentials.
+fn cluster_seeds(url: &str) -> Result<Vec<String>, RedisCacheError> {
+    let invalid = || RedisCacheError::InvalidUrl(redact_cluster_url(url));
+    let rest = url.get(CLUSTER_SCHEME.len()..).ok_or_else(invalid)?;
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+    if hosts.contains(['/', '?', '#']) {
+        return Err(invalid()); // no database, no options: a cluster has database 0 only
+    }
+    hosts
+        .split(',')
+        .map(|host| if host.is_empty() { Err(invalid()) } else { Ok(format!("redis://{auth}{host}")) })
+        .collect()
+}
+
+/// The bound on every Redis call unless `with_timeout` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How long a lease lasts unless `with_lease` says otherwise.
+const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+
+/// The first wait between two looks at leased keys, doubled up to the last.
+const FIRST_POLL: Duration = Duration::from_millis(5);
+const LAST_POLL: Duration = Duration::from_millis(50);
+
+/// Takes a lease on each (entry, lease) pair of `KEYS` whose entry is absent: `SET NX PX`. One
+/// answer per pair: 1 where this process got the lease, 0 where an entry or another lease is
+/// there. All keys share a hash tag (one slot), so on a cluster this is one command on one node.
+const LEASE: &str = r"
+local out = {}
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 0 and redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+";
+
+/// For each (entry, lease) pair of `KEYS`: 1 while the lease is held, else the entry (nil if
+/// none: the holder gave up or its lease ran out).
+const LOOK: &str = r"
+local out = {}
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i + 1]) == 1 then
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = redis.call('GET', KEYS[i])
+  end
+end
+return out
+";
+
+/// Stores the entry `KEYS[1]` (value `ARGV[1]`, TTL `ARGV[2]` ms) and ends this process's lease
+/// `KEYS[2]` (`ARGV[3]`) in one step: waiters see the entry as soon as the lease is gone.
+const PUBLISH: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+";
+
+/// Ends the leases in `KEYS` that this process (`ARGV[1]`) holds.
+const RELEASE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return 1
+";
+
+/// A name for this cache's leases: unique enough to tell processes (and caches) apart.
+fn holder_id() -> String {
+    use std::hash::BuildHasher;
+    static CACHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nonce = CACHES.fetch_add(1, Ordering::Relaxed);
+    let seed = std::collections::hash_map::RandomState::new();
+    format!("lease:{:016x}", seed.hash_one((std::process::id(), SystemTime::now(), nonce)))
 }
 
 /// Keys longer than this are stored by hash.
@@ -93,8 +282,12 @@ return redis.call('DEL', KEYS[1])
 
 /// A presign cache on Redis with an optional in-memory L1. See the [crate docs](crate).
 pub struct RedisPresignCache {
-    redis: ConnectionManager,
+    redis: Backend,
     prefix: String,
+    /// How long a lease lasts, and the longest wait for another process's URL.
+    lease: Duration,
+    /// Names this cache's leases, so it gives up only its own.
+    holder: String,
     timeout: Duration,
     safety_margin: Duration,
     l1: Option<MemoryPresignCache>,
@@ -106,12 +299,19 @@ impl RedisPresignCache {
     /// timeout per call, a 30 s safety margin and a 10,000-entry L1. Connects lazily: Redis may be
     /// down now and come up later. Call it inside a tokio runtime.
     ///
+    /// A Redis Cluster is named by its seed nodes:
+    /// `redis+cluster://[user:password@]h1:p1,h2:p2,...` (the credentials apply to every node), the
+    /// same as [`cluster`](Self::cluster) with `redis://h1:p1`, `redis://h2:p2`, ...
+    ///
     /// # Errors
     ///
     /// [`RedisCacheError`] when `url` is not a Redis URL the client accepts (the message shows
     /// it without its password).
     pub fn new(url: &str) -> Result<Self, RedisCacheError> {
-        let timeout = Duration::from_millis(250);
+        if url.get(..CLUSTER_SCHEME.len()).is_some_and(|scheme| scheme.eq_ignore_ascii_case(CLUSTER_SCHEME)) {
+            return Self::cluster(&cluster_seeds(url)?);
+        }
+        let timeout = DEFAULT_TIMEOUT;
         let client = redis::Client::open(url).map_err(|_| RedisCacheError::InvalidUrl(redact_url(url)))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -120,25 +320,80 @@ impl RedisPresignCache {
             .set_max_delay(Duration::from_millis(100));
         let redis = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| RedisCacheError::InvalidUrl(e.to_string()))?;
-        Ok(Self {
+        Ok(Self::with_backend(Backend::Single(redis), timeout))
+    }
+
+    /// A cache on the Redis Cluster reached through `seeds` (`redis://host:port` URLs of some of
+    /// its nodes, with the same credentials), with the defaults of [`new`](Self::new). Connects
+    /// lazily, on the first call and under its timeout: the cluster may be down now and come up
+    /// later, and `cluster` does no I/O (it needs no runtime). Every command touches one key, so
+    /// keys need no hash tags. See the [crate docs](crate#redis-cluster).
+    ///
+    /// # Errors
+    ///
+    /// [`RedisCacheError`] when a seed is not a Redis URL, there is none, or the seeds do not
+    /// agree on credentials or database (messages show the seeds without their passwords).
+    pub fn cluster<S: AsRef<str>>(seeds: &[S]) -> Result<Self, RedisCacheError> {
+        let seeds: Vec<String> = seeds.iter().map(|seed| seed.as_ref().to_owned()).collect();
+        for seed in &seeds {
+            seed.as_str().into_connection_info().map_err(|_| RedisCacheError::InvalidUrl(redact_url(seed)))?;
+        }
+        if seeds.is_empty() {
+            return Err(RedisCacheError::InvalidCluster { seeds: "[]".into(), reason: "no seed nodes".into() });
+        }
+        let client = cluster_client(&seeds, DEFAULT_TIMEOUT)?;
+        Ok(Self::with_backend(
+            Backend::Cluster { client, seeds, connection: tokio::sync::OnceCell::new() },
+            DEFAULT_TIMEOUT,
+        ))
+    }
+
+    fn with_backend(redis: Backend, timeout: Duration) -> Self {
+        Self {
             redis,
             prefix: "secure-media".into(),
+            lease: DEFAULT_LEASE,
+            holder: holder_id(),
             timeout,
             safety_margin: Duration::from_secs(30),
             l1: Some(MemoryPresignCache::new(10_000)),
             down: AtomicBool::new(false),
-        })
+        }
     }
 
-    /// Keys start with `{prefix}:`.
+    /// Whether this cache is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.redis, Backend::Cluster { .. })
+    }
+
+    /// Keys start with `{prefix}:`. Braces are dropped from it: keys carry a hash tag of their
+    /// own, which a brace in the prefix would cut.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.prefix = prefix.into().replace(['{', '}'], "");
         self
     }
 
-    /// The bound on every Redis call.
+    /// How long a lease lasts: a process that misses a URL another process is presigning waits
+    /// at most this long for its URL, then presigns it itself (the holder died or is slow). Also
+    /// the longest a lease of a process that died blocks anyone. `Duration::ZERO`: no leases, each
+    /// process presigns what it misses. Default 5 s.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The bound on every Redis call (on a cluster, also the client's connection and response
+    /// timeouts).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        if let Backend::Cluster { client, seeds, connection } = &mut self.redis {
+            // Not connected yet (connecting is lazy), and these seeds were accepted once already.
+            if connection.get().is_none() {
+                if let Ok(rebuilt) = cluster_client(seeds, timeout) {
+                    *client = rebuilt;
+                }
+            }
+        }
         self
     }
 
@@ -155,18 +410,80 @@ impl RedisPresignCache {
         self
     }
 
-    /// The Redis key of a cache key.
+    /// The Redis key of a cache key: `{prefix}:{s:<scope>}:<clean URL>`. The braces are a Redis
+    /// Cluster hash tag: one principal's keys share a slot, so a batch's leases are one command on
+    /// one node.
     pub fn redis_key(&self, key: &CacheKey<'_>) -> String {
         if key.url().len() <= MAX_PLAIN_KEY {
-            format!("{}:{}:{}", self.prefix, key.scope(), key.url())
+            format!("{}:{{s:{}}}:{}", self.prefix, key.scope(), key.url())
         } else {
-            format!("{}:{}:h:{:016x}", self.prefix, key.scope(), url_digest(key.url()))
+            format!("{}:{{s:{}}}:h:{:016x}", self.prefix, key.scope(), url_digest(key.url()))
         }
+    }
+
+    /// The lease beside an entry's key (same hash tag, same slot): `#` never ends a clean URL or
+    /// a digest, so no entry key ends in `#lease`.
+    fn lease_key(entry_key: &str) -> String {
+        format!("{entry_key}#lease")
     }
 
     /// The L1, if any.
     pub fn l1(&self) -> Option<&MemoryPresignCache> {
         self.l1.as_ref()
+    }
+
+    /// `keys` grouped by principal (one hash tag, one slot each): each group's indices into
+    /// `keys`, and its (entry key, lease key) pairs in that order.
+    fn by_scope(&self, keys: &[CacheKey<'_>]) -> Vec<(Vec<usize>, Vec<String>)> {
+        let mut groups: Vec<(&str, Vec<usize>, Vec<String>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let entry = self.redis_key(key);
+            let lease = Self::lease_key(&entry);
+            match groups.iter_mut().find(|(scope, ..)| *scope == key.scope()) {
+                Some((_, indices, pairs)) => {
+                    indices.push(i);
+                    pairs.extend([entry, lease]);
+                }
+                None => groups.push((key.scope(), vec![i], vec![entry, lease])),
+            }
+        }
+        groups.into_iter().map(|(_, indices, pairs)| (indices, pairs)).collect()
+    }
+
+    /// One look at leased keys: `None` if Redis did not answer (the caller stops waiting).
+    async fn look(&self, keys: &[CacheKey<'_>]) -> Option<Vec<Look>> {
+        let groups = self.by_scope(keys);
+        let answers = futures::future::join_all(groups.iter().map(|(_, pairs)| {
+            let redis = &self.redis;
+            let look = async move {
+                let mut connection = redis.connection().await?;
+                redis::cmd("EVAL")
+                    .arg(LOOK)
+                    .arg(pairs.len())
+                    .arg(pairs)
+                    .query_async::<Vec<redis::Value>>(&mut connection)
+                    .await
+            };
+            self.call("LOOK", look)
+        }))
+        .await;
+        let now = SystemTime::now();
+        let mut looks: Vec<Look> = keys.iter().map(|_| Look::Gone).collect();
+        for ((indices, _), answer) in groups.iter().zip(answers) {
+            let answer = answer.filter(|answer| answer.len() == indices.len())?;
+            for (&i, value) in indices.iter().zip(answer) {
+                looks[i] = match value {
+                    Value::Int(1) => Look::Held,
+                    // Anything but an entry for this very key is no URL: this process presigns.
+                    Value::BulkString(bytes) => std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|text| decode(&keys[i], text, now))
+                        .map_or(Look::Gone, Look::Entry),
+                    _ => Look::Gone,
+                };
+            }
+        }
+        Some(looks)
     }
 
     /// Runs one Redis call under the timeout; a failure is logged once per outage and read as `None`.
@@ -207,6 +524,18 @@ fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The seeds, each without its password, for messages.
+fn redact_seeds(seeds: &[String]) -> String {
+    format!("[{}]", seeds.iter().map(|seed| redact_url(seed)).collect::<Vec<_>>().join(", "))
+}
+
+/// A `redis+cluster://` URL without its credentials, for messages.
+fn redact_cluster_url(url: &str) -> String {
+    let rest = url.get(CLUSTER_SCHEME.len()..).unwrap_or_default();
+    let hosts = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    format!("{CLUSTER_SCHEME}{hosts}")
+}
+
 fn redact_url(url: &str) -> String {
     // A Redis URL may carry a password.
     match url::Url::parse(url) {
@@ -217,6 +546,16 @@ fn redact_url(url: &str) -> String {
         }
         Err(_) => "<unparsable>".into(),
     }
+}
+
+/// What one look at a leased key saw.
+enum Look {
+    /// Another process still holds the lease.
+    Held,
+    /// No lease and no usable entry: the holder gave up or went away.
+    Gone,
+    /// The holder's URL.
+    Entry(SignedUrl),
 }
 
 /// What a Redis value holds, as JSON.
@@ -283,9 +622,10 @@ impl PresignCache for RedisPresignCache {
             return Some(hit);
         }
         let redis_key = self.redis_key(key);
-        let mut redis = self.redis.clone();
+        let redis = &self.redis;
         // Bytes, not a `String`: a value that is not UTF-8 is a bad entry (a miss), not an outage.
-        let bytes: Option<Vec<u8>> = self.call("GET", async move { redis.get(redis_key).await }).await.flatten();
+        let get = async move { redis.connection().await?.get(redis_key).await };
+        let bytes: Option<Vec<u8>> = self.call("GET", get).await.flatten();
         let url = decode(key, std::str::from_utf8(&bytes?).ok()?, SystemTime::now())?;
         if let Some(l1) = &self.l1 {
             l1.put(key, url.clone()).await;
@@ -305,8 +645,22 @@ impl PresignCache for RedisPresignCache {
         // The strategy trusts no URL longer than this; Redis refuses absurd TTLs anyway.
         let ttl_ms = u64::try_from(left.min(MAX_URL_LIFETIME).as_millis()).unwrap_or(u64::MAX).max(1);
         let (redis_key, value) = (self.redis_key(key), encode(key, &url));
-        let mut redis = self.redis.clone();
-        let _: Option<()> = self.call("SET", async move { redis.pset_ex(redis_key, value, ttl_ms).await }).await;
+        let lease_key = Self::lease_key(&redis_key);
+        let (redis, holder) = (&self.redis, &self.holder);
+        let publish = async move {
+            let mut connection = redis.connection().await?;
+            redis::cmd("EVAL")
+                .arg(PUBLISH)
+                .arg(2)
+                .arg(redis_key)
+                .arg(lease_key)
+                .arg(value)
+                .arg(ttl_ms)
+                .arg(holder)
+                .query_async::<i64>(&mut connection)
+                .await
+        };
+        let _: Option<i64> = self.call("SET", publish).await;
     }
 
     async fn remove(&self, key: &CacheKey<'_>) {
@@ -314,8 +668,8 @@ impl PresignCache for RedisPresignCache {
             l1.remove(key).await;
         }
         let redis_key = self.redis_key(key);
-        let mut redis = self.redis.clone();
-        let _: Option<()> = self.call("DEL", async move { redis.del(redis_key).await }).await;
+        let redis = &self.redis;
+        let _: Option<()> = self.call("DEL", async move { redis.connection().await?.del(redis_key).await }).await;
     }
 
     async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
@@ -323,11 +677,110 @@ impl PresignCache for RedisPresignCache {
             l1.remove_refused(key, refused).await;
         }
         let (redis_key, url) = (self.redis_key(key), refused.as_str().to_owned());
-        let mut redis = self.redis.clone();
+        let redis = &self.redis;
+        // One key in KEYS: the cluster client routes the script to the master that owns it.
         let delete = async move {
-            redis::cmd("EVAL").arg(DELETE_IF_SAME).arg(1).arg(redis_key).arg(url).query_async::<i64>(&mut redis).await
+            let mut connection = redis.connection().await?;
+            redis::cmd("EVAL")
+                .arg(DELETE_IF_SAME)
+                .arg(1)
+                .arg(redis_key)
+                .arg(url)
+                .query_async::<i64>(&mut connection)
+                .await
         };
         let _: Option<i64> = self.call("EVAL", delete).await;
+    }
+
+    async fn lease(&self, keys: &[CacheKey<'_>]) -> Vec<Lease> {
+        let mut leases = vec![Lease::Mine; keys.len()];
+        if self.lease.is_zero() {
+            return leases;
+        }
+        let ttl_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX).max(1);
+        let groups = self.by_scope(keys);
+        let answers = futures::future::join_all(groups.iter().map(|(_, pairs)| {
+            let (redis, holder) = (&self.redis, &self.holder);
+            let lease = async move {
+                let mut connection = redis.connection().await?;
+                redis::cmd("EVAL")
+                    .arg(LEASE)
+                    .arg(pairs.len())
+                    .arg(pairs)
+                    .arg(holder)
+                    .arg(ttl_ms)
+                    .query_async::<Vec<i64>>(&mut connection)
+                    .await
+            };
+            self.call("LEASE", lease)
+        }))
+        .await;
+        // Redis down or an odd answer: this process presigns (as without a fleet).
+        for ((indices, _), answer) in groups.iter().zip(answers) {
+            let Some(answer) = answer.filter(|answer| answer.len() == indices.len()) else { continue };
+            for (&i, got) in indices.iter().zip(answer) {
+                if got == 0 {
+                    leases[i] = Lease::Theirs;
+                }
+            }
+        }
+        leases
+    }
+
+    async fn wait_for(&self, keys: &[CacheKey<'_>]) -> Vec<Option<SignedUrl>> {
+        let mut found: Vec<Option<SignedUrl>> = vec![None; keys.len()];
+        let mut pending: Vec<usize> = (0..keys.len()).collect();
+        let deadline = tokio::time::Instant::now() + self.lease;
+        let mut pause = FIRST_POLL;
+        while !pending.is_empty() {
+            let waiting: Vec<CacheKey<'_>> = pending.iter().map(|&i| keys[i]).collect();
+            let Some(looks) = self.look(&waiting).await else { break };
+            let mut still = Vec::new();
+            for (&i, look) in pending.iter().zip(looks) {
+                match look {
+                    Look::Held => still.push(i),
+                    Look::Gone => {}
+                    Look::Entry(url) => found[i] = Some(url),
+                }
+            }
+            pending = still;
+            if pending.is_empty() || tokio::time::Instant::now() + pause > deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LAST_POLL);
+        }
+        if let Some(l1) = &self.l1 {
+            for (key, url) in keys.iter().zip(&found) {
+                if let Some(url) = url {
+                    l1.put(key, url.clone()).await;
+                }
+            }
+        }
+        found
+    }
+
+    async fn release(&self, keys: &[CacheKey<'_>]) {
+        if self.lease.is_zero() {
+            return;
+        }
+        let groups = self.by_scope(keys);
+        futures::future::join_all(groups.iter().map(|(_, pairs)| {
+            let leases: Vec<&String> = pairs.iter().skip(1).step_by(2).collect();
+            let (redis, holder) = (&self.redis, &self.holder);
+            let release = async move {
+                let mut connection = redis.connection().await?;
+                redis::cmd("EVAL")
+                    .arg(RELEASE)
+                    .arg(leases.len())
+                    .arg(leases)
+                    .arg(holder)
+                    .query_async::<i64>(&mut connection)
+                    .await
+            };
+            self.call("RELEASE", release)
+        }))
+        .await;
     }
 
     fn purge_scope(&self, scope: &str) {
@@ -341,6 +794,7 @@ impl fmt::Debug for RedisPresignCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisPresignCache")
             .field("prefix", &self.prefix)
+            .field("cluster", &self.is_cluster())
             .field("timeout", &self.timeout)
             .field("l1", &self.l1.as_ref().map(MemoryPresignCache::capacity))
             .field("down", &self.down.load(Ordering::Relaxed))
@@ -369,7 +823,7 @@ mod tests {
         let long = format!("https://files-us.cometchat.io/app/media/{}.png", "a".repeat(300));
         let alice: Arc<str> = "sub:alice".into();
         let key = cache.redis_key(&CacheKey::new(&alice, &long));
-        assert_eq!(key, format!("secure-media:sub:alice:h:{:016x}", url_digest(&long)));
+        assert_eq!(key, format!("secure-media:{{s:sub:alice}}:h:{:016x}", url_digest(&long)));
     }
 
     #[test]
@@ -421,6 +875,29 @@ mod tests {
     #[test]
     fn passwords_never_reach_errors() {
         assert!(!redact_url("redis://user:hunter2@h:6379/0").contains("hunter2"));
+        for bad in
+            ["redis+cluster://user:hunter2@h1:1,,h2:2", "redis+cluster://user:hunter2@h1:1/3", "redis+cluster://"]
+        {
+            let error = RedisPresignCache::new(bad).unwrap_err().to_string();
+            assert!(!error.contains("hunter2") && error.contains("invalid"), "{error}");
+        }
+        let mismatch = RedisPresignCache::cluster(&["redis://:hunter2@h1:1", "redis://:other@h2:2"]).unwrap_err();
+        let message = mismatch.to_string();
+        assert!(!message.contains("hunter2") && !message.contains("other@"), "{message}");
+        assert!(RedisPresignCache::cluster::<&str>(&[]).is_err());
+    }
+
+    #[test]
+    fn a_cluster_url_names_its_seeds_with_its_credentials() {
+        assert_eq!(
+            cluster_seeds("redis+cluster://u:p@h1:7000,h2:7001/").unwrap(),
+            ["redis://u:p@h1:7000", "redis://u:p@h2:7001"]
+        );
+        assert_eq!(cluster_seeds("redis+cluster://h1:7000").unwrap(), ["redis://h1:7000"]);
+        // No runtime, no I/O: connecting is lazy.
+        let cache = RedisPresignCache::new("redis+cluster://127.0.0.1:1,127.0.0.1:2").unwrap();
+        assert!(cache.is_cluster());
+        assert!(format!("{cache:?}").contains("cluster: true"));
     }
 
     /// Bad input (issue 16): whatever another process (or anyone who can write to Redis) stored,

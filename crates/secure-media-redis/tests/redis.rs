@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use secure_media_core::presigned::{CacheKey, PresignCache, PresignConfig, PresignedStrategy, SignedUrl};
+use secure_media_core::presigned::{CacheKey, Lease, PresignCache, PresignConfig, PresignedStrategy, SignedUrl};
 use secure_media_core::{
     resolve_str, AccessError, FileAccessToken, LoginCell, MediaAccessStrategy, SecureHosts, TokenSource,
 };
@@ -139,7 +139,7 @@ async fn keys(redis_url: &str, prefix: &str) -> Vec<String> {
 
 /// The keys of entries under a principal (`sub:`) scope, leaving out token (`tok:`) scopes.
 async fn principal_keys(redis_url: &str, prefix: &str) -> Vec<String> {
-    keys(redis_url, prefix).await.into_iter().filter(|k| k.starts_with(&format!("{prefix}:sub:"))).collect()
+    keys(redis_url, prefix).await.into_iter().filter(|k| k.starts_with(&format!("{prefix}:{{s:sub:"))).collect()
 }
 
 #[tokio::test]
@@ -175,7 +175,7 @@ async fn a_second_process_with_a_renewed_token_uses_alices_entries_once_its_toke
 }
 
 #[tokio::test]
-async fn misses_at_once_in_two_processes_both_end_with_a_valid_url() {
+async fn misses_at_once_in_two_processes_make_one_presign_call() {
     let (_guard, url) = redis();
     let fleet = Fleet::new().await;
     let prefix = prefix("race");
@@ -184,7 +184,10 @@ async fn misses_at_once_in_two_processes_both_end_with_a_valid_url() {
     let (from_a, from_b) =
         tokio::join!(fleet.resolve(&a, "sample-640x480.png"), fleet.resolve(&b, "sample-640x480.png"));
     assert_eq!((fleet.fetch_status(&from_a).await, fleet.fetch_status(&from_b).await), (200, 200));
-    assert!(fleet.server.stats().presign_calls <= 2);
+    assert_eq!(fleet.server.stats().presign_calls, 1, "one process took the lease, the other waited for its URL");
+    assert_eq!(from_a, from_b);
+    assert_eq!(a.stats().urls_from_fleet + b.stats().urls_from_fleet, 1);
+    assert!(!keys(&url, &prefix).await.iter().any(|key| key.ends_with("#lease")), "publishing ended the lease");
     let later = fleet.process(&url, &prefix, token);
     let calls = fleet.server.stats().presign_calls;
     let from_later = fleet.resolve(&later, "sample-640x480.png").await;
@@ -224,7 +227,7 @@ async fn principals_are_isolated() {
     let mut stored = principal_keys(&url, &prefix).await;
     stored.sort();
     assert_eq!(stored.len(), 2);
-    assert!(stored[0].contains(":sub:alice:") && stored[1].contains(":sub:bob:"), "{stored:?}");
+    assert!(stored[0].contains(":{s:sub:alice}:") && stored[1].contains(":{s:sub:bob}:"), "{stored:?}");
 }
 
 #[tokio::test]
@@ -363,4 +366,123 @@ async fn an_entry_written_as_an_array_is_a_miss_and_a_refusal_deletes_it() {
     let refused = SignedUrl::new("https://media.example.com/a.png", refused, now, now + Duration::from_secs(60));
     cache.remove_refused(&key, &refused).await;
     assert!(keys(&url, &prefix).await.is_empty(), "what is not an entry goes");
+}
+
+/// A process with its own cache whose strategy uses a token the app vouched for (its own login),
+/// and the given lease.
+fn vouched(fleet: &Fleet, uid: &str) -> Arc<dyn TokenSource> {
+    let cell = LoginCell::new();
+    let token = FileAccessToken::new(fleet.server.login(uid).unwrap().fat).unwrap();
+    token.mark_verified();
+    cell.set(token);
+    Arc::new(cell)
+}
+
+fn leasing_process(
+    fleet: &Fleet,
+    cache: RedisPresignCache,
+    tokens: Arc<dyn TokenSource>,
+) -> Arc<dyn MediaAccessStrategy> {
+    let presigner =
+        ReqwestPresigner::new(secure_media_testkit::reqwest_client(), fleet.server.presign_url().parse().unwrap())
+            .unwrap();
+    let hosts = SecureHosts::new().with_host(&fleet.server.host()).unwrap();
+    Arc::new(PresignedStrategy::new(hosts, tokens, presigner).with_cache(Arc::new(cache)))
+}
+
+#[tokio::test]
+async fn a_lease_whose_holder_died_holds_a_miss_only_until_it_runs_out() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("dead-holder");
+    let media = fleet.server.media_url("sample-64x64.gif");
+    let alice: Arc<str> = "sub:alice".into();
+    // A process takes the lease and dies before it presigns.
+    let dead = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_lease(Duration::from_millis(400));
+    assert_eq!(dead.lease(&[CacheKey::new(&alice, &media)]).await, [Lease::Mine]);
+    let cache = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_lease(Duration::from_millis(400));
+    let a = leasing_process(&fleet, cache, vouched(&fleet, "alice"));
+    let used = fleet.resolve(&a, "sample-64x64.gif").await;
+    assert_eq!(fleet.fetch_status(&used).await, 200);
+    let stats = a.stats();
+    assert_eq!((stats.presign_calls, stats.urls_from_fleet), (1, 0), "it presigned after the lease ran out");
+}
+
+#[tokio::test]
+async fn a_lease_given_up_ends_the_wait_and_another_principals_lease_is_not_a_wait() {
+    let (_guard, url) = redis();
+    let prefix = prefix("release");
+    let cache = || RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0);
+    let (holder, waiter) = (cache(), cache());
+    let (alice, bob): (Arc<str>, Arc<str>) = ("sub:alice".into(), "sub:bob".into());
+    let media = "https://media.example.com/a.png";
+    assert_eq!(holder.lease(&[CacheKey::new(&alice, media)]).await, [Lease::Mine]);
+    assert_eq!(waiter.lease(&[CacheKey::new(&alice, media)]).await, [Lease::Theirs]);
+    assert_eq!(waiter.lease(&[CacheKey::new(&bob, media)]).await, [Lease::Mine], "bob's URL is bob's");
+    // Only the holder's release ends it.
+    waiter.release(&[CacheKey::new(&alice, media)]).await;
+    assert_eq!(cache().lease(&[CacheKey::new(&alice, media)]).await, [Lease::Theirs]);
+    holder.release(&[CacheKey::new(&alice, media)]).await;
+    let waited = waiter.wait_for(&[CacheKey::new(&alice, media)]).await;
+    assert!(waited.len() == 1 && waited[0].is_none(), "given up: presign it yourself");
+    assert_eq!(waiter.lease(&[CacheKey::new(&alice, media)]).await, [Lease::Mine]);
+}
+
+#[tokio::test]
+async fn what_a_lease_holder_publishes_is_checked_like_any_entry() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("holder-plants");
+    let media = fleet.server.media_url("sample-64x64.gif");
+    let alice: Arc<str> = "sub:alice".into();
+    let key = CacheKey::new(&alice, &media);
+    // A writer to Redis takes the lease and publishes a URL on another origin.
+    let holder = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0);
+    assert_eq!(holder.lease(&[key]).await, [Lease::Mine]);
+    let a =
+        leasing_process(&fleet, RedisPresignCache::new(&url).unwrap().with_prefix(&prefix), vouched(&fleet, "alice"));
+    let load = tokio::spawn({
+        let (fleet_media, a) = (media.clone(), a.clone());
+        async move { resolve_str(&*a, &fleet_media).await.map(|(url, _)| url.into_owned()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let now = std::time::SystemTime::now();
+    let planted = url::Url::parse("https://evil.example/demo/media/sample-64x64.gif?Expires=4000000000&Signature=x");
+    holder.put(&key, SignedUrl::new(&media, planted.unwrap(), now, now + Duration::from_secs(3600))).await;
+    let used = load.await.unwrap().unwrap();
+    assert!(used.starts_with(&fleet.server.base_url()), "{used}");
+    assert_eq!(fleet.fetch_status(&used).await, 200);
+    let stats = a.stats();
+    assert_eq!((stats.presign_calls, stats.urls_from_fleet), (1, 0), "the planted URL was not used");
+}
+
+#[tokio::test]
+async fn eight_processes_loading_the_same_urls_cold_presign_each_once() {
+    let (_guard, url) = redis();
+    let fleet = Fleet::new().await;
+    let prefix = prefix("eight");
+    let urls: Vec<String> = (0..200).map(|i| fleet.server.gallery_url(i)).collect();
+    let pods: Vec<_> = (0..8)
+        .map(|_| {
+            let cache = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix);
+            leasing_process(&fleet, cache, vouched(&fleet, "alice"))
+        })
+        .collect();
+    let loads = pods.iter().map(|pod| async {
+        pod.prefetch(&urls.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        futures::future::join_all(urls.iter().map(|url| resolve_str(&**pod, url))).await
+    });
+    let answers: Vec<Vec<String>> = futures::future::join_all(loads)
+        .await
+        .into_iter()
+        .map(|answers| answers.into_iter().map(|answer| answer.unwrap().0.into_owned()).collect())
+        .collect();
+    assert!(answers.iter().all(|pod| pod == &answers[0]), "every process uses the one URL presigned per file");
+    let calls = fleet.server.stats().presign_calls;
+    let limit = 200usize.div_ceil(PresignConfig::default().batch_limit) as u64 + 8;
+    println!("8 processes, 200 URLs, one Redis: {calls} presign calls");
+    assert!(calls <= limit, "{calls} presign calls for 8 processes, at most {limit}");
+    assert_eq!(fleet.server.stats().urls_presigned, 200, "each URL presigned once across the fleet");
+    assert!(pods.iter().map(|pod| pod.stats().urls_from_fleet).sum::<u64>() > 0, "some waited on a lease");
+    assert_eq!(fleet.fetch_status(&answers[3][17]).await, 200);
 }

@@ -37,10 +37,24 @@ impl<'a> CacheKey<'a> {
     }
 }
 
+/// Who presigns a key that missed: this process, or another one sharing the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// This process presigns it: it holds the lease, or the cache shares no work.
+    Mine,
+    /// Another process holds the lease: [`PresignCache::wait_for`] waits for its URL.
+    Theirs,
+}
+
 /// Stores presigned URLs by [`CacheKey`]. The strategy decides freshness; a cache only stores.
 ///
 /// In-memory caches answer [`get_ready`](Self::get_ready) (the hot path, no await); a remote cache
 /// answers its local tier there, or `None`, and its remote tier in [`get`](Self::get).
+///
+/// A cache shared between processes may also share the work: before a presign call the strategy
+/// asks it for a [`lease`](Self::lease) on each key, presigns only the keys that are
+/// [`Mine`](Lease::Mine), and [waits](Self::wait_for) for the others' URLs, which it checks like
+/// any cached URL. The defaults share nothing.
 #[async_trait]
 pub trait PresignCache: Send + Sync + 'static {
     /// A lookup that does not wait. It may be called while the token source is read: it must not
@@ -68,6 +82,27 @@ pub trait PresignCache: Send + Sync + 'static {
 
     /// Forgets everything this process holds for one principal (logout, user switch).
     fn purge_scope(&self, scope: &str);
+
+    /// Before a presign call for `keys` (which missed): who presigns each, one answer per key, in
+    /// order. A cache shared by a fleet takes a short lease on each key, so that processes that
+    /// miss the same URL at once presign it once. Default: [`Lease::Mine`] for every key.
+    async fn lease(&self, keys: &[CacheKey<'_>]) -> Vec<Lease> {
+        vec![Lease::Mine; keys.len()]
+    }
+
+    /// Waits, bounded, for the URLs of keys another process leased, one answer per key, in
+    /// order. `None` where the holder gave up or went away, or the wait passed its bound: this
+    /// process then presigns that key itself. A cache with a local tier keeps what it answers
+    /// there (the strategy stores only what it presigned). Default: `None` for every key.
+    async fn wait_for(&self, keys: &[CacheKey<'_>]) -> Vec<Option<SignedUrl>> {
+        vec![None; keys.len()]
+    }
+
+    /// Gives up the leases of keys this process could not presign (its call failed), so that
+    /// processes waiting for them presign them themselves at once. Default: nothing.
+    async fn release(&self, keys: &[CacheKey<'_>]) {
+        let _ = keys;
+    }
 }
 
 #[async_trait]
@@ -89,6 +124,15 @@ impl<C: PresignCache + ?Sized> PresignCache for Arc<C> {
     }
     fn purge_scope(&self, scope: &str) {
         (**self).purge_scope(scope)
+    }
+    async fn lease(&self, keys: &[CacheKey<'_>]) -> Vec<Lease> {
+        (**self).lease(keys).await
+    }
+    async fn wait_for(&self, keys: &[CacheKey<'_>]) -> Vec<Option<SignedUrl>> {
+        (**self).wait_for(keys).await
+    }
+    async fn release(&self, keys: &[CacheKey<'_>]) {
+        (**self).release(keys).await
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use http::StatusCode;
 
-pub use cache::{CacheKey, MemoryPresignCache, PresignCache};
+pub use cache::{CacheKey, Lease, MemoryPresignCache, PresignCache};
 pub use expiry::expiry_of;
 pub use presigner::{Presigned, Presigner, SignedUrl, MAX_URL_LIFETIME};
 
@@ -353,23 +353,101 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         Ok(signed)
     }
 
-    /// One presign call for a batch; fresh URLs go into the cache before waiters are told.
+    /// A batch's URLs: presigned here, or by another process sharing the cache that holds their
+    /// lease (its URLs checked like any cached URL; a key whose holder gave up, went away or
+    /// answered something unusable is presigned here after all). Fresh URLs go into the cache
+    /// before waiters are told.
     async fn presign(&self, token: Arc<FileAccessToken>, keys: Vec<FlightKey>) -> Vec<Outcome> {
+        let cache_keys: Vec<CacheKey<'_>> = keys.iter().map(|key| CacheKey::new(&key.scope, &key.url)).collect();
+        let leases = self.cache.lease(&cache_keys).await;
+        // A cache that answers too few leases leaves the rest to this process.
+        let theirs: Vec<usize> = (0..keys.len()).filter(|&i| leases.get(i) == Some(&Lease::Theirs)).collect();
+        if theirs.is_empty() {
+            return self.presign_here(&token, &keys, &cache_keys).await;
+        }
+        let mine: Vec<usize> = (0..keys.len()).filter(|i| !theirs.contains(i)).collect();
+        let pick = |indices: &[usize]| -> (Vec<FlightKey>, Vec<CacheKey<'_>>) {
+            indices.iter().map(|&i| (keys[i].clone(), cache_keys[i])).unzip()
+        };
+        let (my_keys, my_cache_keys) = pick(&mine);
+        let (their_keys, their_cache_keys) = pick(&theirs);
+        let (presigned, waited) = futures::future::join(
+            self.presign_here(&token, &my_keys, &my_cache_keys),
+            self.cache.wait_for(&their_cache_keys),
+        )
+        .await;
+        let mut outcomes: Vec<Option<Outcome>> = (0..keys.len()).map(|_| None).collect();
+        for (i, outcome) in mine.iter().zip(presigned) {
+            outcomes[*i] = Some(outcome);
+        }
+        let now = self.clock.now();
+        let mut waited = waited.into_iter();
+        let mut fallback = Vec::new();
+        for (&i, key) in theirs.iter().zip(&their_keys) {
+            match waited.next().flatten() {
+                // Fresh only: an entry near its expiry is what a renewal ahead replaces.
+                Some(url) if self.usable(&url, &key.url) && self.freshness(&url, now) == Freshness::Fresh => {
+                    outcomes[i] = Some(Ok(url));
+                }
+                _ => fallback.push(i),
+            }
+        }
+        bump(&self.counters.urls_from_fleet, (theirs.len() - fallback.len()) as u64);
+        if !fallback.is_empty() {
+            tracing::debug!(urls = fallback.len(), "lease holder gave up or went away: presigning here");
+            let (late_keys, late_cache_keys) = pick(&fallback);
+            let late = self.presign_here(&token, &late_keys, &late_cache_keys).await;
+            for (i, outcome) in fallback.iter().zip(late) {
+                outcomes[*i] = Some(outcome);
+            }
+        }
+        outcomes
+            .into_iter()
+            .zip(&keys)
+            .map(|(outcome, key)| {
+                outcome.unwrap_or_else(|| {
+                    Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing })
+                })
+            })
+            .collect()
+    }
+
+    /// One presign call for `keys` (their cache keys beside them); what fails gives up its lease.
+    async fn presign_here(
+        &self,
+        token: &Arc<FileAccessToken>,
+        keys: &[FlightKey],
+        cache_keys: &[CacheKey<'_>],
+    ) -> Vec<Outcome> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let outcomes = self.call_presigner(token, keys).await;
+        let failed: Vec<CacheKey<'_>> =
+            cache_keys.iter().zip(&outcomes).filter(|(_, outcome)| outcome.is_err()).map(|(key, _)| *key).collect();
+        if !failed.is_empty() {
+            self.cache.release(&failed).await;
+        }
+        outcomes
+    }
+
+    /// One presign call for a batch; fresh URLs go into the cache before waiters are told.
+    async fn call_presigner(&self, token: &Arc<FileAccessToken>, keys: &[FlightKey]) -> Vec<Outcome> {
         bump(&self.counters.presign_calls, 1);
         bump(&self.counters.urls_presigned, keys.len() as u64);
         tracing::debug!(urls = keys.len(), "presign call");
         let urls: Vec<Arc<str>> = keys.iter().map(|k| k.url.clone()).collect();
-        let answers = self.presigner.presign_batch(&urls, &token).await;
+        let answers = self.presigner.presign_batch(&urls, token).await;
         let now = self.clock.now();
         let outcomes: Vec<Outcome> =
             keys.iter().zip(answers).map(|(key, answer)| answer.and_then(|a| self.accept(a, &key.url, now))).collect();
         if outcomes.iter().any(Result::is_ok) {
             // The endpoint accepted this exact token: its claims now name its scope.
-            self.proven.insert(&token);
+            self.proven.insert(token);
         }
         // Asked under the token's own scope, a URL goes also under its proven one: this process
         // reads the latter from now on, other holders of the token the former.
-        let proven = self.proven_scope(&token);
+        let proven = self.proven_scope(token);
         let mut writes = Vec::with_capacity(keys.len());
         for (key, outcome) in keys.iter().zip(&outcomes) {
             match outcome {

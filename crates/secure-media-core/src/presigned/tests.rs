@@ -1022,3 +1022,122 @@ async fn asking_ahead_leaves_room_and_a_call_slot_to_the_loads_under_way() {
         assert!(ready(&*s, &media(n)));
     }
 }
+
+/// A shared cache as another process sees it: leases on some URLs held elsewhere, and what their
+/// holder left (its URL, a URL pointing elsewhere, or nothing: it gave up). Records what this
+/// process gave up.
+struct FleetCache {
+    memory: MemoryPresignCache,
+    theirs: Mutex<HashMap<String, Option<SignedUrl>>>,
+    released: Mutex<Vec<String>>,
+}
+
+use std::collections::HashMap;
+
+#[async_trait]
+impl PresignCache for FleetCache {
+    fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
+        self.memory.get_ready(key)
+    }
+    async fn put(&self, key: &CacheKey<'_>, url: SignedUrl) {
+        self.memory.put(key, url).await
+    }
+    async fn remove(&self, key: &CacheKey<'_>) {
+        self.memory.remove(key).await
+    }
+    fn purge_scope(&self, scope: &str) {
+        self.memory.purge_scope(scope)
+    }
+    async fn lease(&self, keys: &[CacheKey<'_>]) -> Vec<Lease> {
+        let theirs = self.theirs.lock().unwrap();
+        keys.iter().map(|key| if theirs.contains_key(key.url()) { Lease::Theirs } else { Lease::Mine }).collect()
+    }
+    async fn wait_for(&self, keys: &[CacheKey<'_>]) -> Vec<Option<SignedUrl>> {
+        let found: Vec<Option<SignedUrl>> = {
+            let theirs = self.theirs.lock().unwrap();
+            keys.iter().map(|key| theirs.get(key.url()).cloned().flatten()).collect()
+        };
+        // Kept locally, as a cache with a local tier does.
+        for (key, url) in keys.iter().zip(&found) {
+            if let Some(url) = url {
+                self.memory.put(key, url.clone()).await;
+            }
+        }
+        found
+    }
+    async fn release(&self, keys: &[CacheKey<'_>]) {
+        self.released.lock().unwrap().extend(keys.iter().map(|key| key.url().to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn urls_leased_by_another_process_are_awaited_and_checked_and_the_rest_presigned_here() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let now = clock.now();
+    let signed = |n: usize, host: &str| {
+        let url = url::Url::parse(&format!("https://{host}/app/media/{n}.png?Expires=4000000000&Signature=fleet{n}"));
+        SignedUrl::new(&media(n), url.unwrap(), now, now + DAY)
+    };
+    // 1: its holder published; 2: its holder published a URL on another origin; 3: its holder
+    // gave up; 4 and 5: this process's to presign.
+    let theirs = HashMap::from([
+        (media(1), Some(signed(1, "files-us.cometchat.io"))),
+        (media(2), Some(signed(2, "evil.example"))),
+        (media(3), None),
+    ]);
+    let cache = Arc::new(FleetCache {
+        memory: MemoryPresignCache::new(100),
+        theirs: Mutex::new(theirs),
+        released: Mutex::default(),
+    });
+    // Vouched for by the app (a backend's own login), as in a fleet: one scope from the start.
+    let vouched = token("a");
+    vouched.mark_verified();
+    let tokens = Arc::new(StaticToken::new(vouched));
+    let s =
+        PresignedStrategy::new(hosts(), tokens, endpoint.clone()).with_cache(cache.clone()).with_clock(clock.clone());
+    let urls: Vec<String> = (1..=5).map(media).collect();
+    s.prefetch(&urls.iter().map(String::as_str).collect::<Vec<_>>()).await;
+
+    let answers = futures::future::join_all(urls.iter().map(|url| resolve_str(&s, url))).await;
+    let answers: Vec<String> = answers.into_iter().map(|answer| answer.unwrap().0.into_owned()).collect();
+    assert!(answers[0].ends_with("Signature=fleet1"), "the holder's URL: {}", answers[0]);
+    for answer in &answers[1..] {
+        assert!(answer.starts_with("https://files-us.cometchat.io/") && answer.contains("Signature=sig"), "{answer}");
+    }
+    // One call for this process's own, one for what the fleet could not give.
+    assert_eq!(*endpoint.calls.lock().unwrap(), [2, 2]);
+    let stats = s.stats();
+    assert_eq!((stats.presign_calls, stats.urls_presigned, stats.urls_from_fleet), (2, 4, 1));
+    assert!(cache.released.lock().unwrap().is_empty(), "nothing failed: no lease given up");
+    assert_eq!(s.stats().cache_hits, 5, "every load found its URL cached after asking ahead");
+}
+
+#[tokio::test]
+async fn a_url_from_the_fleet_does_not_prove_an_unproven_token_and_a_failed_call_gives_its_leases_up() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let now = clock.now();
+    let url = url::Url::parse(&format!("{}?Expires=4000000000&Signature=fleet", media(1))).unwrap();
+    let theirs = HashMap::from([(media(1), Some(SignedUrl::new(&media(1), url, now, now + DAY)))]);
+    let cache = Arc::new(FleetCache {
+        memory: MemoryPresignCache::new(100),
+        theirs: Mutex::new(theirs),
+        released: Mutex::default(),
+    });
+    let tokens = Arc::new(StaticToken::new(token("alice")));
+    let s = PresignedStrategy::new(hosts(), tokens.clone(), endpoint.clone())
+        .with_cache(cache.clone())
+        .with_clock(clock.clone());
+    let first = media(1);
+    let answer = resolve_str(&s, &first).await.unwrap().0.into_owned();
+    assert!(answer.ends_with("Signature=fleet"), "{answer}");
+    assert_eq!(endpoint.calls(), 0);
+    assert!(s.proven_scope(&tokens.current().unwrap()).is_none(), "only the endpoint's acceptance proves a token");
+
+    // The endpoint refuses: the leases this process took go back at once.
+    endpoint.refuse(&tokens.current().unwrap());
+    assert!(resolve_str(&s, &media(7)).await.is_err());
+    assert_eq!(*cache.released.lock().unwrap(), [media(7)]);
+}
