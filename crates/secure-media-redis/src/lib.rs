@@ -75,6 +75,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -111,20 +113,80 @@ const CLUSTER_SCHEME: &str = "redis+cluster://";
 enum Backend {
     /// One node, through a reconnecting connection manager.
     Single(ConnectionManager),
-    /// A cluster: the client, and its connection once one was opened.
-    Cluster { client: ClusterClient, seeds: Vec<String>, connection: tokio::sync::OnceCell<ClusterConnection> },
+    /// A cluster, through a connection made when first needed and made again after failures.
+    Cluster(ClusterBackend),
+}
+
+/// The cluster client and its current connection.
+struct ClusterBackend {
+    client: ClusterClient,
+    seeds: Vec<String>,
+    current: Mutex<Option<ClusterConnection>>,
+    /// One connection made at a time.
+    connecting: tokio::sync::Mutex<()>,
+    /// When the connection was last dropped for failing.
+    dropped_at: Mutex<Option<Instant>>,
+}
+
+/// A failing cluster connection is dropped at most this often. A connection kept through a
+/// master's restart was seen never to serve that master's slots again (redis 1.8's cluster
+/// client): a new one, made from the seeds, does.
+const REMAKE_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
+impl ClusterBackend {
+    fn new(client: ClusterClient, seeds: Vec<String>) -> Self {
+        Self {
+            client,
+            seeds,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            dropped_at: Mutex::new(None),
+        }
+    }
+
+    fn current(&self) -> Option<ClusterConnection> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The connection, made first if there is none (one caller makes it; a failure leaves it to
+    /// the next call; every caller bounds this with its timeout).
+    async fn connection(&self) -> redis::RedisResult<ClusterConnection> {
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        let connection = self.client.get_async_connection().await?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// A call failed for want of a node (refused, dropped, timed out): the next call makes a new
+    /// connection, unless one was dropped moments ago.
+    fn failed(&self) {
+        let mut dropped_at = self.dropped_at.lock().unwrap_or_else(PoisonError::into_inner);
+        if dropped_at.is_none_or(|at| at.elapsed() >= REMAKE_AT_MOST_EVERY) {
+            *dropped_at = Some(Instant::now());
+            *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
 }
 
 impl Backend {
-    /// A connection for one call: for a cluster, the first call opens it (a failure leaves it to
-    /// the next call; every caller bounds this with its timeout).
+    /// A connection for one call.
     async fn connection(&self) -> redis::RedisResult<Connection> {
         match self {
             Self::Single(manager) => Ok(Connection::Single(manager.clone())),
-            Self::Cluster { client, connection, .. } => {
-                let connection = connection.get_or_try_init(|| client.get_async_connection()).await?;
-                Ok(Connection::Cluster(connection.clone()))
-            }
+            Self::Cluster(cluster) => Ok(Connection::Cluster(cluster.connection().await?)),
+        }
+    }
+
+    /// A call failed for want of a node (the connection manager repairs itself).
+    fn failed(&self) {
+        if let Self::Cluster(cluster) = self {
+            cluster.failed();
         }
     }
 }
@@ -342,10 +404,7 @@ impl RedisPresignCache {
             return Err(RedisCacheError::InvalidCluster { seeds: "[]".into(), reason: "no seed nodes".into() });
         }
         let client = cluster_client(&seeds, DEFAULT_TIMEOUT)?;
-        Ok(Self::with_backend(
-            Backend::Cluster { client, seeds, connection: tokio::sync::OnceCell::new() },
-            DEFAULT_TIMEOUT,
-        ))
+        Ok(Self::with_backend(Backend::Cluster(ClusterBackend::new(client, seeds)), DEFAULT_TIMEOUT))
     }
 
     fn with_backend(redis: Backend, timeout: Duration) -> Self {
@@ -363,7 +422,7 @@ impl RedisPresignCache {
 
     /// Whether this cache is on a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.redis, Backend::Cluster { .. })
+        matches!(self.redis, Backend::Cluster(_))
     }
 
     /// Keys start with `{prefix}:`. Braces are dropped from it: keys carry a hash tag of their
@@ -386,11 +445,11 @@ impl RedisPresignCache {
     /// timeouts).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        if let Backend::Cluster { client, seeds, connection } = &mut self.redis {
+        if let Backend::Cluster(cluster) = &mut self.redis {
             // Not connected yet (connecting is lazy), and these seeds were accepted once already.
-            if connection.get().is_none() {
-                if let Ok(rebuilt) = cluster_client(seeds, timeout) {
-                    *client = rebuilt;
+            if cluster.current().is_none() {
+                if let Ok(rebuilt) = cluster_client(&cluster.seeds, timeout) {
+                    cluster.client = rebuilt;
                 }
             }
         }
@@ -499,10 +558,18 @@ impl RedisPresignCache {
                 Some(value)
             }
             Ok(Err(error)) => {
+                if error.is_io_error()
+                    || error.is_connection_refusal()
+                    || error.is_connection_dropped()
+                    || error.is_timeout()
+                {
+                    self.redis.failed();
+                }
                 self.went_down(what, &error.to_string());
                 None
             }
             Err(_) => {
+                self.redis.failed();
                 self.went_down(what, "timed out");
                 None
             }

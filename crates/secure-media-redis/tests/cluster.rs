@@ -75,3 +75,219 @@ fn a_local_three_master_cluster_starts_and_spreads_keys() {
         assert_eq!(on_node_1, Some(7), "{key_on_node_1} lives on node 1 again");
     });
 }
+
+// ---- RedisPresignCache on the cluster: a fleet of pods against the reference server ----
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use secure_media_core::presigned::{CacheKey, PresignCache, PresignConfig, PresignedStrategy, SignedUrl};
+use secure_media_core::{
+    resolve_str, AccessError, FileAccessToken, LoginCell, MediaAccessStrategy, SecureHosts, TokenSource,
+};
+use secure_media_redis::RedisPresignCache;
+use secure_media_reqwest::ReqwestPresigner;
+use secure_media_server::{gallery_image, ReferenceServer, RunningServer, ServerConfig};
+
+const BATCH: usize = 50;
+
+/// The reference server and a cluster, for one test.
+struct Stage {
+    server: RunningServer,
+    cluster: RedisCluster,
+}
+
+/// One pod: its own strategy over its own cluster connection and L1, and a client through it.
+struct Pod {
+    strategy: Arc<dyn MediaAccessStrategy>,
+    client: reqwest_middleware::ClientWithMiddleware,
+}
+
+impl Stage {
+    async fn new() -> Self {
+        let server = ReferenceServer::start(secure_media_testkit::https(ServerConfig::default())).await.unwrap();
+        Self { server, cluster: RedisCluster::start() }
+    }
+
+    fn cache(&self) -> RedisPresignCache {
+        RedisPresignCache::cluster(&self.cluster.seed_urls()).unwrap()
+    }
+
+    /// A token from `uid`'s own login, vouched for as a backend does with its login answer.
+    fn vouched(&self, uid: &str) -> Arc<dyn TokenSource> {
+        let token = FileAccessToken::new(self.server.login(uid).unwrap().fat).unwrap();
+        token.mark_verified();
+        let cell = LoginCell::new();
+        cell.set(token);
+        Arc::new(cell)
+    }
+
+    fn pod_with(&self, cache: RedisPresignCache, tokens: Arc<dyn TokenSource>) -> Pod {
+        let presigner =
+            ReqwestPresigner::new(secure_media_testkit::reqwest_client(), self.server.presign_url().parse().unwrap())
+                .unwrap();
+        let hosts = SecureHosts::new().with_host(&self.server.host()).unwrap();
+        let config = PresignConfig { batch_limit: BATCH, ..PresignConfig::default() };
+        let strategy: Arc<dyn MediaAccessStrategy> =
+            Arc::new(PresignedStrategy::new(hosts, tokens, presigner).with_cache(Arc::new(cache)).with_config(config));
+        let client =
+            secure_media_reqwest::secure_client_from(secure_media_testkit::reqwest_builder(), strategy.clone())
+                .unwrap();
+        Pod { strategy, client }
+    }
+
+    fn pod(&self, uid: &str) -> Pod {
+        self.pod_with(self.cache(), self.vouched(uid))
+    }
+
+    /// The slot (and so the master) of `uid`'s entries: the key's hash tag is its scope.
+    fn slot_of(&self, uid: &str) -> u16 {
+        self.cluster.slot_of(&format!("secure-media:{{s:sub:{uid}}}:x"))
+    }
+
+    fn presign_calls(&self) -> u64 {
+        self.server.stats().presign_calls
+    }
+}
+
+impl Pod {
+    /// Asks ahead for gallery thumbnails `range`, then loads each through the client (32 at a
+    /// time) and checks its bytes. Answers how many loads failed or came back wrong.
+    async fn load(&self, stage: &Stage, range: std::ops::Range<usize>) -> usize {
+        let urls: Vec<(usize, String)> = range.map(|i| (i, stage.server.gallery_url(i))).collect();
+        self.strategy.prefetch(&urls.iter().map(|(_, url)| url.as_str()).collect::<Vec<_>>()).await;
+        futures::stream::iter(urls)
+            .map(|(i, url)| async move {
+                let Ok(response) = self.client.get(&url).send().await else { return false };
+                if response.status() != 200 {
+                    return false;
+                }
+                response.bytes().await.ok() == gallery_image(i)
+            })
+            .buffer_unordered(32)
+            .filter(|right| std::future::ready(!right))
+            .count()
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_pods_loading_the_same_500_urls_cold_presign_each_once_across_the_cluster() {
+    let stage = Stage::new().await;
+    let pods: Vec<Pod> = (0..8).map(|_| stage.pod("fleet")).collect();
+    let failed = futures::future::join_all(pods.iter().map(|pod| pod.load(&stage, 0..500))).await;
+    assert_eq!(failed, [0; 8], "every URL served, every body right, in every pod");
+    let calls = stage.presign_calls();
+    let limit = 500usize.div_ceil(BATCH) as u64 + 8;
+    println!("8 pods x 500 URLs on a 3-master cluster: {calls} presign calls (at most {limit})");
+    assert!(calls <= limit, "{calls} presign calls across the fleet, at most {limit}");
+    assert_eq!(stage.server.stats().urls_presigned, 500, "each URL presigned once across the fleet");
+    let from_fleet: u64 = pods.iter().map(|pod| pod.strategy.stats().urls_from_fleet).sum();
+    assert!(from_fleet > 0, "some pods waited on another pod's lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_stopped_mid_run_fails_no_load_and_shared_hits_resume_when_it_is_back() {
+    let mut stage = Stage::new().await;
+    let pods: Vec<Pod> = (0..4).map(|_| stage.pod("fleet")).collect();
+    let failed = futures::future::join_all(pods.iter().map(|pod| pod.load(&stage, 0..100))).await;
+    assert_eq!(failed, [0; 4]);
+    assert_eq!(stage.presign_calls(), 2, "100 URLs, batches of 50, shared by the pods");
+
+    // The master holding the fleet's entries and leases goes down mid-run.
+    let master = stage.cluster.owner_of(stage.slot_of("fleet"));
+    stage.cluster.stop_node(master);
+    let before = stage.presign_calls();
+    let started = Instant::now();
+    let failed = futures::future::join_all(pods.iter().map(|pod| pod.load(&stage, 100..300))).await;
+    let took = started.elapsed();
+    assert_eq!(failed, [0; 4], "no load fails while a master is down");
+    let during = stage.presign_calls() - before;
+    println!("master down: 4 pods x 200 cold URLs: {during} presign calls in {took:?}");
+    // Each pod presigns on its own: at most its own batches (4 per pod), plus a batch cut in two.
+    assert!(during <= 4 * (200 / BATCH as u64 + 1), "{during} presign calls while the master was down");
+    assert!(took < Duration::from_secs(20), "bounded by the cache's timeouts, not stuck: {took:?}");
+    // What the pods had cached in memory still serves, with no call at all.
+    let before = stage.presign_calls();
+    assert_eq!(pods[0].load(&stage, 0..100).await, 0);
+    assert_eq!(stage.presign_calls(), before);
+
+    stage.cluster.restart_node(master);
+    // Back (empty: nothing was persisted): what one pod presigns, a new pod finds.
+    let mut shared = false;
+    for attempt in 0..20 {
+        let range = 400 + attempt * 10..410 + attempt * 10;
+        assert_eq!(pods[1].load(&stage, range.clone()).await, 0);
+        let before = stage.presign_calls();
+        assert_eq!(stage.pod("fleet").load(&stage, range).await, 0);
+        if stage.presign_calls() == before {
+            shared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(shared, "after the master came back, pods share the cache again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moving_between_masters_mid_run_is_followed() {
+    let stage = Stage::new().await;
+    let first = stage.pod("fleet");
+    assert_eq!(first.load(&stage, 0..50).await, 0);
+    let slot = stage.slot_of("fleet");
+    let from = stage.cluster.owner_of(slot);
+    let to = (from + 1) % 3;
+
+    // Migrating: the source answers ASK for keys it does not hold.
+    stage.cluster.begin_migration(slot, from, to);
+    let during = stage.pod("fleet");
+    let before = stage.presign_calls();
+    assert_eq!(during.load(&stage, 0..50).await, 0, "entries still on the source are served from it");
+    assert_eq!(stage.presign_calls(), before, "and are hits");
+    assert_eq!(during.load(&stage, 50..100).await, 0, "new URLs mid-migration load");
+
+    // Moved: the source answers MOVED, the client follows to the new owner.
+    stage.cluster.finish_migration(slot, from, to);
+    assert_eq!(stage.cluster.owner_of(slot), to);
+    let before = stage.presign_calls();
+    assert_eq!(stage.pod("fleet").load(&stage, 0..50).await, 0);
+    assert_eq!(stage.presign_calls(), before, "the migrated entries are hits on their new master");
+    assert_eq!(first.load(&stage, 100..150).await, 0);
+    let before = stage.presign_calls();
+    assert_eq!(stage.pod("fleet").load(&stage, 100..150).await, 0);
+    assert_eq!(stage.presign_calls(), before, "entries stored after the move are shared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_and_trust_checks_hold_through_the_cluster() {
+    let stage = Stage::new().await;
+    let (alice, bob) = (stage.pod("alice"), stage.pod("bob"));
+    let media = stage.server.gallery_url(1);
+    resolve_str(&*alice.strategy, &media).await.unwrap();
+    resolve_str(&*bob.strategy, &media).await.unwrap();
+    let his = bob.strategy.stats();
+    assert_eq!((his.presign_calls, his.cache_hits, his.urls_from_fleet), (1, 0, 0), "bob presigned his own");
+    assert_eq!(stage.presign_calls(), 2);
+
+    // A writer to the cluster plants a URL on another origin under alice's key.
+    let planted_media = stage.server.gallery_url(2);
+    let now = std::time::SystemTime::now();
+    let evil = url::Url::parse("https://evil.example/demo/media/gallery/0002.png?Expires=4000000000&Signature=x");
+    let planted = SignedUrl::new(&planted_media, evil.unwrap(), now, now + Duration::from_secs(3600));
+    let scope: Arc<str> = "sub:alice".into();
+    stage.cache().with_l1(0).put(&CacheKey::new(&scope, &planted_media), planted).await;
+    let fresh = stage.pod("alice");
+    let (used, _) = resolve_str(&*fresh.strategy, &planted_media).await.unwrap();
+    assert!(used.starts_with(&stage.server.base_url()), "{used}");
+    assert_eq!(fresh.load(&stage, 2..3).await, 0);
+
+    // A token whose payload names alice but whose signature is forged gets none of her entries.
+    let alice_fat = stage.server.login("alice").unwrap().fat;
+    let forged = format!("{}.Zm9yZ2VkLXNpZ25hdHVyZQ", alice_fat.rsplit_once('.').unwrap().0);
+    let cell = LoginCell::new();
+    cell.set(FileAccessToken::new(forged).unwrap());
+    let attacker = stage.pod_with(stage.cache(), Arc::new(cell));
+    let attempt = resolve_str(&*attacker.strategy, &media).await.map(|(url, _)| url.into_owned());
+    assert!(matches!(attempt, Err(AccessError::RefreshFailed(_))), "{attempt:?}");
+    assert_eq!(attacker.strategy.stats().cache_hits, 0);
+}

@@ -81,6 +81,82 @@ impl RedisCluster {
         self.wait_for_cluster_ok();
     }
 
+    /// The slot of `key`, as the cluster computes it (hash tags included).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let answer = self.ask(self.running(), &["cluster", "keyslot", key]);
+        answer.trim().parse().unwrap_or_else(|_| panic!("CLUSTER KEYSLOT {key}: {answer:?}"))
+    }
+
+    /// Which node serves `slot` now, as a running node sees it.
+    pub fn owner_of(&self, slot: u16) -> usize {
+        let nodes = self.ask(self.running(), &["cluster", "nodes"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(port) = fields.get(1).and_then(|address| address.split(['@', ':']).nth(1)) else { continue };
+            let serves = fields.iter().skip(8).any(|range| match range.split_once('-') {
+                Some((low, high)) => (low.parse().unwrap_or(u16::MAX)..=high.parse().unwrap_or(0)).contains(&slot),
+                None => range.parse() == Ok(slot),
+            });
+            if serves {
+                return self.ports.iter().position(|p| p.to_string() == port).expect("a node of this cluster");
+            }
+        }
+        panic!("no node serves slot {slot}: {nodes}")
+    }
+
+    /// Starts moving `slot` from node `from` to node `to` (`IMPORTING` then `MIGRATING`): until
+    /// [`finish_migration`](Self::finish_migration), `from` answers `ASK` for keys it does not hold.
+    pub fn begin_migration(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        self.expect_ok(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        self.expect_ok(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+    }
+
+    /// Moves the keys of `slot` from `from` to `to` (`MIGRATE`), then hands `to` the slot on every
+    /// node: clients asking `from` get `MOVED` from now on.
+    pub fn finish_migration(&self, slot: u16, from: usize, to: usize) {
+        let slot_text = slot.to_string();
+        loop {
+            let keys = self.ask(from, &["cluster", "getkeysinslot", &slot_text, "100"]);
+            let keys: Vec<&str> = keys.lines().map(str::trim).filter(|key| !key.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = self.ports[to].to_string();
+            let mut migrate = vec!["migrate", "127.0.0.1", &port, "", "0", "5000", "keys"];
+            migrate.extend(keys.iter().copied());
+            self.expect_ok(from, &migrate);
+        }
+        let to_id = self.node_id(to);
+        for i in [to, from].into_iter().chain((0..MASTERS).filter(|&i| i != to && i != from)) {
+            if self.children[i].is_some() {
+                self.expect_ok(i, &["cluster", "setslot", &slot_text, "node", &to_id]);
+            }
+        }
+    }
+
+    fn node_id(&self, i: usize) -> String {
+        self.ask(i, &["cluster", "myid"]).trim().to_string()
+    }
+
+    fn running(&self) -> usize {
+        (0..MASTERS).find(|&i| self.children[i].is_some()).expect("a running node")
+    }
+
+    /// What `redis-cli -p <node i>` prints for one command.
+    fn ask(&self, i: usize, command: &[&str]) -> String {
+        let mut args = vec!["-p".to_string(), self.ports[i].to_string()];
+        args.extend(command.iter().map(|arg| arg.to_string()));
+        let output = redis_cli(&args);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn expect_ok(&self, i: usize, command: &[&str]) {
+        let answer = self.ask(i, command);
+        assert_eq!(answer.trim(), "OK", "node {i}: {command:?}");
+    }
+
     fn spawn(&self, i: usize) -> Child {
         let port = self.ports[i].to_string();
         let config = self.dir.join(format!("nodes-{port}.conf"));
@@ -88,6 +164,8 @@ impl RedisCluster {
             .args(["--port", &port, "--cluster-enabled", "yes", "--cluster-config-file"])
             .arg(&config)
             .args(["--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"])
+            // A master down leaves the other masters' slots served (there are no replicas).
+            .args(["--cluster-require-full-coverage", "no"])
             .args(["--bind", "127.0.0.1", "--protected-mode", "no", "--dir"])
             .arg(&self.dir)
             .stdin(Stdio::null())
