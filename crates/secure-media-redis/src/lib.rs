@@ -114,7 +114,7 @@ enum Backend {
     /// One node, through a reconnecting connection manager.
     Single(ConnectionManager),
     /// A cluster, through a connection made when first needed and made again after failures.
-    Cluster(ClusterBackend),
+    Cluster(Box<ClusterBackend>),
 }
 
 /// The cluster client and its current connection.
@@ -404,7 +404,7 @@ impl RedisPresignCache {
             return Err(RedisCacheError::InvalidCluster { seeds: "[]".into(), reason: "no seed nodes".into() });
         }
         let client = cluster_client(&seeds, DEFAULT_TIMEOUT)?;
-        Ok(Self::with_backend(Backend::Cluster(ClusterBackend::new(client, seeds)), DEFAULT_TIMEOUT))
+        Ok(Self::with_backend(Backend::Cluster(Box::new(ClusterBackend::new(client, seeds))), DEFAULT_TIMEOUT))
     }
 
     fn with_backend(redis: Backend, timeout: Duration) -> Self {

@@ -1,13 +1,12 @@
-//! The local Redis Cluster harness (`redis_cluster::RedisCluster`) works: keys spread over its three masters
+//! RedisPresignCache on a real local Redis Cluster (`secure_media_testkit::redis::RedisCluster`). First, the
+//! harness itself works: keys spread over its three masters
 //! through the `redis` crate's cluster client, and a master can be stopped and restarted for failover tests.
-
-mod redis_cluster;
 
 use std::time::{Duration, Instant};
 
 use redis::cluster::ClusterClient;
 use redis::AsyncCommands;
-use redis_cluster::RedisCluster;
+use secure_media_testkit::redis::RedisCluster;
 
 const KEYS: usize = 100;
 

@@ -1,9 +1,6 @@
 //! RedisPresignCache against a real `redis-server`: `REDIS_URL` when set, otherwise one started
 //! here on a free loopback port. No Redis at all is a failure, never a skip.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,66 +13,7 @@ use secure_media_core::{
 use secure_media_redis::RedisPresignCache;
 use secure_media_reqwest::ReqwestPresigner;
 use secure_media_server::{ReferenceServer, RunningServer, ServerConfig};
-
-/// A `redis-server` this test owns.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = Self { child: None, port };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed for these tests (apt-get install -y redis-server), or set REDIS_URL");
-        self.child = Some(child);
-        assert!(wait_for_ping(self.port, Duration::from_secs(10)), "redis-server did not start on port {}", self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn wait_for_ping(port: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-            let mut answer = [0u8; 7];
-            if stream.write_all(b"PING\r\n").is_ok()
-                && stream.read_exact(&mut answer).is_ok()
-                && &answer == b"+PONG\r\n"
-            {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
+use secure_media_testkit::redis::RedisServer;
 
 /// `REDIS_URL`, or a server of our own (kept alive by the returned guard).
 fn redis() -> (Option<RedisServer>, String) {

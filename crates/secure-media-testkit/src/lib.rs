@@ -1,6 +1,7 @@
 //! Test helpers shared by the secure-media crates (not published): reference servers over https
 //! issued by one test CA per process, clients of both stacks that trust it, a logged-in token
-//! source and a [`MediaFetcher`] for the reference server, in any mode.
+//! source and a [`MediaFetcher`] for the reference server, in any mode; nginx and Redis (one node
+//! or a local cluster) as real peers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -16,6 +17,7 @@ use secure_media_reqwest::{ReqwestFetcher, ReqwestPresigner};
 use secure_media_server::{ReferenceServer, RunningServer, ServerConfig, TestCa, Tls};
 
 pub mod nginx;
+pub mod redis;
 
 /// The CA every https server started through this crate is issued from (one per test process),
 /// so one client can trust several servers.

@@ -1,6 +1,7 @@
-//! A real local Redis Cluster of three masters (no replicas) for tests: `redis-server` and `redis-cli` started
-//! here on free loopback ports, in a fresh temp dir. Every process is killed and the dir removed on drop, even
-//! when the test panics. No `redis-server` is a failure, never a skip.
+//! Real Redis peers for tests and examples: one `redis-server`, or a local Redis Cluster of three
+//! masters (`redis-server --cluster-enabled yes`, joined with `redis-cli --cluster create`), each
+//! started on free loopback ports and killed on drop, even when a test panics. No `redis-server`
+//! is a failure, never a skip.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,14 +10,70 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// A `redis-server` of one node, owned by its holder.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free loopback port and waits for its `PONG`.
+    ///
+    /// # Panics
+    /// Without `redis-server`, or if it does not answer within 10 s.
+    pub fn start() -> Self {
+        require("redis-server");
+        let port = TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(|a| a.port()));
+        let port = port.and_then(|port| port).unwrap_or_else(|e| panic!("no free port: {e}"));
+        let mut server = Self { child: None, port };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (again) on its port, empty: nothing is persisted.
+    ///
+    /// # Panics
+    /// If it does not answer within 10 s.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start redis-server ({e}): {INSTALL_HINT}"));
+        self.child = Some(child);
+        assert!(wait_for_ping(self.port, START_WITHIN), "redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 const MASTERS: usize = 3;
 /// Redis puts a node's cluster bus on its port + 10000.
 const BUS_OFFSET: u16 = 10000;
 const START_WITHIN: Duration = Duration::from_secs(10);
 const CLUSTER_OK_WITHIN: Duration = Duration::from_secs(15);
-const INSTALL_HINT: &str = "the Redis Cluster tests need redis-server and redis-cli (apt-get install -y redis-server)";
+const INSTALL_HINT: &str = "Redis peers need redis-server and redis-cli (apt-get install -y redis-server)";
 
-/// Three masters that share the 16384 slots, owned by this test.
+/// A local Redis Cluster: three masters (no replicas) that share the 16384 slots. A master down
+/// leaves the others serving their slots (`cluster-require-full-coverage no`).
 pub struct RedisCluster {
     dir: PathBuf,
     ports: Vec<u16>,
