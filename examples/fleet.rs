@@ -125,6 +125,8 @@ async fn main() -> Result<(), Error> {
         println!("{pods:>4} | {}", row.join(" | "));
     }
     server.shutdown().await;
+    // Before exiting: their drop stops the redis-server processes.
+    drop((node, cluster));
     if over_bound {
         eprintln!("a fleet with leases made more than one presign call per batch plus one per pod");
         std::process::exit(1);

@@ -38,7 +38,11 @@
 //!   in the same step; a failed call gives its leases up. A waiter presigns a URL itself when its
 //!   holder gave up, when the lease runs out (the holder died), when Redis stops answering, or when
 //!   the entry it finds is unusable or near its expiry (renewals ahead are each process's own).
-//!   What another process stored is checked like any other entry.
+//!   What another process stored is checked like any other entry. A process asking again for a
+//!   lease it holds renews it; a lease with no expiry, one longer than the configured lease, or
+//!   one that is not a string (planted) is taken over; no more than 16 KiB of an entry is read.
+//!   A lease left by a process that was cancelled mid-call, or died, holds its URLs' waiters in
+//!   other processes until it runs out.
 //! - **Whose entries**: a JWT's `sub` is read, not verified, so a process uses `sub:<user>` entries
 //!   for a token only after the presign endpoint accepted that token there (its first successful
 //!   presign call); before that, only entries under the token's own `tok:<digest>` scope, which
@@ -73,17 +77,18 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use secure_media_core::presigned::endpoint::MAX_UNIX_SECS;
 use secure_media_core::presigned::{CacheKey, Lease, MemoryPresignCache, PresignCache, SignedUrl, MAX_URL_LIFETIME};
 use serde::{Deserialize, Serialize};
@@ -121,72 +126,117 @@ enum Backend {
 struct ClusterBackend {
     client: ClusterClient,
     seeds: Vec<String>,
-    current: Mutex<Option<ClusterConnection>>,
-    /// One connection made at a time.
-    connecting: tokio::sync::Mutex<()>,
-    /// When the connection was last dropped for failing.
-    dropped_at: Mutex<Option<Instant>>,
+    /// Shared with the task that makes connections.
+    state: Arc<ClusterState>,
+    /// How long a connection may take to make (the seeds, the slot map, every master).
+    connect_within: Duration,
 }
 
-/// A failing cluster connection is dropped at most this often. A connection kept through a
-/// master's restart was seen never to serve that master's slots again (redis 1.8's cluster
-/// client): a new one, made from the seeds, does.
+#[derive(Default)]
+struct ClusterState {
+    /// The connection in use and its generation (each new connection gets the next).
+    current: Mutex<Option<(u64, ClusterConnection)>>,
+    /// The connection being made, if one is: callers without a connection wait for it (each
+    /// under its own timeout) but never cancel it, so a slow cluster still ends up connected.
+    connecting: Mutex<Option<Shared<BoxFuture<'static, ()>>>>,
+    /// When a connection was last started.
+    started_at: Mutex<Option<Instant>>,
+    generations: AtomicU64,
+}
+
+/// A new connection is started at most this often while calls fail.
 const REMAKE_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl ClusterBackend {
-    fn new(client: ClusterClient, seeds: Vec<String>) -> Self {
-        Self {
-            client,
-            seeds,
-            current: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            dropped_at: Mutex::new(None),
+    fn new(client: ClusterClient, seeds: Vec<String>, timeout: Duration) -> Self {
+        Self { client, seeds, state: Arc::default(), connect_within: connect_within(timeout) }
+    }
+
+    /// The connection and its generation, made first if there is none.
+    ///
+    /// # Errors
+    /// When the connection could not be made (a later call tries again).
+    async fn connection(&self) -> redis::RedisResult<(u64, ClusterConnection)> {
+        if let Some(current) = locked(&self.state.current).clone() {
+            return Ok(current);
+        }
+        let pending = locked(&self.state.connecting).get_or_insert_with(|| self.start_connecting()).clone();
+        pending.await;
+        locked(&self.state.current)
+            .clone()
+            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no connection to the Redis Cluster yet")))
+    }
+
+    /// Makes a connection in a task of its own, bounded by `connect_within`; once made it
+    /// replaces the current one (which serves until then).
+    fn start_connecting(&self) -> Shared<BoxFuture<'static, ()>> {
+        *locked(&self.state.started_at) = Some(Instant::now());
+        let (client, state, within) = (self.client.clone(), self.state.clone(), self.connect_within);
+        let connect = async move {
+            if let Ok(Ok(connection)) = tokio::time::timeout(within, client.get_async_connection()).await {
+                let generation = state.generations.fetch_add(1, Ordering::Relaxed) + 1;
+                *locked(&state.current) = Some((generation, connection));
+            }
+            *locked(&state.connecting) = None;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let task = runtime.spawn(connect);
+                async move {
+                    let _ = task.await;
+                }
+                .boxed()
+                .shared()
+            }
+            // No runtime to spawn on: the caller makes it (and may cancel it).
+            Err(_) => connect.boxed().shared(),
         }
     }
 
-    fn current(&self) -> Option<ClusterConnection> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    /// A call on connection `generation` failed for want of a node (refused, dropped, timed
+    /// out): a new connection is started in the background, at most once a second, and replaces
+    /// it once made. The current one keeps serving meanwhile: a master that hangs costs only its
+    /// own slots. (redis 1.8's cluster client was seen never to serve a restarted master's
+    /// slots again on a connection made while that master was down; a new one does.)
+    fn failed(&self, generation: u64) {
+        let is_current = locked(&self.state.current).as_ref().is_some_and(|(current, _)| *current == generation);
+        let mut connecting = locked(&self.state.connecting);
+        let recently = locked(&self.state.started_at).is_some_and(|at| at.elapsed() < REMAKE_AT_MOST_EVERY);
+        if is_current && connecting.is_none() && !recently {
+            *connecting = Some(self.start_connecting());
+        }
     }
+}
 
-    /// The connection, made first if there is none (one caller makes it; a failure leaves it to
-    /// the next call; every caller bounds this with its timeout).
-    async fn connection(&self) -> redis::RedisResult<ClusterConnection> {
-        if let Some(connection) = self.current() {
-            return Ok(connection);
-        }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(connection) = self.current() {
-            return Ok(connection);
-        }
-        let connection = self.client.get_async_connection().await?;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
-        Ok(connection)
-    }
-
-    /// A call failed for want of a node (refused, dropped, timed out): the next call makes a new
-    /// connection, unless one was dropped moments ago.
-    fn failed(&self) {
-        let mut dropped_at = self.dropped_at.lock().unwrap_or_else(PoisonError::into_inner);
-        if dropped_at.is_none_or(|at| at.elapsed() >= REMAKE_AT_MOST_EVERY) {
-            *dropped_at = Some(Instant::now());
-            *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        }
-    }
+/// Making a cluster connection: seeds, then the slot map, then every master, each bounded by
+/// `timeout`, and a second to spare.
+fn connect_within(timeout: Duration) -> Duration {
+    timeout.saturating_mul(3).saturating_add(Duration::from_secs(1))
 }
 
 impl Backend {
-    /// A connection for one call.
-    async fn connection(&self) -> redis::RedisResult<Connection> {
+    /// A connection for one call, and its generation (0 for the self-repairing single node).
+    ///
+    /// # Errors
+    /// When a cluster connection could not be made.
+    async fn connection(&self) -> redis::RedisResult<(u64, Connection)> {
         match self {
-            Self::Single(manager) => Ok(Connection::Single(manager.clone())),
-            Self::Cluster(cluster) => Ok(Connection::Cluster(cluster.connection().await?)),
+            Self::Single(manager) => Ok((0, Connection::Single(manager.clone()))),
+            Self::Cluster(cluster) => {
+                let (generation, connection) = cluster.connection().await?;
+                Ok((generation, Connection::Cluster(connection)))
+            }
         }
     }
 
-    /// A call failed for want of a node (the connection manager repairs itself).
-    fn failed(&self) {
+    /// A call on connection `generation` lost its node (the connection manager repairs itself).
+    fn failed(&self, generation: u64) {
         if let Self::Cluster(cluster) = self {
-            cluster.failed();
+            cluster.failed(generation);
         }
     }
 }
@@ -266,50 +316,102 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(5);
 const FIRST_POLL: Duration = Duration::from_millis(5);
 const LAST_POLL: Duration = Duration::from_millis(50);
 
-/// Takes a lease on each (entry, lease) pair of `KEYS` whose entry is absent: `SET NX PX`. One
-/// answer per pair: 1 where this process got the lease, 0 where an entry or another lease is
-/// there. All keys share a hash tag (one slot), so on a cluster this is one command on one node.
-const LEASE: &str = r"
-local out = {}
-for i = 1, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 0 and redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
-end
-return out
-";
+/// The longest lease `with_lease` takes.
+const MAX_LEASE: Duration = Duration::from_secs(3600);
 
-/// For each (entry, lease) pair of `KEYS`: 1 while the lease is held, else the entry (nil if
-/// none: the holder gave up or its lease ran out).
-const LOOK: &str = r"
+/// The most bytes of an entry read back: an entry is well under 8 KiB (two URLs of at most
+/// 2 KiB each and two times), and anything a writer to Redis planted past it is not read.
+const MAX_ENTRY_BYTES: usize = 16 * 1024;
+
+/// Lua shared by the lease scripts. Any key may hold anything a writer to Redis put there:
+/// `redis.pcall` reads a wrong type as an error value, never a failed script. `leased(k)` is true
+/// while `k` holds a lease that runs out within `ARGV[2]` ms; a lease with no expiry or a longer
+/// one (planted) is deleted and reads as none.
+macro_rules! lease_script {
+    ($body:literal) => {
+        concat!(
+            r"
+local function value(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'string' then return v end
+  return false
+end
+local function leased(k, limit)
+  local ttl = redis.pcall('PTTL', k)
+  if type(ttl) ~= 'number' or ttl == -2 then return false end
+  if ttl == -1 or ttl > limit or value(k) == false then redis.pcall('DEL', k) return false end
+  return true
+end
+",
+            $body
+        )
+    };
+}
+
+/// Takes a lease (`ARGV[1]`, `ARGV[2]` ms) on each (entry, lease) pair of `KEYS` whose entry is
+/// absent: 1 where this process holds it now (new, or its own already), 0 where an entry or
+/// another's lease is there. All keys share a hash tag (one slot): one command on one node.
+const LEASE: &str = lease_script!(
+    r"
+local limit = tonumber(ARGV[2])
 local out = {}
 for i = 1, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i + 1]) == 1 then
-    out[#out + 1] = 1
+  if redis.pcall('EXISTS', KEYS[i]) == 1 then
+    out[#out + 1] = 0
+  elseif leased(KEYS[i + 1], limit) then
+    if value(KEYS[i + 1]) == ARGV[1] then
+      redis.pcall('PEXPIRE', KEYS[i + 1], limit)
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
   else
-    out[#out + 1] = redis.call('GET', KEYS[i])
+    redis.pcall('SET', KEYS[i + 1], ARGV[1], 'PX', limit)
+    out[#out + 1] = 1
   end
 end
 return out
-";
+"
+);
+
+/// For each (entry, lease) pair of `KEYS`: 1 while a lease (of at most `ARGV[1]` ms) is held,
+/// else the entry's first `ARGV[2]` bytes (empty if none, or not a string: the holder gave up,
+/// went away, or left nothing usable).
+const LOOK: &str = lease_script!(
+    r"
+local limit = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS, 2 do
+  if leased(KEYS[i + 1], limit) then
+    out[#out + 1] = 1
+  else
+    local v = redis.pcall('GETRANGE', KEYS[i], 0, tonumber(ARGV[2]) - 1)
+    if type(v) == 'string' then out[#out + 1] = v else out[#out + 1] = '' end
+  end
+end
+return out
+"
+);
 
 /// Stores the entry `KEYS[1]` (value `ARGV[1]`, TTL `ARGV[2]` ms) and ends this process's lease
 /// `KEYS[2]` (`ARGV[3]`) in one step: waiters see the entry as soon as the lease is gone.
-const PUBLISH: &str = r"
+const PUBLISH: &str = lease_script!(
+    r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if value(KEYS[2]) == ARGV[3] then redis.pcall('DEL', KEYS[2]) end
 return 1
-";
+"
+);
 
 /// Ends the leases in `KEYS` that this process (`ARGV[1]`) holds.
-const RELEASE: &str = r"
+const RELEASE: &str = lease_script!(
+    r"
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+  if value(KEYS[i]) == ARGV[1] then redis.pcall('DEL', KEYS[i]) end
 end
 return 1
-";
+"
+);
 
 /// A name for this cache's leases: unique enough to tell processes (and caches) apart.
 fn holder_id() -> String {
@@ -404,7 +506,10 @@ impl RedisPresignCache {
             return Err(RedisCacheError::InvalidCluster { seeds: "[]".into(), reason: "no seed nodes".into() });
         }
         let client = cluster_client(&seeds, DEFAULT_TIMEOUT)?;
-        Ok(Self::with_backend(Backend::Cluster(Box::new(ClusterBackend::new(client, seeds))), DEFAULT_TIMEOUT))
+        Ok(Self::with_backend(
+            Backend::Cluster(Box::new(ClusterBackend::new(client, seeds, DEFAULT_TIMEOUT))),
+            DEFAULT_TIMEOUT,
+        ))
     }
 
     fn with_backend(redis: Backend, timeout: Duration) -> Self {
@@ -435,9 +540,11 @@ impl RedisPresignCache {
     /// How long a lease lasts: a process that misses a URL another process is presigning waits
     /// at most this long for its URL, then presigns it itself (the holder died or is slow). Also
     /// the longest a lease of a process that died blocks anyone. `Duration::ZERO`: no leases, each
-    /// process presigns what it misses. Default 5 s.
+    /// process presigns what it misses. Default 5 s, at most an hour. Make it longer than the
+    /// presigner's slowest call (its retries included): a lease that runs out mid-call sends its
+    /// waiters to presign too.
     pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.lease = lease.min(MAX_LEASE);
         self
     }
 
@@ -447,9 +554,10 @@ impl RedisPresignCache {
         self.timeout = timeout;
         if let Backend::Cluster(cluster) = &mut self.redis {
             // Not connected yet (connecting is lazy), and these seeds were accepted once already.
-            if cluster.current().is_none() {
+            if locked(&cluster.state.current).is_none() {
                 if let Ok(rebuilt) = cluster_client(&cluster.seeds, timeout) {
                     cluster.client = rebuilt;
+                    cluster.connect_within = connect_within(timeout);
                 }
             }
         }
@@ -469,14 +577,15 @@ impl RedisPresignCache {
         self
     }
 
-    /// The Redis key of a cache key: `{prefix}:{s:<scope>}:<clean URL>`. The braces are a Redis
-    /// Cluster hash tag: one principal's keys share a slot, so a batch's leases are one command on
-    /// one node.
+    /// The Redis key of a cache key: `{prefix}:{s:<scope>}:<clean URL>` (`%`, `{` and `}` in the
+    /// scope percent-encoded). The braces are a Redis Cluster hash tag: one principal's keys share
+    /// a slot, so a batch's leases are one command on one node.
     pub fn redis_key(&self, key: &CacheKey<'_>) -> String {
+        let scope = tag_safe(key.scope());
         if key.url().len() <= MAX_PLAIN_KEY {
-            format!("{}:{{s:{}}}:{}", self.prefix, key.scope(), key.url())
+            format!("{}:{{s:{scope}}}:{}", self.prefix, key.url())
         } else {
-            format!("{}:{{s:{}}}:h:{:016x}", self.prefix, key.scope(), url_digest(key.url()))
+            format!("{}:{{s:{scope}}}:h:{:016x}", self.prefix, url_digest(key.url()))
         }
     }
 
@@ -509,21 +618,24 @@ impl RedisPresignCache {
         groups.into_iter().map(|(_, indices, pairs)| (indices, pairs)).collect()
     }
 
+    /// `EVAL script` over `keys` (all of one principal: one slot); the caller adds `ARGV`.
+    fn script(&self, script: &str, keys: &[String]) -> Cmd {
+        let mut command = redis::cmd("EVAL");
+        command.arg(script).arg(keys.len()).arg(keys);
+        command
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
     /// One look at leased keys: `None` if Redis did not answer (the caller stops waiting).
     async fn look(&self, keys: &[CacheKey<'_>]) -> Option<Vec<Look>> {
         let groups = self.by_scope(keys);
         let answers = futures::future::join_all(groups.iter().map(|(_, pairs)| {
-            let redis = &self.redis;
-            let look = async move {
-                let mut connection = redis.connection().await?;
-                redis::cmd("EVAL")
-                    .arg(LOOK)
-                    .arg(pairs.len())
-                    .arg(pairs)
-                    .query_async::<Vec<redis::Value>>(&mut connection)
-                    .await
-            };
-            self.call("LOOK", look)
+            let mut look = self.script(LOOK, pairs);
+            look.arg(self.lease_ms()).arg(MAX_ENTRY_BYTES);
+            self.call::<Vec<Value>>("LOOK", look)
         }))
         .await;
         let now = SystemTime::now();
@@ -545,12 +657,16 @@ impl RedisPresignCache {
         Some(looks)
     }
 
-    /// Runs one Redis call under the timeout; a failure is logged once per outage and read as `None`.
-    async fn call<T, F>(&self, what: &str, call: F) -> Option<T>
-    where
-        F: Future<Output = redis::RedisResult<T>>,
-    {
-        match tokio::time::timeout(self.timeout, call).await {
+    /// Runs one Redis command under the timeout; a failure is logged once per outage and read as
+    /// `None`. A connection that lost a node is made again (on a cluster).
+    async fn call<T: redis::FromRedisValue>(&self, what: &str, command: Cmd) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let (generation, mut connection) = match tokio::time::timeout_at(deadline, self.redis.connection()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return self.went_down(what, &error.to_string()),
+            Err(_) => return self.went_down(what, "timed out connecting"),
+        };
+        match tokio::time::timeout_at(deadline, command.query_async::<T>(&mut connection)).await {
             Ok(Ok(value)) => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!("redis presign cache is back");
@@ -558,25 +674,20 @@ impl RedisPresignCache {
                 Some(value)
             }
             Ok(Err(error)) => {
-                if error.is_io_error()
-                    || error.is_connection_refusal()
-                    || error.is_connection_dropped()
-                    || error.is_timeout()
-                {
-                    self.redis.failed();
+                if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() {
+                    self.redis.failed(generation);
                 }
-                self.went_down(what, &error.to_string());
-                None
+                self.went_down(what, &error.to_string())
             }
             Err(_) => {
-                self.redis.failed();
-                self.went_down(what, "timed out");
-                None
+                self.redis.failed(generation);
+                self.went_down(what, "timed out")
             }
         }
     }
 
-    fn went_down(&self, what: &str, why: &str) {
+    /// Logs an outage once (until a call succeeds again); answers the miss.
+    fn went_down<T>(&self, what: &str, why: &str) -> Option<T> {
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 operation = what,
@@ -584,6 +695,7 @@ impl RedisPresignCache {
                 "redis presign cache unavailable: presigning directly until it is back"
             );
         }
+        None
     }
 }
 
@@ -688,12 +800,12 @@ impl PresignCache for RedisPresignCache {
         if let Some(hit) = self.get_ready(key) {
             return Some(hit);
         }
-        let redis_key = self.redis_key(key);
-        let redis = &self.redis;
+        // At most an entry's bytes, whatever was stored there (an absent key reads as empty).
         // Bytes, not a `String`: a value that is not UTF-8 is a bad entry (a miss), not an outage.
-        let get = async move { redis.connection().await?.get(redis_key).await };
-        let bytes: Option<Vec<u8>> = self.call("GET", get).await.flatten();
-        let url = decode(key, std::str::from_utf8(&bytes?).ok()?, SystemTime::now())?;
+        let mut get = redis::cmd("GETRANGE");
+        get.arg(self.redis_key(key)).arg(0).arg(MAX_ENTRY_BYTES - 1);
+        let bytes: Vec<u8> = self.call("GET", get).await?;
+        let url = decode(key, std::str::from_utf8(&bytes).ok()?, SystemTime::now())?;
         if let Some(l1) = &self.l1 {
             l1.put(key, url.clone()).await;
         }
@@ -707,26 +819,15 @@ impl PresignCache for RedisPresignCache {
         let margin = self.safety_margin.min(url.lifetime() / 4);
         let Some(Ok(left)) = url.expires_at().checked_sub(margin).map(|stale| stale.duration_since(SystemTime::now()))
         else {
-            return; // already within the margin: not worth sharing
+            // Already within the margin: not worth sharing. Whoever waits for it presigns.
+            return self.release(std::slice::from_ref(key)).await;
         };
         // The strategy trusts no URL longer than this; Redis refuses absurd TTLs anyway.
         let ttl_ms = u64::try_from(left.min(MAX_URL_LIFETIME).as_millis()).unwrap_or(u64::MAX).max(1);
-        let (redis_key, value) = (self.redis_key(key), encode(key, &url));
+        let redis_key = self.redis_key(key);
         let lease_key = Self::lease_key(&redis_key);
-        let (redis, holder) = (&self.redis, &self.holder);
-        let publish = async move {
-            let mut connection = redis.connection().await?;
-            redis::cmd("EVAL")
-                .arg(PUBLISH)
-                .arg(2)
-                .arg(redis_key)
-                .arg(lease_key)
-                .arg(value)
-                .arg(ttl_ms)
-                .arg(holder)
-                .query_async::<i64>(&mut connection)
-                .await
-        };
+        let mut publish = self.script(PUBLISH, &[redis_key, lease_key]);
+        publish.arg(encode(key, &url)).arg(ttl_ms).arg(&self.holder);
         let _: Option<i64> = self.call("SET", publish).await;
     }
 
@@ -734,28 +835,18 @@ impl PresignCache for RedisPresignCache {
         if let Some(l1) = &self.l1 {
             l1.remove(key).await;
         }
-        let redis_key = self.redis_key(key);
-        let redis = &self.redis;
-        let _: Option<()> = self.call("DEL", async move { redis.connection().await?.del(redis_key).await }).await;
+        let mut delete = redis::cmd("DEL");
+        delete.arg(self.redis_key(key));
+        let _: Option<i64> = self.call("DEL", delete).await;
     }
 
     async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
         if let Some(l1) = &self.l1 {
             l1.remove_refused(key, refused).await;
         }
-        let (redis_key, url) = (self.redis_key(key), refused.as_str().to_owned());
-        let redis = &self.redis;
         // One key in KEYS: the cluster client routes the script to the master that owns it.
-        let delete = async move {
-            let mut connection = redis.connection().await?;
-            redis::cmd("EVAL")
-                .arg(DELETE_IF_SAME)
-                .arg(1)
-                .arg(redis_key)
-                .arg(url)
-                .query_async::<i64>(&mut connection)
-                .await
-        };
+        let mut delete = self.script(DELETE_IF_SAME, &[self.redis_key(key)]);
+        delete.arg(refused.as_str());
         let _: Option<i64> = self.call("EVAL", delete).await;
     }
 
@@ -764,22 +855,11 @@ impl PresignCache for RedisPresignCache {
         if self.lease.is_zero() {
             return leases;
         }
-        let ttl_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX).max(1);
         let groups = self.by_scope(keys);
         let answers = futures::future::join_all(groups.iter().map(|(_, pairs)| {
-            let (redis, holder) = (&self.redis, &self.holder);
-            let lease = async move {
-                let mut connection = redis.connection().await?;
-                redis::cmd("EVAL")
-                    .arg(LEASE)
-                    .arg(pairs.len())
-                    .arg(pairs)
-                    .arg(holder)
-                    .arg(ttl_ms)
-                    .query_async::<Vec<i64>>(&mut connection)
-                    .await
-            };
-            self.call("LEASE", lease)
+            let mut lease = self.script(LEASE, pairs);
+            lease.arg(&self.holder).arg(self.lease_ms());
+            self.call::<Vec<i64>>("LEASE", lease)
         }))
         .await;
         // Redis down or an odd answer: this process presigns (as without a fleet).
@@ -797,7 +877,8 @@ impl PresignCache for RedisPresignCache {
     async fn wait_for(&self, keys: &[CacheKey<'_>]) -> Vec<Option<SignedUrl>> {
         let mut found: Vec<Option<SignedUrl>> = vec![None; keys.len()];
         let mut pending: Vec<usize> = (0..keys.len()).collect();
-        let deadline = tokio::time::Instant::now() + self.lease;
+        // The lease is clamped (`with_lease`): no overflow.
+        let deadline = tokio::time::Instant::now().checked_add(self.lease);
         let mut pause = FIRST_POLL;
         while !pending.is_empty() {
             let waiting: Vec<CacheKey<'_>> = pending.iter().map(|&i| keys[i]).collect();
@@ -811,7 +892,7 @@ impl PresignCache for RedisPresignCache {
                 }
             }
             pending = still;
-            if pending.is_empty() || tokio::time::Instant::now() + pause > deadline {
+            if pending.is_empty() || deadline.is_none_or(|deadline| tokio::time::Instant::now() + pause > deadline) {
                 break;
             }
             tokio::time::sleep(pause).await;
@@ -833,19 +914,10 @@ impl PresignCache for RedisPresignCache {
         }
         let groups = self.by_scope(keys);
         futures::future::join_all(groups.iter().map(|(_, pairs)| {
-            let leases: Vec<&String> = pairs.iter().skip(1).step_by(2).collect();
-            let (redis, holder) = (&self.redis, &self.holder);
-            let release = async move {
-                let mut connection = redis.connection().await?;
-                redis::cmd("EVAL")
-                    .arg(RELEASE)
-                    .arg(leases.len())
-                    .arg(leases)
-                    .arg(holder)
-                    .query_async::<i64>(&mut connection)
-                    .await
-            };
-            self.call("RELEASE", release)
+            let leases: Vec<String> = pairs.iter().skip(1).step_by(2).cloned().collect();
+            let mut release = self.script(RELEASE, &leases);
+            release.arg(&self.holder);
+            self.call::<i64>("RELEASE", release)
         }))
         .await;
     }
@@ -862,11 +934,21 @@ impl fmt::Debug for RedisPresignCache {
         f.debug_struct("RedisPresignCache")
             .field("prefix", &self.prefix)
             .field("cluster", &self.is_cluster())
+            .field("lease", &self.lease)
             .field("timeout", &self.timeout)
             .field("l1", &self.l1.as_ref().map(MemoryPresignCache::capacity))
             .field("down", &self.down.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
+}
+
+/// A scope inside a hash tag: `%`, `{` and `}` percent-encoded, so the tag ends where the scope
+/// does and no two (scope, URL) pairs share a key.
+fn tag_safe(scope: &str) -> Cow<'_, str> {
+    if !scope.contains(['%', '{', '}']) {
+        return Cow::Borrowed(scope);
+    }
+    Cow::Owned(scope.replace('%', "%25").replace('{', "%7B").replace('}', "%7D"))
 }
 
 /// The digest that names a long URL's key: XXH3-64 with seed 0, the same in every process
@@ -952,6 +1034,17 @@ mod tests {
         let message = mismatch.to_string();
         assert!(!message.contains("hunter2") && !message.contains("other@"), "{message}");
         assert!(RedisPresignCache::cluster::<&str>(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn braces_in_a_scope_cannot_end_the_hash_tag_and_a_lease_is_at_most_an_hour() {
+        let cache = RedisPresignCache::new("redis://127.0.0.1:1").unwrap().with_prefix("a{b}c");
+        let (odd, plain): (Arc<str>, Arc<str>) = ("sub:x}:%{y".into(), "sub:x".into());
+        let url = "https://files-us.cometchat.io/app/media/a.png";
+        assert_eq!(cache.redis_key(&CacheKey::new(&odd, url)), format!("abc:{{s:sub:x%7D:%25%7By}}:{url}"));
+        assert_eq!(cache.redis_key(&CacheKey::new(&plain, url)), format!("abc:{{s:sub:x}}:{url}"));
+        let cache = cache.with_lease(Duration::MAX);
+        assert!(format!("{cache:?}").contains("lease: 3600s"), "{cache:?}");
     }
 
     #[test]

@@ -127,6 +127,25 @@ impl RedisCluster {
         }
     }
 
+    /// Freezes node `i` (`SIGSTOP`): its connections stay open and its port accepts, but it
+    /// answers nothing, as a master that hangs or sits behind a dead link.
+    pub fn pause_node(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Lets node `i` run again after [`pause_node`](Self::pause_node), and waits for
+    /// `cluster_state:ok` on every node.
+    pub fn resume_node(&self, i: usize) {
+        self.signal(i, "-CONT");
+        self.wait_for_cluster_ok();
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let child = self.children[i].as_ref().unwrap_or_else(|| panic!("node {i} is not running"));
+        let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status();
+        assert!(status.as_ref().is_ok_and(|status| status.success()), "kill {signal} node {i}: {status:?}");
+    }
+
     /// Starts node `i` again on its port with its `nodes-P.conf`, so it rejoins with its slots (but no data:
     /// nothing is persisted), and waits for `cluster_state:ok` on every node.
     pub fn restart_node(&mut self, i: usize) {

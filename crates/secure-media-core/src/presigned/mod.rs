@@ -383,11 +383,16 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let now = self.clock.now();
         let mut waited = waited.into_iter();
         let mut fallback = Vec::new();
-        for (&i, key) in theirs.iter().zip(&their_keys) {
+        for ((&i, key), cache_key) in theirs.iter().zip(&their_keys).zip(&their_cache_keys) {
             match waited.next().flatten() {
                 // Fresh only: an entry near its expiry is what a renewal ahead replaces.
                 Some(url) if self.usable(&url, &key.url) && self.freshness(&url, now) == Freshness::Fresh => {
                     outcomes[i] = Some(Ok(url));
+                }
+                Some(url) if !self.usable(&url, &key.url) => {
+                    tracing::warn!(url = &*key.url, "another process left a URL for another file or origin: dropped");
+                    self.cache.remove_refused(cache_key, &url).await;
+                    fallback.push(i);
                 }
                 _ => fallback.push(i),
             }
@@ -437,10 +442,16 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         bump(&self.counters.urls_presigned, keys.len() as u64);
         tracing::debug!(urls = keys.len(), "presign call");
         let urls: Vec<Arc<str>> = keys.iter().map(|k| k.url.clone()).collect();
-        let answers = self.presigner.presign_batch(&urls, token).await;
+        let mut answers = self.presigner.presign_batch(&urls, token).await.into_iter();
         let now = self.clock.now();
-        let outcomes: Vec<Outcome> =
-            keys.iter().zip(answers).map(|(key, answer)| answer.and_then(|a| self.accept(a, &key.url, now))).collect();
+        // One outcome per key, whatever the presigner answered.
+        let outcomes: Vec<Outcome> = keys
+            .iter()
+            .map(|key| match answers.next() {
+                Some(answer) => answer.and_then(|a| self.accept(a, &key.url, now)),
+                None => Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing }),
+            })
+            .collect();
         if outcomes.iter().any(Result::is_ok) {
             // The endpoint accepted this exact token: its claims now name its scope.
             self.proven.insert(token);

@@ -1141,3 +1141,37 @@ async fn a_url_from_the_fleet_does_not_prove_an_unproven_token_and_a_failed_call
     assert!(resolve_str(&s, &media(7)).await.is_err());
     assert_eq!(*cache.released.lock().unwrap(), [media(7)]);
 }
+
+/// A presigner that answers nothing at all, whatever it is asked.
+struct Mute;
+
+#[async_trait]
+impl Presigner for Mute {
+    async fn presign(&self, url: &str, _token: &FileAccessToken) -> Result<Presigned, AccessError> {
+        Err(AccessError::Presign { url: url.to_owned(), reason: crate::PresignFailure::Missing })
+    }
+    async fn presign_batch(&self, _urls: &[Arc<str>], _token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {
+        Vec::new()
+    }
+}
+
+#[tokio::test]
+async fn a_presigner_that_answers_too_few_urls_fails_each_unanswered_one_and_gives_its_lease_up() {
+    let cache = Arc::new(FleetCache {
+        memory: MemoryPresignCache::new(100),
+        theirs: Mutex::default(),
+        released: Mutex::default(),
+    });
+    let s = PresignedStrategy::new(hosts(), Arc::new(StaticToken::new(token("a"))), Mute).with_cache(cache.clone());
+    let urls: Vec<String> = (1..=3).map(media).collect();
+    let answers = futures::future::join_all(urls.iter().map(|url| resolve_str(&s, url))).await;
+    for answer in answers {
+        assert!(
+            matches!(answer, Err(AccessError::Presign { reason: crate::PresignFailure::Missing, .. })),
+            "{answer:?}"
+        );
+    }
+    let mut released = cache.released.lock().unwrap().clone();
+    released.sort();
+    assert_eq!(released, urls, "every lease taken for an unanswered URL is given up");
+}
