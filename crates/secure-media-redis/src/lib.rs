@@ -63,13 +63,17 @@
 //! or keys of one principal, which share a hash tag and so a slot (the lease, look, publish and
 //! release scripts): no cross-slot command is ever sent, and a batch's leases are one command on
 //! one node. One principal's entries live on one master, so a fixed scope (a service account)
-//! puts the whole cache on one master; per-user scopes spread over all of them. The
-//! cluster connection is opened lazily, on the first call and under its timeout, so a cluster that
-//! is down at start costs misses, not an error from `new`; the client's connection and response
-//! timeouts are the cache's timeout, with one retry. A master that is down (or a slot that moves:
-//! the client follows `MOVED` and `ASK`) costs at most that timeout per call: a miss, a skipped
-//! write, or a lease this process takes itself, for the principals in its slots only; the others
-//! still hit, and its slots work again once it is back. Cluster
+//! puts the whole cache on one master; per-user scopes spread over all of them.
+//!
+//! The cluster connection is made in a task of its own, first when a call needs it, so a cluster
+//! that is down at start costs misses, not an error from `new`; the client's connection and
+//! response timeouts are the cache's timeout, with one retry. A master that is down or hangs (or
+//! a slot that moves: the client follows `MOVED` and `ASK`) costs at most that timeout per call:
+//! a miss, a skipped write, or a lease this process takes itself, for the principals in its
+//! slots only; the others still hit through the same connection. Calls that fail for want of a
+//! node start a new connection in the background (at most once a second, then less often while
+//! they keep failing, up to every 30 s), which replaces the current one once made: so a master's
+//! slots work again once it is back, even on a client that lost it. Cluster
 //! mode has database 0 only, and no TLS (the crate is built without the `redis` TLS features).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -139,16 +143,39 @@ struct ClusterState {
     /// The connection being made, if one is: callers without a connection wait for it (each
     /// under its own timeout) but never cancel it, so a slow cluster still ends up connected.
     connecting: Mutex<Option<Shared<BoxFuture<'static, ()>>>>,
-    /// When a connection was last started.
-    started_at: Mutex<Option<Instant>>,
+    /// When the last connection was started, and the pause before the next may start.
+    attempts: Mutex<Attempts>,
     generations: AtomicU64,
 }
 
-/// A new connection is started at most this often while calls fail.
-const REMAKE_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// Connections started while calls fail: the pause between two doubles, from one second up to
+/// half a minute, and comes back to a second once a connection is made.
+struct Attempts {
+    started_at: Option<Instant>,
+    pause: Duration,
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Self { started_at: None, pause: FIRST_REMAKE_PAUSE }
+    }
+}
+
+const FIRST_REMAKE_PAUSE: Duration = Duration::from_secs(1);
+const LAST_REMAKE_PAUSE: Duration = Duration::from_secs(30);
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Ends a connection attempt however its task ends (made, failed, panicked, dropped with its
+/// runtime): the next failure may start another.
+struct Connecting(Arc<ClusterState>);
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        *locked(&self.0.connecting) = None;
+    }
 }
 
 impl ClusterBackend {
@@ -159,55 +186,69 @@ impl ClusterBackend {
     /// The connection and its generation, made first if there is none.
     ///
     /// # Errors
-    /// When the connection could not be made (a later call tries again).
+    /// When there is none and none could be made now (a later call tries again).
     async fn connection(&self) -> redis::RedisResult<(u64, ClusterConnection)> {
         if let Some(current) = locked(&self.state.current).clone() {
             return Ok(current);
         }
-        let pending = locked(&self.state.connecting).get_or_insert_with(|| self.start_connecting()).clone();
-        pending.await;
+        let pending = {
+            let mut connecting = locked(&self.state.connecting);
+            if connecting.is_none() {
+                *connecting = self.start_connecting();
+            }
+            connecting.clone()
+        };
+        if let Some(pending) = pending {
+            pending.await;
+        }
         locked(&self.state.current)
             .clone()
             .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no connection to the Redis Cluster yet")))
     }
 
     /// Makes a connection in a task of its own, bounded by `connect_within`; once made it
-    /// replaces the current one (which serves until then).
-    fn start_connecting(&self) -> Shared<BoxFuture<'static, ()>> {
-        *locked(&self.state.started_at) = Some(Instant::now());
+    /// replaces the current one (which serves until then). `None` if the last attempt started
+    /// within the pause, or there is no tokio runtime to run it on.
+    fn start_connecting(&self) -> Option<Shared<BoxFuture<'static, ()>>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        {
+            let mut attempts = locked(&self.state.attempts);
+            if attempts.started_at.is_some_and(|at| at.elapsed() < attempts.pause) {
+                return None;
+            }
+            attempts.started_at = Some(Instant::now());
+            attempts.pause = attempts.pause.saturating_mul(2).min(LAST_REMAKE_PAUSE);
+        }
         let (client, state, within) = (self.client.clone(), self.state.clone(), self.connect_within);
         let connect = async move {
+            let _ends = Connecting(state.clone());
             if let Ok(Ok(connection)) = tokio::time::timeout(within, client.get_async_connection()).await {
                 let generation = state.generations.fetch_add(1, Ordering::Relaxed) + 1;
                 *locked(&state.current) = Some((generation, connection));
+                locked(&state.attempts).pause = FIRST_REMAKE_PAUSE;
             }
-            *locked(&state.connecting) = None;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let task = runtime.spawn(connect);
-                async move {
-                    let _ = task.await;
-                }
-                .boxed()
-                .shared()
+        let task = runtime.spawn(connect);
+        Some(
+            async move {
+                let _ = task.await;
             }
-            // No runtime to spawn on: the caller makes it (and may cancel it).
-            Err(_) => connect.boxed().shared(),
-        }
+            .boxed()
+            .shared(),
+        )
     }
 
     /// A call on connection `generation` failed for want of a node (refused, dropped, timed
-    /// out): a new connection is started in the background, at most once a second, and replaces
-    /// it once made. The current one keeps serving meanwhile: a master that hangs costs only its
-    /// own slots. (redis 1.8's cluster client was seen never to serve a restarted master's
-    /// slots again on a connection made while that master was down; a new one does.)
+    /// out): a new connection is started in the background (with a growing pause between
+    /// attempts), and replaces it once made. The current one keeps serving meanwhile: a master
+    /// that hangs costs only its own slots. (redis 1.8's cluster client was seen never to serve
+    /// a restarted master's slots again on a connection made while that master was down; a new
+    /// one does.)
     fn failed(&self, generation: u64) {
-        let is_current = locked(&self.state.current).as_ref().is_some_and(|(current, _)| *current == generation);
         let mut connecting = locked(&self.state.connecting);
-        let recently = locked(&self.state.started_at).is_some_and(|at| at.elapsed() < REMAKE_AT_MOST_EVERY);
-        if is_current && connecting.is_none() && !recently {
-            *connecting = Some(self.start_connecting());
+        let is_current = locked(&self.state.current).as_ref().is_some_and(|(current, _)| *current == generation);
+        if is_current && connecting.is_none() {
+            *connecting = self.start_connecting();
         }
     }
 }
@@ -316,7 +357,10 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(5);
 const FIRST_POLL: Duration = Duration::from_millis(5);
 const LAST_POLL: Duration = Duration::from_millis(50);
 
-/// The longest lease `with_lease` takes.
+/// The longest timeout `with_timeout` takes.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The longest lease `with_lease` takes (the scripts' `MAX_LEASE_MS`).
 const MAX_LEASE: Duration = Duration::from_secs(3600);
 
 /// The most bytes of an entry read back: an entry is well under 8 KiB (two URLs of at most
@@ -325,8 +369,9 @@ const MAX_ENTRY_BYTES: usize = 16 * 1024;
 
 /// Lua shared by the lease scripts. Any key may hold anything a writer to Redis put there:
 /// `redis.pcall` reads a wrong type as an error value, never a failed script. `leased(k)` is true
-/// while `k` holds a lease that runs out within `ARGV[2]` ms; a lease with no expiry or a longer
-/// one (planted) is deleted and reads as none.
+/// while `k` holds a lease; one with no expiry, one longer than any lease may be, or one that is
+/// not a string (planted) is deleted and reads as none. (Pods may run with different leases:
+/// each lease is judged by the longest allowed, not by the reader's own.)
 macro_rules! lease_script {
     ($body:literal) => {
         concat!(
@@ -336,10 +381,11 @@ local function value(k)
   if type(v) == 'string' then return v end
   return false
 end
-local function leased(k, limit)
+local MAX_LEASE_MS = 3600000
+local function leased(k)
   local ttl = redis.pcall('PTTL', k)
   if type(ttl) ~= 'number' or ttl == -2 then return false end
-  if ttl == -1 or ttl > limit or value(k) == false then redis.pcall('DEL', k) return false end
+  if ttl == -1 or ttl > MAX_LEASE_MS or value(k) == false then redis.pcall('DEL', k) return false end
   return true
 end
 ",
@@ -358,7 +404,7 @@ local out = {}
 for i = 1, #KEYS, 2 do
   if redis.pcall('EXISTS', KEYS[i]) == 1 then
     out[#out + 1] = 0
-  elseif leased(KEYS[i + 1], limit) then
+  elseif leased(KEYS[i + 1]) then
     if value(KEYS[i + 1]) == ARGV[1] then
       redis.pcall('PEXPIRE', KEYS[i + 1], limit)
       out[#out + 1] = 1
@@ -374,19 +420,19 @@ return out
 "
 );
 
-/// For each (entry, lease) pair of `KEYS`: 1 while a lease (of at most `ARGV[1]` ms) is held,
-/// else the entry's first `ARGV[2]` bytes (empty if none, or not a string: the holder gave up,
-/// went away, or left nothing usable).
+/// For each (entry, lease) pair of `KEYS`: the entry's first `ARGV[1]` bytes if there is one
+/// (a string), else 1 while a lease is held, else empty (the holder gave up or went away).
 const LOOK: &str = lease_script!(
     r"
-local limit = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS, 2 do
-  if leased(KEYS[i + 1], limit) then
+  local v = redis.pcall('GETRANGE', KEYS[i], 0, tonumber(ARGV[1]) - 1)
+  if type(v) == 'string' and v ~= '' then
+    out[#out + 1] = v
+  elseif leased(KEYS[i + 1]) then
     out[#out + 1] = 1
   else
-    local v = redis.pcall('GETRANGE', KEYS[i], 0, tonumber(ARGV[2]) - 1)
-    if type(v) == 'string' then out[#out + 1] = v else out[#out + 1] = '' end
+    out[#out + 1] = ''
   end
 end
 return out
@@ -437,8 +483,8 @@ const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(300);
 /// Deletes `KEYS[1]` only while it still holds the URL `ARGV[1]` (or something unreadable): the
 /// check and the delete are one step, so a fresher entry another process wrote is never lost.
 const DELETE_IF_SAME: &str = r"
-local stored = redis.call('GET', KEYS[1])
-if not stored then return 0 end
+local stored = redis.pcall('GET', KEYS[1])
+if type(stored) ~= 'string' then stored = '' end
 local ok, entry = pcall(cjson.decode, stored)
 if ok and type(entry) == 'table' and type(entry.url) == 'string' and entry.url ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
@@ -549,8 +595,9 @@ impl RedisPresignCache {
     }
 
     /// The bound on every Redis call (on a cluster, also the client's connection and response
-    /// timeouts).
+    /// timeouts), at most ten minutes.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        let timeout = timeout.min(MAX_TIMEOUT);
         self.timeout = timeout;
         if let Backend::Cluster(cluster) = &mut self.redis {
             // Not connected yet (connecting is lazy), and these seeds were accepted once already.
@@ -634,7 +681,7 @@ impl RedisPresignCache {
         let groups = self.by_scope(keys);
         let answers = futures::future::join_all(groups.iter().map(|(_, pairs)| {
             let mut look = self.script(LOOK, pairs);
-            look.arg(self.lease_ms()).arg(MAX_ENTRY_BYTES);
+            look.arg(MAX_ENTRY_BYTES);
             self.call::<Vec<Value>>("LOOK", look)
         }))
         .await;
@@ -660,6 +707,7 @@ impl RedisPresignCache {
     /// Runs one Redis command under the timeout; a failure is logged once per outage and read as
     /// `None`. A connection that lost a node is made again (on a cluster).
     async fn call<T: redis::FromRedisValue>(&self, what: &str, command: Cmd) -> Option<T> {
+        // The timeout is clamped (`with_timeout`): no overflow.
         let deadline = tokio::time::Instant::now() + self.timeout;
         let (generation, mut connection) = match tokio::time::timeout_at(deadline, self.redis.connection()).await {
             Ok(Ok(connection)) => connection,
@@ -673,11 +721,14 @@ impl RedisPresignCache {
                 }
                 Some(value)
             }
-            Ok(Err(error)) => {
-                if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() {
-                    self.redis.failed(generation);
-                }
+            Ok(Err(error)) if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() => {
+                self.redis.failed(generation);
                 self.went_down(what, &error.to_string())
+            }
+            Ok(Err(error)) => {
+                // Redis answered, with an error (a key of another type, planted): a miss, not an outage.
+                tracing::debug!(operation = what, %error, "redis presign cache: an error answer, read as a miss");
+                None
             }
             Err(_) => {
                 self.redis.failed(generation);
@@ -1043,8 +1094,13 @@ mod tests {
         let url = "https://files-us.cometchat.io/app/media/a.png";
         assert_eq!(cache.redis_key(&CacheKey::new(&odd, url)), format!("abc:{{s:sub:x%7D:%25%7By}}:{url}"));
         assert_eq!(cache.redis_key(&CacheKey::new(&plain, url)), format!("abc:{{s:sub:x}}:{url}"));
-        let cache = cache.with_lease(Duration::MAX);
+        let cache = cache.with_lease(Duration::MAX).with_timeout(Duration::MAX);
         assert!(format!("{cache:?}").contains("lease: 3600s"), "{cache:?}");
+        assert!(format!("{cache:?}").contains("timeout: 600s"), "{cache:?}");
+        // The scripts judge planted leases by the same bound.
+        for script in [LEASE, LOOK, PUBLISH, RELEASE] {
+            assert!(script.contains(&format!("MAX_LEASE_MS = {}", MAX_LEASE.as_millis())));
+        }
     }
 
     #[test]

@@ -447,15 +447,25 @@ async fn what_a_writer_to_redis_plants_as_leases_or_entries_neither_stalls_nor_b
     let _: () = conn.set(lease_of(&keys[0]), "lease:forever").await.unwrap();
     let _: () = conn.pset_ex(lease_of(&keys[1]), "lease:long", 86_400_000).await.unwrap();
     let _: () = conn.rpush(lease_of(&keys[2]), "x").await.unwrap();
+    let _: () = conn.pexpire(lease_of(&keys[2]), 2_000).await.unwrap();
     let _: () = conn.rpush(cache.redis_key(&keys[3]), "x").await.unwrap();
     let _: () = conn.set(cache.redis_key(&keys[4]), "{".repeat(1 << 20)).await.unwrap();
 
     let leases = cache.lease(&keys).await;
     assert_eq!(leases[..3], [Lease::Mine; 3], "planted leases are taken over, not waited on");
     assert_eq!(leases[3..], [Lease::Theirs; 2], "something is stored there: look at it");
+    // Looked at together with a key whose holder really publishes: the script does not fail.
+    let holder = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0);
+    let published = "https://media.example.com/published.png";
+    let published_key = CacheKey::new(&alice, published);
+    assert_eq!(holder.lease(&[published_key]).await, [Lease::Mine]);
+    let now = std::time::SystemTime::now();
+    let signed = url::Url::parse(&format!("{published}?Signature=real")).unwrap();
+    holder.put(&published_key, SignedUrl::new(published, signed, now, now + Duration::from_secs(600))).await;
     let started = Instant::now();
-    let found = cache.wait_for(&keys[3..]).await;
-    assert!(found.iter().all(Option::is_none), "neither is an entry: presign them here");
+    let found = cache.wait_for(&[keys[3], keys[4], published_key]).await;
+    assert!(found[0].is_none() && found[1].is_none(), "neither is an entry: presign them here");
+    assert!(found[2].as_ref().is_some_and(|url| url.as_str().ends_with("Signature=real")), "{:?}", found[2]);
     assert!(started.elapsed() < Duration::from_secs(2), "no wait for the lease bound: {:?}", started.elapsed());
     assert!(cache.get(&keys[4]).await.is_none(), "a megabyte is not an entry (and only 16 KiB of it is read)");
     // Leases are this process's own: asking again renews them, releasing ends them.
@@ -463,4 +473,21 @@ async fn what_a_writer_to_redis_plants_as_leases_or_entries_neither_stalls_nor_b
     cache.release(&keys[..3]).await;
     let other = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0);
     assert_eq!(other.lease(&keys[..3]).await, [Lease::Mine; 3]);
+}
+
+#[tokio::test]
+async fn no_more_than_16_kib_of_a_stored_value_is_read() {
+    let (_guard, url) = redis();
+    let prefix = prefix("long-entry");
+    let cache = RedisPresignCache::new(&url).unwrap().with_prefix(&prefix).with_l1(0);
+    let alice: Arc<str> = "sub:alice".into();
+    let media = "https://media.example.com/a.png";
+    let key = CacheKey::new(&alice, media);
+    // A well-formed entry, but longer than any presigned URL: read in full it would be a hit.
+    let now = std::time::SystemTime::now();
+    let long = url::Url::parse(&format!("{media}?Signature={}", "a".repeat(20_000))).unwrap();
+    cache.put(&key, SignedUrl::new(media, long, now, now + Duration::from_secs(600))).await;
+    assert_eq!(keys(&url, &prefix).await.len(), 1, "stored");
+    assert!(cache.get(&key).await.is_none(), "read through GET");
+    assert!(cache.wait_for(&[key]).await[0].is_none(), "read through the lease's look");
 }

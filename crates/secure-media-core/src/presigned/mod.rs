@@ -382,7 +382,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         }
         let now = self.clock.now();
         let mut waited = waited.into_iter();
-        let mut fallback = Vec::new();
+        let (mut fallback, mut unusable) = (Vec::new(), Vec::new());
         for ((&i, key), cache_key) in theirs.iter().zip(&their_keys).zip(&their_cache_keys) {
             match waited.next().flatten() {
                 // Fresh only: an entry near its expiry is what a renewal ahead replaces.
@@ -390,13 +390,18 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                     outcomes[i] = Some(Ok(url));
                 }
                 Some(url) if !self.usable(&url, &key.url) => {
-                    tracing::warn!(url = &*key.url, "another process left a URL for another file or origin: dropped");
-                    self.cache.remove_refused(cache_key, &url).await;
+                    tracing::warn!(
+                        url = &*key.url,
+                        "another process left a URL outside the secure and CDN hosts: dropped"
+                    );
+                    unusable.push((cache_key, url));
                     fallback.push(i);
                 }
                 _ => fallback.push(i),
             }
         }
+        // All at once: a slow shared cache costs one round trip, not one per URL.
+        futures::future::join_all(unusable.iter().map(|(key, url)| self.cache.remove_refused(key, url))).await;
         bump(&self.counters.urls_from_fleet, (theirs.len() - fallback.len()) as u64);
         if !fallback.is_empty() {
             tracing::debug!(urls = fallback.len(), "lease holder gave up or went away: presigning here");

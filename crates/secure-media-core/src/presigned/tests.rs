@@ -1030,6 +1030,7 @@ struct FleetCache {
     memory: MemoryPresignCache,
     theirs: Mutex<HashMap<String, Option<SignedUrl>>>,
     released: Mutex<Vec<String>>,
+    refused: Mutex<Vec<String>>,
 }
 
 use std::collections::HashMap;
@@ -1044,6 +1045,10 @@ impl PresignCache for FleetCache {
     }
     async fn remove(&self, key: &CacheKey<'_>) {
         self.memory.remove(key).await
+    }
+    async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
+        self.refused.lock().unwrap().push(refused.as_str().to_owned());
+        self.memory.remove_refused(key, refused).await
     }
     fn purge_scope(&self, scope: &str) {
         self.memory.purge_scope(scope)
@@ -1090,6 +1095,7 @@ async fn urls_leased_by_another_process_are_awaited_and_checked_and_the_rest_pre
         memory: MemoryPresignCache::new(100),
         theirs: Mutex::new(theirs),
         released: Mutex::default(),
+        refused: Mutex::default(),
     });
     // Vouched for by the app (a backend's own login), as in a fleet: one scope from the start.
     let vouched = token("a");
@@ -1111,6 +1117,9 @@ async fn urls_leased_by_another_process_are_awaited_and_checked_and_the_rest_pre
     let stats = s.stats();
     assert_eq!((stats.presign_calls, stats.urls_presigned, stats.urls_from_fleet), (2, 4, 1));
     assert!(cache.released.lock().unwrap().is_empty(), "nothing failed: no lease given up");
+    let refused = cache.refused.lock().unwrap().clone();
+    assert_eq!(refused.len(), 1, "the URL on another origin was dropped from the cache: {refused:?}");
+    assert!(refused[0].starts_with("https://evil.example/"), "{refused:?}");
     assert_eq!(s.stats().cache_hits, 5, "every load found its URL cached after asking ahead");
 }
 
@@ -1125,6 +1134,7 @@ async fn a_url_from_the_fleet_does_not_prove_an_unproven_token_and_a_failed_call
         memory: MemoryPresignCache::new(100),
         theirs: Mutex::new(theirs),
         released: Mutex::default(),
+        refused: Mutex::default(),
     });
     let tokens = Arc::new(StaticToken::new(token("alice")));
     let s = PresignedStrategy::new(hosts(), tokens.clone(), endpoint.clone())
@@ -1161,6 +1171,7 @@ async fn a_presigner_that_answers_too_few_urls_fails_each_unanswered_one_and_giv
         memory: MemoryPresignCache::new(100),
         theirs: Mutex::default(),
         released: Mutex::default(),
+        refused: Mutex::default(),
     });
     let s = PresignedStrategy::new(hosts(), Arc::new(StaticToken::new(token("a"))), Mute).with_cache(cache.clone());
     let urls: Vec<String> = (1..=3).map(media).collect();
