@@ -149,6 +149,23 @@ impl Stage {
     fn presign_calls(&self) -> u64 {
         self.server.stats().presign_calls
     }
+
+    /// Whether, within 20 tries, what `writer` presigns (ten new thumbnails from `from` on) a new
+    /// fleet pod finds with no presign call: the cluster serves the fleet's slot again (a client
+    /// reconnects in its own time).
+    async fn shares_again(&self, writer: &Pod, from: usize) -> bool {
+        for attempt in 0..20 {
+            let range = from + attempt * 10..from + attempt * 10 + 10;
+            assert_eq!(writer.load(self, range.clone()).await, 0);
+            let before = self.presign_calls();
+            assert_eq!(self.pod("fleet").load(self, range).await, 0);
+            if self.presign_calls() == before {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
 }
 
 impl Pod {
@@ -215,19 +232,7 @@ async fn a_master_stopped_mid_run_fails_no_load_and_shared_hits_resume_when_it_i
 
     tokio::task::block_in_place(|| stage.cluster.restart_node(master));
     // Back (empty: nothing was persisted): what one pod presigns, a new pod finds.
-    let mut shared = false;
-    for attempt in 0..20 {
-        let range = 400 + attempt * 10..410 + attempt * 10;
-        assert_eq!(pods[1].load(&stage, range.clone()).await, 0);
-        let before = stage.presign_calls();
-        assert_eq!(stage.pod("fleet").load(&stage, range).await, 0);
-        if stage.presign_calls() == before {
-            shared = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(shared, "after the master came back, pods share the cache again");
+    assert!(stage.shares_again(&pods[1], 400).await, "after the master came back, pods share the cache again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,17 +358,5 @@ async fn a_master_that_stops_answering_costs_its_own_principals_only_and_serves_
     assert_eq!(others.strategy.stats().presign_calls, others_calls, "the other principal's entries still hit");
 
     tokio::task::block_in_place(|| stage.cluster.resume_node(master));
-    let mut shared = false;
-    for attempt in 0..20 {
-        let range = 200 + attempt * 10..210 + attempt * 10;
-        assert_eq!(fleet.load(&stage, range.clone()).await, 0);
-        let before = stage.presign_calls();
-        assert_eq!(stage.pod("fleet").load(&stage, range).await, 0);
-        if stage.presign_calls() == before {
-            shared = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(shared, "once the master answers again, pods share its principal's entries again");
+    assert!(stage.shares_again(&fleet, 200).await, "once the master answers again, pods share its entries again");
 }
