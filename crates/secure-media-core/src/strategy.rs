@@ -26,7 +26,8 @@ pub enum RetryDecision {
 pub struct StrategyStats {
     /// Presigned URLs answered from the cache.
     pub cache_hits: u64,
-    /// Lookups that had to presign.
+    /// Lookups the cache's local tier could not answer (a shared cache's remote tier is asked in
+    /// the presign call that follows, where what it holds counts as a hit).
     pub cache_misses: u64,
     /// Calls made to the presigner (one per batch).
     pub presign_calls: u64,

@@ -200,8 +200,9 @@ async fn eight_pods_loading_the_same_500_urls_cold_presign_each_once_across_the_
     println!("8 pods x 500 URLs on a 3-master cluster: {calls} presign calls (at most {limit})");
     assert!(calls <= limit, "{calls} presign calls across the fleet, at most {limit}");
     assert_eq!(stage.server.stats().urls_presigned, 500, "each URL presigned once across the fleet");
+    // How the others got theirs varies with timing: waiting on a lease, or finding the entry.
     let from_fleet: u64 = pods.iter().map(|pod| pod.strategy.stats().urls_from_fleet).sum();
-    assert!(from_fleet > 0, "some pods waited on another pod's lease");
+    println!("URLs awaited on another pod's lease: {from_fleet}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

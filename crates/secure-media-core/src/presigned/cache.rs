@@ -61,7 +61,9 @@ pub trait PresignCache: Send + Sync + 'static {
     /// call back into the token source.
     fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl>;
 
-    /// A lookup that may wait (a remote tier). Default: [`get_ready`](Self::get_ready).
+    /// A lookup that may wait (a remote tier). The strategy asks it for the keys of a presign
+    /// call, all at once, before leasing them: misses join their batch without waiting on it.
+    /// Default: [`get_ready`](Self::get_ready).
     async fn get(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
         self.get_ready(key)
     }

@@ -279,11 +279,9 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                 None => (token.own_scope(), true),
             };
             let key = CacheKey::new(scope, clean);
-            let cached = match self.cache.get_ready(&key) {
-                Some(hit) => Some(hit),
-                None => self.cache.get(&key).await,
-            };
-            if let Some(hit) = cached {
+            // The local tier only: a shared cache's remote tier is asked in the batch's call
+            // (`presign`), so misses enter their flights at once and batch as they do in memory.
+            if let Some(hit) = self.cache.get_ready(&key) {
                 if !self.usable(&hit, clean) {
                     tracing::warn!(
                         url = clean,
@@ -353,17 +351,59 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         Ok(signed)
     }
 
-    /// A batch's URLs: presigned here, or by another process sharing the cache that holds their
-    /// lease (its URLs checked like any cached URL; a key whose holder gave up, went away or
-    /// answered something unusable is presigned here after all). Fresh URLs go into the cache
-    /// before waiters are told.
+    /// A batch's URLs: what the cache holds (its remote tier, asked for the whole batch at
+    /// once), else presigned here or by another process sharing the cache (`share_or_presign`).
     async fn presign(&self, token: Arc<FileAccessToken>, keys: Vec<FlightKey>) -> Vec<Outcome> {
         let cache_keys: Vec<CacheKey<'_>> = keys.iter().map(|key| CacheKey::new(&key.scope, &key.url)).collect();
+        let stored = futures::future::join_all(cache_keys.iter().map(|key| self.cache.get(key))).await;
+        let now = self.clock.now();
+        let mut outcomes: Vec<Option<Outcome>> = (0..keys.len()).map(|_| None).collect();
+        let mut unusable = Vec::new();
+        for (i, hit) in stored.into_iter().enumerate() {
+            match hit {
+                Some(hit) if !self.usable(&hit, &keys[i].url) => {
+                    tracing::warn!(
+                        url = &*keys[i].url,
+                        "a cached presigned URL is for another URL or points outside the secure and CDN hosts: dropped"
+                    );
+                    unusable.push((cache_keys[i], hit));
+                }
+                Some(hit) if self.freshness(&hit, now) == Freshness::Fresh => {
+                    self.counters.hit();
+                    outcomes[i] = Some(Ok(hit));
+                }
+                _ => {}
+            }
+        }
+        futures::future::join_all(unusable.iter().map(|(key, hit)| self.cache.remove_refused(key, hit))).await;
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| outcomes[i].is_none()).collect();
+        if missing.len() == keys.len() {
+            return self.share_or_presign(&token, &keys, &cache_keys).await;
+        }
+        let missing_keys: Vec<FlightKey> = missing.iter().map(|&i| keys[i].clone()).collect();
+        let missing_cache_keys: Vec<CacheKey<'_>> = missing.iter().map(|&i| cache_keys[i]).collect();
+        let presigned = self.share_or_presign(&token, &missing_keys, &missing_cache_keys).await;
+        for (&i, outcome) in missing.iter().zip(presigned) {
+            outcomes[i] = Some(outcome);
+        }
+        fill(outcomes, &keys)
+    }
+
+    /// URLs the cache did not hold: presigned here, or by another process sharing the cache that
+    /// holds their lease (its URLs checked like any cached URL; a key whose holder gave up, went
+    /// away or answered something unusable is presigned here after all). Fresh URLs go into the
+    /// cache before waiters are told.
+    async fn share_or_presign(
+        &self,
+        token: &Arc<FileAccessToken>,
+        keys: &[FlightKey],
+        cache_keys: &[CacheKey<'_>],
+    ) -> Vec<Outcome> {
         let leases = self.cache.lease(&cache_keys).await;
         // A cache that answers too few leases leaves the rest to this process.
         let theirs: Vec<usize> = (0..keys.len()).filter(|&i| leases.get(i) == Some(&Lease::Theirs)).collect();
         if theirs.is_empty() {
-            return self.presign_here(&token, &keys, &cache_keys).await;
+            return self.presign_here(token, keys, cache_keys).await;
         }
         let mine: Vec<usize> = (0..keys.len()).filter(|i| !theirs.contains(i)).collect();
         let pick = |indices: &[usize]| -> (Vec<FlightKey>, Vec<CacheKey<'_>>) {
@@ -372,7 +412,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let (my_keys, my_cache_keys) = pick(&mine);
         let (their_keys, their_cache_keys) = pick(&theirs);
         let (presigned, waited) = futures::future::join(
-            self.presign_here(&token, &my_keys, &my_cache_keys),
+            self.presign_here(token, &my_keys, &my_cache_keys),
             self.cache.wait_for(&their_cache_keys),
         )
         .await;
@@ -406,20 +446,12 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         if !fallback.is_empty() {
             tracing::debug!(urls = fallback.len(), "lease holder gave up or went away: presigning here");
             let (late_keys, late_cache_keys) = pick(&fallback);
-            let late = self.presign_here(&token, &late_keys, &late_cache_keys).await;
+            let late = self.presign_here(token, &late_keys, &late_cache_keys).await;
             for (i, outcome) in fallback.iter().zip(late) {
                 outcomes[*i] = Some(outcome);
             }
         }
-        outcomes
-            .into_iter()
-            .zip(&keys)
-            .map(|(outcome, key)| {
-                outcome.unwrap_or_else(|| {
-                    Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing })
-                })
-            })
-            .collect()
+        fill(outcomes, keys)
     }
 
     /// One presign call for `keys` (their cache keys beside them); what fails gives up its lease.
@@ -457,20 +489,18 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                 None => Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing }),
             })
             .collect();
-        if outcomes.iter().any(Result::is_ok) {
-            // The endpoint accepted this exact token: its claims now name its scope.
-            self.proven.insert(token);
-        }
-        // Asked under the token's own scope, a URL goes also under its proven one: this process
-        // reads the latter from now on, other holders of the token the former.
-        let proven = self.proven_scope(token);
+        // The endpoint accepted this exact token: its claims now name its scope.
+        let accepted = outcomes.iter().any(Result::is_ok);
+        // Asked under the token's own scope, a URL goes also under the scope it earns: this
+        // process reads the latter once the token is proven, other holders of the token the former.
+        let earned = accepted.then(|| self.config.scope.as_ref().unwrap_or(token.principal_shared()));
         let mut writes = Vec::with_capacity(keys.len());
         for (key, outcome) in keys.iter().zip(&outcomes) {
             match outcome {
                 Ok(signed) => {
                     writes.push((&key.scope, &key.url, signed));
-                    if let Some(proven) = proven.filter(|_| key.proving) {
-                        writes.push((proven, &key.url, signed));
+                    if let Some(earned) = earned.filter(|_| key.proving) {
+                        writes.push((earned, &key.url, signed));
                     }
                 }
                 Err(error) => tracing::warn!(url = &*key.url, %error, "presign failed"),
@@ -483,8 +513,26 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             async move { self.cache.put(&CacheKey::new(scope, url), signed).await }
         }))
         .await;
+        // Proven only once its URLs are stored: a caller that sees the token proven looks under
+        // the earned scope and finds them there, instead of opening a flight of its own.
+        if accepted {
+            self.proven.insert(token);
+        }
         outcomes
     }
+}
+
+/// One outcome per key: `Missing` where none was found.
+fn fill(outcomes: Vec<Option<Outcome>>, keys: &[FlightKey]) -> Vec<Outcome> {
+    outcomes
+        .into_iter()
+        .zip(keys)
+        .map(|(outcome, key)| {
+            outcome.unwrap_or_else(|| {
+                Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing })
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
