@@ -399,7 +399,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         keys: &[FlightKey],
         cache_keys: &[CacheKey<'_>],
     ) -> Vec<Outcome> {
-        let leases = self.cache.lease(&cache_keys).await;
+        let leases = self.cache.lease(cache_keys).await;
         // A cache that answers too few leases leaves the rest to this process.
         let theirs: Vec<usize> = (0..keys.len()).filter(|&i| leases.get(i) == Some(&Lease::Theirs)).collect();
         if theirs.is_empty() {
