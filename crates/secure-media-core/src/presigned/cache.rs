@@ -62,8 +62,10 @@ pub trait PresignCache: Send + Sync + 'static {
     fn get_ready(&self, key: &CacheKey<'_>) -> Option<SignedUrl>;
 
     /// A lookup that may wait (a remote tier). The strategy asks it for the keys of a presign
-    /// call, all at once, before leasing them: misses join their batch without waiting on it.
-    /// Default: [`get_ready`](Self::get_ready).
+    /// call, all at once, before leasing them: misses join their batch without waiting on it, and
+    /// what it answers fresh goes to its waiters at once. A cache with a local tier keeps what it
+    /// answers there (the strategy stores only what it presigned). Default:
+    /// [`get_ready`](Self::get_ready).
     async fn get(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
         self.get_ready(key)
     }

@@ -96,6 +96,47 @@ struct Batch {
     senders: Vec<(u64, oneshot::Sender<Outcome>)>,
 }
 
+/// Answers some of a batch's flights before its call ends (what the cache already held), so
+/// their waiters do not wait for the presign call of the rest.
+#[derive(Clone)]
+pub(crate) struct Early<'f> {
+    flights: &'f Flights,
+    /// The batch's keys and senders, by index; a sender is taken when its flight is answered.
+    senders: Arc<Mutex<Vec<Unanswered>>>,
+}
+
+/// A batch's key, its flight's id, and the sender of its answer until it is sent.
+type Unanswered = (FlightKey, u64, Option<oneshot::Sender<Outcome>>);
+
+impl Early<'_> {
+    /// Answers the batch's key at `index` now (later answers for it are dropped).
+    pub(crate) fn deliver(&self, index: usize, outcome: Outcome) {
+        let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((key, id, sender)) = senders.get_mut(index) else { return };
+        let Some(sender) = sender.take() else { return };
+        let mut state = self.flights.state();
+        if state.flights.get(key).is_some_and(|f| f.id == *id) {
+            state.flights.remove(key);
+        }
+        let _ = sender.send(outcome);
+    }
+
+    /// Answers every flight not answered early, with the call's outcome for it (`Missing` where
+    /// the call gave none), and closes them.
+    fn finish(&self, outcomes: Vec<Outcome>) {
+        let mut outcomes = outcomes.into_iter();
+        let count = self.senders.lock().unwrap_or_else(PoisonError::into_inner).len();
+        for index in 0..count {
+            let outcome = outcomes.next().unwrap_or_else(|| {
+                let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+                let url = senders.get(index).map(|(key, ..)| key.url.to_string()).unwrap_or_default();
+                Err(AccessError::Presign { url, reason: crate::PresignFailure::Missing })
+            });
+            self.deliver(index, outcome);
+        }
+    }
+}
+
 pub(crate) struct Flights {
     state: Mutex<State>,
     /// One lock per presign call that may run at once; the misses behind them gather into the
@@ -156,9 +197,9 @@ impl Flights {
     /// Waits for the ticket's outcome. Whenever a call slot is free, the waiter takes it and, if
     /// its key has not been taken yet, presigns it with the other waiting keys via `run`, with its
     /// own token.
-    pub(crate) async fn wait<R, F>(&self, ticket: Ticket<'_>, run: R) -> Outcome
+    pub(crate) async fn wait<'f, R, F>(&'f self, ticket: Ticket<'_>, run: R) -> Outcome
     where
-        R: FnOnce(Arc<FileAccessToken>, Vec<FlightKey>) -> F,
+        R: FnOnce(Arc<FileAccessToken>, Vec<FlightKey>, Early<'f>) -> F,
         F: Future<Output = Vec<Outcome>>,
     {
         let cancelled = || AccessError::Cancelled(ticket.key.url.to_string());
@@ -184,8 +225,11 @@ impl Flights {
                 YieldNow(false).await;
                 if let Some(batch) = self.take_batch(&ticket.key, &ticket.token) {
                     let mut cleanup = Cleanup { flights: self, keys: batch.keys.clone(), armed: true };
-                    let outcomes = run(batch.token.clone(), batch.keys.clone()).await;
-                    self.deliver(batch, outcomes);
+                    let Batch { token, keys, senders } = batch;
+                    let senders = keys.iter().cloned().zip(senders).map(|(key, (id, s))| (key, id, Some(s))).collect();
+                    let early = Early { flights: self, senders: Arc::new(Mutex::new(senders)) };
+                    let outcomes = run(token, keys, early.clone()).await;
+                    early.finish(outcomes);
                     cleanup.armed = false;
                 }
                 drop(guard);
@@ -224,21 +268,6 @@ impl Flights {
         }
         queue.retain(|key| flights.get(key).is_some_and(|f| f.sender.is_some()));
         Some(batch)
-    }
-
-    /// Hands each outcome to its flight's waiters and closes the flights.
-    fn deliver(&self, batch: Batch, outcomes: Vec<Outcome>) {
-        let mut outcomes = outcomes.into_iter();
-        let mut state = self.state();
-        for (key, (id, sender)) in batch.keys.into_iter().zip(batch.senders) {
-            let outcome = outcomes.next().unwrap_or_else(|| {
-                Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing })
-            });
-            if state.flights.get(&key).is_some_and(|f| f.id == id) {
-                state.flights.remove(&key);
-            }
-            let _ = sender.send(outcome);
-        }
     }
 
     /// How many flights are waiting (for a call, or for their call to end).
@@ -316,7 +345,7 @@ mod tests {
         let ticket = flights.enter("sub:alice", "a", false, &new).unwrap();
         assert!(ticket.opened, "the abandoned flight was closed, not joined");
         let used = Mutex::new(None);
-        let outcome = futures::executor::block_on(flights.wait(ticket, |token, keys| {
+        let outcome = futures::executor::block_on(flights.wait(ticket, |token, keys, _| {
             *used.lock().unwrap() = Some(token.expose_secret().to_owned());
             async move {
                 keys.iter()
@@ -337,7 +366,7 @@ mod tests {
         let (old, new) = (token("old"), token("new"));
         let driver = flights.enter("sub:alice", "a", false, &old).unwrap();
         let rider = flights.enter("sub:alice", "a", false, &new).unwrap();
-        let refused = |_: Arc<FileAccessToken>, keys: Vec<FlightKey>| async move {
+        let refused = |_: Arc<FileAccessToken>, keys: Vec<FlightKey>, _: Early<'_>| async move {
             keys.iter()
                 .map(|_| Err(AccessError::PresignUnauthorized { status: http::StatusCode::UNAUTHORIZED }))
                 .collect()

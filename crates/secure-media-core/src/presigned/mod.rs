@@ -21,7 +21,7 @@ pub use expiry::expiry_of;
 pub use presigner::{Presigned, Presigner, SignedUrl, MAX_URL_LIFETIME};
 
 use self::endpoint::saturating_add;
-use self::flights::{FlightKey, Flights, Outcome};
+use self::flights::{Early, FlightKey, Flights, Outcome};
 use self::presigner::Destinations;
 use self::proven::{Proof, ProvenTokens};
 use crate::counters::{bump, Counters};
@@ -44,7 +44,8 @@ pub struct PresignConfig {
     pub refresh_ahead_percent: u8,
     /// The most URLs in one presign call (also capped by [`Presigner::max_batch`]). Default 50.
     pub batch_limit: usize,
-    /// The most distinct keys waiting for a presign at once; beyond it, [`AccessError::Busy`]. Default 10,000.
+    /// The most distinct keys waiting for a presign call at once (one that may find them in a
+    /// shared cache's remote tier first); beyond it, [`AccessError::Busy`]. Default 10,000.
     pub max_waiting: usize,
     /// The most presign calls in flight at once. Each takes up to `batch_limit` of the URLs
     /// waiting when it starts; misses arriving meanwhile gather into the next. Asking ahead
@@ -305,7 +306,11 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                                 }
                             };
                             tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
-                            return match self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await {
+                            return match self
+                                .flights
+                                .wait(ticket, |token, keys, early| self.presign(token, keys, early))
+                                .await
+                            {
                                 Ok(fresh) => Ok(fresh),
                                 Err(error) => {
                                     tracing::debug!(url = clean, %error, "renewing ahead failed: the current URL serves");
@@ -338,7 +343,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             bump(&self.counters.misses, 1);
             tracing::debug!(url = clean, "presign cache miss");
             let ticket = self.flights.enter(scope, clean, proving, token)?;
-            return self.flights.wait(ticket, |token, keys| self.presign(token, keys)).await;
+            return self.flights.wait(ticket, |token, keys, early| self.presign(token, keys, early)).await;
         }
     }
 
@@ -353,38 +358,52 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
 
     /// A batch's URLs: what the cache holds (its remote tier, asked for the whole batch at
     /// once), else presigned here or by another process sharing the cache (`share_or_presign`).
-    async fn presign(&self, token: Arc<FileAccessToken>, keys: Vec<FlightKey>) -> Vec<Outcome> {
+    ///
+    /// A fresh URL the cache holds is answered at once (`early`), not after the call for the
+    /// rest. One near its expiry is renewed by the call, and serves if the renewal fails (it
+    /// still works). An expired or unusable one is dropped and presigned.
+    async fn presign(&self, token: Arc<FileAccessToken>, keys: Vec<FlightKey>, early: Early<'_>) -> Vec<Outcome> {
         let cache_keys: Vec<CacheKey<'_>> = keys.iter().map(|key| CacheKey::new(&key.scope, &key.url)).collect();
         let stored = futures::future::join_all(cache_keys.iter().map(|key| self.cache.get(key))).await;
         let now = self.clock.now();
         let mut outcomes: Vec<Option<Outcome>> = (0..keys.len()).map(|_| None).collect();
-        let mut unusable = Vec::new();
+        let mut dropped = Vec::new();
+        let mut stale: Vec<Option<SignedUrl>> = vec![None; keys.len()];
         for (i, hit) in stored.into_iter().enumerate() {
-            match hit {
-                Some(hit) if !self.usable(&hit, &keys[i].url) => {
-                    tracing::warn!(
-                        url = &*keys[i].url,
-                        "a cached presigned URL is for another URL or points outside the secure and CDN hosts: dropped"
-                    );
-                    unusable.push((cache_keys[i], hit));
-                }
-                Some(hit) if self.freshness(&hit, now) == Freshness::Fresh => {
+            let Some(hit) = hit else { continue };
+            if !self.usable(&hit, &keys[i].url) {
+                tracing::warn!(
+                    url = &*keys[i].url,
+                    "a cached presigned URL is for another URL or points outside the secure and CDN hosts: dropped"
+                );
+                dropped.push((cache_keys[i], hit));
+                continue;
+            }
+            match self.freshness(&hit, now) {
+                Freshness::Fresh => {
                     self.counters.hit();
+                    early.deliver(i, Ok(hit.clone()));
                     outcomes[i] = Some(Ok(hit));
                 }
-                _ => {}
+                // Renewed by this call; if that fails, the URL still works and serves.
+                Freshness::RenewSoon => stale[i] = Some(hit),
+                Freshness::Expired => dropped.push((cache_keys[i], hit)),
             }
         }
+        let unusable = dropped;
         futures::future::join_all(unusable.iter().map(|(key, hit)| self.cache.remove_refused(key, hit))).await;
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| outcomes[i].is_none()).collect();
-        if missing.len() == keys.len() {
-            return self.share_or_presign(&token, &keys, &cache_keys).await;
-        }
         let missing_keys: Vec<FlightKey> = missing.iter().map(|&i| keys[i].clone()).collect();
         let missing_cache_keys: Vec<CacheKey<'_>> = missing.iter().map(|&i| cache_keys[i]).collect();
         let presigned = self.share_or_presign(&token, &missing_keys, &missing_cache_keys).await;
         for (&i, outcome) in missing.iter().zip(presigned) {
-            outcomes[i] = Some(outcome);
+            outcomes[i] = Some(match (outcome, stale[i].take()) {
+                (Err(error), Some(stale)) => {
+                    tracing::debug!(url = &*keys[i].url, %error, "renewing ahead failed: the current URL serves");
+                    Ok(stale)
+                }
+                (outcome, _) => outcome,
+            });
         }
         fill(outcomes, &keys)
     }
@@ -679,7 +698,9 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
             bump(&self.counters.misses, tickets.len() as u64);
             tracing::debug!(urls = tickets.len(), "presigning ahead");
             let outcomes = futures::future::join_all(
-                tickets.into_iter().map(|ticket| self.flights.wait(ticket, |token, keys| self.presign(token, keys))),
+                tickets
+                    .into_iter()
+                    .map(|ticket| self.flights.wait(ticket, |token, keys, early| self.presign(token, keys, early))),
             )
             .await;
             // A refused token: the rest would be refused too; the loads renew it.

@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::token::tests::jwt;
@@ -1185,4 +1185,113 @@ async fn a_presigner_that_answers_too_few_urls_fails_each_unanswered_one_and_giv
     let mut released = cache.released.lock().unwrap().clone();
     released.sort();
     assert_eq!(released, urls, "every lease taken for an unanswered URL is given up");
+}
+
+/// A cache with a remote tier (as Redis behind an empty L1): `get_ready` sees nothing, `get` the
+/// remote entries. Records what it was asked to drop.
+struct TwoTier {
+    remote: Mutex<HashMap<String, SignedUrl>>,
+    refused: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl PresignCache for TwoTier {
+    fn get_ready(&self, _key: &CacheKey<'_>) -> Option<SignedUrl> {
+        None
+    }
+    async fn get(&self, key: &CacheKey<'_>) -> Option<SignedUrl> {
+        self.remote.lock().unwrap().get(key.url()).cloned()
+    }
+    async fn put(&self, key: &CacheKey<'_>, url: SignedUrl) {
+        self.remote.lock().unwrap().insert(key.url().to_owned(), url);
+    }
+    async fn remove(&self, key: &CacheKey<'_>) {
+        self.remote.lock().unwrap().remove(key.url());
+    }
+    async fn remove_refused(&self, key: &CacheKey<'_>, refused: &SignedUrl) {
+        self.refused.lock().unwrap().push(refused.as_str().to_owned());
+        self.remove(key).await
+    }
+    fn purge_scope(&self, _scope: &str) {}
+}
+
+/// The remote tier holds 1 fresh, 2 near its expiry, 3 expired; 4 is nowhere.
+fn two_tier(clock: &Arc<ManualClock>) -> Arc<TwoTier> {
+    let now = clock.now();
+    let stored = |n: usize, fetched: SystemTime, expires: SystemTime| {
+        let url = url::Url::parse(&format!("{}?Expires=4000000000&Signature=remote{n}", media(n))).unwrap();
+        (media(n), SignedUrl::new(&media(n), url, fetched, expires))
+    };
+    Arc::new(TwoTier {
+        remote: Mutex::new(HashMap::from([
+            stored(1, now, now + DAY),
+            stored(2, now - DAY * 9 / 10, now + DAY / 10),
+            stored(3, now - DAY, now - Duration::from_secs(1)),
+        ])),
+        refused: Mutex::default(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_shared_cache_holds_is_answered_before_the_call_for_the_rest_and_checked() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let cache = two_tier(&clock);
+    let vouched = token("a");
+    vouched.mark_verified();
+    let s = Arc::new(
+        PresignedStrategy::new(hosts(), Arc::new(StaticToken::new(vouched)), endpoint.clone())
+            .with_cache(cache.clone())
+            .with_clock(clock.clone()),
+    );
+    // The endpoint is slow: its calls wait at the gate. One task loads all four, 4 first: 4's
+    // caller drives the batch's call (and waits for it); the others wait on their flights.
+    let gate = endpoint.gate.lock().await;
+    let (sent, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let loads = tokio::spawn({
+        let s = s.clone();
+        async move {
+            let load = |n: usize| {
+                let (s, sent) = (s.clone(), sent.clone());
+                async move {
+                    let answer = resolve_str(&*s, &media(n)).await.map(|(url, _)| url.into_owned());
+                    sent.send((n, answer)).unwrap();
+                }
+            };
+            futures::future::join_all([4, 1, 2, 3].map(load)).await;
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(5), done.recv()).await;
+    let (n, first) = first.expect("the stored URL is answered while the call for the rest waits").unwrap();
+    assert_eq!(n, 1);
+    assert!(first.unwrap().ends_with("Signature=remote1"));
+    drop(gate);
+    loads.await.unwrap();
+    let mut rest = Vec::new();
+    while let Ok((_, answer)) = done.try_recv() {
+        rest.push(answer.unwrap());
+    }
+    assert_eq!(rest.len(), 3);
+    for answer in &rest {
+        assert!(answer.contains("Signature=sig"), "renewed or presigned: {answer}");
+    }
+    assert_eq!(*endpoint.calls.lock().unwrap(), [3], "2 renewed, 3 and 4 presigned, in one call");
+    assert_eq!(*cache.refused.lock().unwrap(), [format!("{}?Expires=4000000000&Signature=remote3", media(3))]);
+}
+
+#[tokio::test]
+async fn a_stored_url_near_its_expiry_serves_when_its_renewal_is_refused() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let vouched = token("a");
+    vouched.mark_verified();
+    let tokens = Arc::new(StaticToken::new(vouched));
+    endpoint.refuse(&tokens.current().unwrap());
+    let s = PresignedStrategy::new(hosts(), tokens, endpoint.clone())
+        .with_cache(two_tier(&clock))
+        .with_clock(clock.clone());
+    let near = media(2);
+    let (answer, _) = resolve_str(&s, &near).await.unwrap();
+    assert!(answer.ends_with("Signature=remote2"), "{answer}");
+    assert_eq!(endpoint.calls(), 1, "it tried to renew");
 }
