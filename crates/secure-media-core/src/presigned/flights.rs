@@ -223,11 +223,14 @@ impl Flights {
                 // Let the tasks that are ready run first: misses started together (a window of
                 // loads) then ride in this call rather than the next. A yield, not a timer.
                 YieldNow(false).await;
-                if let Some(batch) = self.take_batch(&ticket.key, &ticket.token) {
-                    let mut cleanup = Cleanup { flights: self, keys: batch.keys.clone(), armed: true };
+                if let Some(batch) = self.take_batch(&ticket.key, ticket.id, &ticket.token) {
                     let Batch { token, keys, senders } = batch;
+                    let flights = keys.iter().cloned().zip(senders.iter().map(|(id, _)| *id)).collect();
                     let senders = keys.iter().cloned().zip(senders).map(|(key, (id, s))| (key, id, Some(s))).collect();
                     let early = Early { flights: self, senders: Arc::new(Mutex::new(senders)) };
+                    // Declared after `early`, so dropped before it: a dropped caller's flights are
+                    // closed before their senders go, and no waiter retries into a dead flight.
+                    let mut cleanup = Cleanup { flights: self, batch: flights, armed: true };
                     let outcomes = run(token, keys, early.clone()).await;
                     early.finish(outcomes);
                     cleanup.armed = false;
@@ -247,10 +250,11 @@ impl Flights {
 
     /// Takes `first` (if still waiting) and up to `batch_limit - 1` more waiting keys opened with
     /// the same token, oldest first.
-    fn take_batch(&self, first: &FlightKey, token: &Arc<FileAccessToken>) -> Option<Batch> {
+    fn take_batch(&self, first: &FlightKey, id: u64, token: &Arc<FileAccessToken>) -> Option<Batch> {
         let mut state = self.state();
         let State { flights, queue, .. } = &mut *state;
-        let head = flights.get_mut(first)?;
+        // This caller's own flight only: another may have answered it and a new one opened.
+        let head = flights.get_mut(first).filter(|flight| flight.id == id)?;
         let sender = head.sender.take()?;
         let mut batch = Batch { token: token.clone(), keys: vec![first.clone()], senders: vec![(head.id, sender)] };
         for key in queue.iter() {
@@ -296,7 +300,9 @@ impl Future for YieldNow {
 /// `Cancelled` (and retry) instead of joining a flight nobody drives.
 struct Cleanup<'a> {
     flights: &'a Flights,
-    keys: Vec<FlightKey>,
+    /// The batch's keys and their flights' ids: a flight answered early and opened again since
+    /// is another batch's.
+    batch: Vec<(FlightKey, u64)>,
     armed: bool,
 }
 
@@ -304,8 +310,8 @@ impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if self.armed {
             let mut state = self.flights.state();
-            for key in &self.keys {
-                if state.flights.get(key).is_some_and(|f| f.sender.is_none()) {
+            for (key, id) in &self.batch {
+                if state.flights.get(key).is_some_and(|f| f.id == *id && f.sender.is_none()) {
                     state.flights.remove(key);
                 }
             }
@@ -377,6 +383,33 @@ mod tests {
         ));
         assert!(matches!(driven, Err(AccessError::PresignUnauthorized { .. })), "the old token's holder renews it");
         assert!(matches!(ridden, Err(AccessError::Cancelled(_))), "the new token's holder asks again: {ridden:?}");
+    }
+
+    #[test]
+    fn a_dropped_driver_closes_only_its_own_flights_not_one_opened_again_after_an_early_answer() {
+        use futures::FutureExt;
+        let flights = Flights::new(10, 10, 2);
+        let t = token("one");
+        // A answers its key early, then its call never ends.
+        let a = flights.enter("s", "a", false, &t).unwrap();
+        let mut driver_a = Box::pin(flights.wait(a, |_, keys, early| async move {
+            early.deliver(0, Err(AccessError::Cancelled(keys[0].url.to_string())));
+            futures::future::pending::<Vec<Outcome>>().await
+        }));
+        for _ in 0..3 {
+            assert!((&mut driver_a).now_or_never().is_none());
+        }
+        assert_eq!(flights.waiting(), 0, "answered early: its flight is closed");
+        // A new caller opens the key again and B takes it into a call of its own.
+        let b = flights.enter("s", "a", false, &t).unwrap();
+        assert!(b.opened);
+        let mut driver_b = Box::pin(flights.wait(b, |_, _, _| futures::future::pending::<Vec<Outcome>>()));
+        for _ in 0..3 {
+            assert!((&mut driver_b).now_or_never().is_none());
+        }
+        assert_eq!(flights.waiting(), 1);
+        drop(driver_a);
+        assert_eq!(flights.waiting(), 1, "B's flight is B's: A's cleanup leaves it");
     }
 
     #[test]
