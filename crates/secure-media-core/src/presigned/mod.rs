@@ -252,6 +252,19 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         hit.clean_url() == clean && self.destinations.allows(hit)
     }
 
+    /// What a URL a cache (local, remote or another process) handed back for `clean` is good
+    /// for at `now`: `None` if it may not be used at all (logged; the caller drops it).
+    fn judge(&self, stored: &SignedUrl, clean: &str, now: SystemTime) -> Option<Freshness> {
+        if !self.usable(stored, clean) {
+            tracing::warn!(
+                url = clean,
+                "a stored presigned URL is for another URL or points outside the secure and CDN hosts: dropped"
+            );
+            return None;
+        }
+        Some(self.freshness(stored, now))
+    }
+
     fn freshness(&self, signed: &SignedUrl, now: SystemTime) -> Freshness {
         // Whatever a cache holds, trust it for at most MAX_URL_LIFETIME after it was fetched.
         let expires_at = signed.expires_at().min(saturating_add(signed.fetched_at(), MAX_URL_LIFETIME));
@@ -283,43 +296,35 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             // The local tier only: a shared cache's remote tier is asked in the batch's call
             // (`presign`), so misses enter their flights at once and batch as they do in memory.
             if let Some(hit) = self.cache.get_ready(&key) {
-                if !self.usable(&hit, clean) {
-                    tracing::warn!(
-                        url = clean,
-                        "a cached presigned URL is for another URL or points outside the secure and CDN hosts: dropped"
-                    );
-                    self.cache.remove_refused(&key, &hit).await;
-                } else {
-                    match self.freshness(&hit, self.clock.now()) {
-                        Freshness::Fresh => {
-                            self.counters.hit();
-                            return Ok(hit);
-                        }
-                        Freshness::RenewSoon => {
-                            // The URL still works: a renewal that cannot start or fails costs
-                            // nothing but the renewal.
-                            let ticket = match self.flights.enter(scope, clean, proving, token) {
-                                Ok(ticket) if ticket.opened => ticket,
-                                _ => {
-                                    self.counters.hit();
-                                    return Ok(hit);
-                                }
-                            };
-                            tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
-                            return match self
-                                .flights
-                                .wait(ticket, |token, keys, early| self.presign(token, keys, early))
-                                .await
-                            {
-                                Ok(fresh) => Ok(fresh),
-                                Err(error) => {
-                                    tracing::debug!(url = clean, %error, "renewing ahead failed: the current URL serves");
-                                    Ok(hit)
-                                }
-                            };
-                        }
-                        Freshness::Expired => self.cache.remove_refused(&key, &hit).await,
+                match self.judge(&hit, clean, self.clock.now()) {
+                    Some(Freshness::Fresh) => {
+                        self.counters.hit();
+                        return Ok(hit);
                     }
+                    Some(Freshness::RenewSoon) => {
+                        // The URL still works: a renewal that cannot start or fails costs
+                        // nothing but the renewal.
+                        let ticket = match self.flights.enter(scope, clean, proving, token) {
+                            Ok(ticket) if ticket.opened => ticket,
+                            _ => {
+                                self.counters.hit();
+                                return Ok(hit);
+                            }
+                        };
+                        tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
+                        return match self
+                            .flights
+                            .wait(ticket, |token, keys, early| self.presign(token, keys, early))
+                            .await
+                        {
+                            Ok(fresh) => Ok(fresh),
+                            Err(error) => {
+                                tracing::debug!(url = clean, %error, "renewing ahead failed: the current URL serves");
+                                Ok(hit)
+                            }
+                        };
+                    }
+                    Some(Freshness::Expired) | None => self.cache.remove_refused(&key, &hit).await,
                 }
             }
             // A token being proven: one caller's call proves it. Another caller waits for that
@@ -371,30 +376,21 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let mut stale: Vec<Option<SignedUrl>> = vec![None; keys.len()];
         for (i, hit) in stored.into_iter().enumerate() {
             let Some(hit) = hit else { continue };
-            if !self.usable(&hit, &keys[i].url) {
-                tracing::warn!(
-                    url = &*keys[i].url,
-                    "a cached presigned URL is for another URL or points outside the secure and CDN hosts: dropped"
-                );
-                dropped.push((cache_keys[i], hit));
-                continue;
-            }
-            match self.freshness(&hit, now) {
-                Freshness::Fresh => {
+            match self.judge(&hit, &keys[i].url, now) {
+                Some(Freshness::Fresh) => {
                     self.counters.hit();
                     early.deliver(i, Ok(hit.clone()));
                     outcomes[i] = Some(Ok(hit));
                 }
                 // Renewed by this call; if that fails, the URL still works and serves.
-                Freshness::RenewSoon => stale[i] = Some(hit),
-                Freshness::Expired => dropped.push((cache_keys[i], hit)),
+                Some(Freshness::RenewSoon) => stale[i] = Some(hit),
+                Some(Freshness::Expired) | None => dropped.push((cache_keys[i], hit)),
             }
         }
-        let unusable = dropped;
-        futures::future::join_all(unusable.iter().map(|(key, hit)| self.cache.remove_refused(key, hit))).await;
+        // All at once: a slow shared cache costs one round trip, not one per URL.
+        futures::future::join_all(dropped.iter().map(|(key, hit)| self.cache.remove_refused(key, hit))).await;
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| outcomes[i].is_none()).collect();
-        let missing_keys: Vec<FlightKey> = missing.iter().map(|&i| keys[i].clone()).collect();
-        let missing_cache_keys: Vec<CacheKey<'_>> = missing.iter().map(|&i| cache_keys[i]).collect();
+        let (missing_keys, missing_cache_keys) = subset(&keys, &cache_keys, &missing);
         let presigned = self.share_or_presign(&token, &missing_keys, &missing_cache_keys).await;
         for (&i, outcome) in missing.iter().zip(presigned) {
             outcomes[i] = Some(match (outcome, stale[i].take()) {
@@ -420,16 +416,13 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     ) -> Vec<Outcome> {
         let leases = self.cache.lease(cache_keys).await;
         // A cache that answers too few leases leaves the rest to this process.
-        let theirs: Vec<usize> = (0..keys.len()).filter(|&i| leases.get(i) == Some(&Lease::Theirs)).collect();
+        let (theirs, mine): (Vec<usize>, Vec<usize>) =
+            (0..keys.len()).partition(|&i| leases.get(i) == Some(&Lease::Theirs));
         if theirs.is_empty() {
             return self.presign_here(token, keys, cache_keys).await;
         }
-        let mine: Vec<usize> = (0..keys.len()).filter(|i| !theirs.contains(i)).collect();
-        let pick = |indices: &[usize]| -> (Vec<FlightKey>, Vec<CacheKey<'_>>) {
-            indices.iter().map(|&i| (keys[i].clone(), cache_keys[i])).unzip()
-        };
-        let (my_keys, my_cache_keys) = pick(&mine);
-        let (their_keys, their_cache_keys) = pick(&theirs);
+        let (my_keys, my_cache_keys) = subset(keys, cache_keys, &mine);
+        let (their_keys, their_cache_keys) = subset(keys, cache_keys, &theirs);
         let (presigned, waited) = futures::future::join(
             self.presign_here(token, &my_keys, &my_cache_keys),
             self.cache.wait_for(&their_cache_keys),
@@ -443,20 +436,18 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let mut waited = waited.into_iter();
         let (mut fallback, mut unusable) = (Vec::new(), Vec::new());
         for ((&i, key), cache_key) in theirs.iter().zip(&their_keys).zip(&their_cache_keys) {
-            match waited.next().flatten() {
+            let Some(url) = waited.next().flatten() else {
+                fallback.push(i);
+                continue;
+            };
+            match self.judge(&url, &key.url, now) {
                 // Fresh only: an entry near its expiry is what a renewal ahead replaces.
-                Some(url) if self.usable(&url, &key.url) && self.freshness(&url, now) == Freshness::Fresh => {
-                    outcomes[i] = Some(Ok(url));
-                }
-                Some(url) if !self.usable(&url, &key.url) => {
-                    tracing::warn!(
-                        url = &*key.url,
-                        "another process left a URL outside the secure and CDN hosts: dropped"
-                    );
+                Some(Freshness::Fresh) => outcomes[i] = Some(Ok(url)),
+                Some(_) => fallback.push(i),
+                None => {
                     unusable.push((cache_key, url));
                     fallback.push(i);
                 }
-                _ => fallback.push(i),
             }
         }
         // All at once: a slow shared cache costs one round trip, not one per URL.
@@ -464,7 +455,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         bump(&self.counters.urls_from_fleet, (theirs.len() - fallback.len()) as u64);
         if !fallback.is_empty() {
             tracing::debug!(urls = fallback.len(), "lease holder gave up or went away: presigning here");
-            let (late_keys, late_cache_keys) = pick(&fallback);
+            let (late_keys, late_cache_keys) = subset(keys, cache_keys, &fallback);
             let late = self.presign_here(token, &late_keys, &late_cache_keys).await;
             for (i, outcome) in fallback.iter().zip(late) {
                 outcomes[*i] = Some(outcome);
@@ -539,6 +530,15 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         }
         outcomes
     }
+}
+
+/// The keys at `indices`, with their cache keys.
+fn subset<'k>(
+    keys: &[FlightKey],
+    cache_keys: &[CacheKey<'k>],
+    indices: &[usize],
+) -> (Vec<FlightKey>, Vec<CacheKey<'k>>) {
+    indices.iter().map(|&i| (keys[i].clone(), cache_keys[i])).unzip()
 }
 
 /// One outcome per key: `Missing` where none was found.
