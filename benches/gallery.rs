@@ -52,7 +52,7 @@ use http_body_util::{BodyExt, Full};
 use reqwest_middleware::ClientWithMiddleware;
 use secure_media::presigned::{PresignConfig, Presigner};
 use secure_media::{AccessError, FileAccessToken, LoginCell, MediaAccessStrategy, SecureMedia, SecureMediaMode};
-use secure_media_reqwest::{secure_client_from, ReqwestPresigner};
+use secure_media_reqwest::{network_error, secure_client_from, ReqwestPresigner};
 use secure_media_server::{gallery_image, Route, RunningServer};
 use secure_media_testkit::Hyper;
 use secure_media_tower::{SecureMediaLayer, SecureMediaService, TowerPresigner};
@@ -185,24 +185,24 @@ impl Recipe {
     }
 }
 
+/// A bare request: its errors are told without the URL (a presigned URL carries its signature).
 async fn bare_get(request: reqwest::RequestBuilder) -> Result<Bytes, String> {
-    let response = request.send().await.map_err(|e| e.to_string())?;
+    body(request.send().await.map_err(|e| network_error(e).to_string())?).await
+}
+
+/// A response's body, or why not (no URL in either).
+async fn body(response: reqwest::Response) -> Result<Bytes, String> {
     if !response.status().is_success() {
         return Err(format!("status {}", response.status()));
     }
-    response.bytes().await.map_err(|e| e.to_string())
+    response.bytes().await.map_err(|e| network_error(e).to_string())
 }
 
 impl Client {
     async fn get(&self, url: &str) -> Result<Bytes, String> {
         match self {
-            Client::Reqwest(client) => {
-                let response = client.get(url).send().await.map_err(|e| e.to_string())?;
-                if !response.status().is_success() {
-                    return Err(format!("status {}", response.status()));
-                }
-                response.bytes().await.map_err(|e| e.to_string())
-            }
+            // The middleware's errors carry no URL.
+            Client::Reqwest(client) => body(client.get(url).send().await.map_err(|e| e.to_string())?).await,
             Client::Tower(service) => {
                 let request = http::Request::get(url).body(Full::<Bytes>::default()).map_err(|e| e.to_string())?;
                 let response = service.clone().oneshot(request).await.map_err(|e| e.to_string())?;

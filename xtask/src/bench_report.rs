@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::gallery_report::{escape, median};
+
 /// One comparison: our function, its baseline, and what the ratio means for a user.
 struct Row {
     group: &'static str,
@@ -257,12 +259,6 @@ fn runs(root: &Path, group: &str, function: &str) -> BTreeMap<String, f64> {
     saved
 }
 
-/// The median (upper middle for an even count); NaN for none.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// `f(a, b)` for every run both measured: ratios are taken within a run, where both sides met
 /// the same machine (this VM slows down for seconds at a time), then summarised across runs.
 fn paired(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
@@ -336,20 +332,20 @@ fn criterion_table(root: &Path, workspace: &Path) -> Result<bool, Box<dyn std::e
             missing.push(format!("{}/{}", row.group, row.ours));
             continue;
         }
-        let ours = median(ours_runs.values().copied().collect());
+        let ours = median(&ours_runs.values().copied().collect::<Vec<_>>());
         let base_runs = match row.kind {
             Kind::Scaling(one_group, one_function) => runs(root, one_group, one_function),
             _ => runs(root, row.group, row.baseline),
         };
-        let baseline_ns = median(base_runs.values().copied().collect());
+        let baseline_ns = median(&base_runs.values().copied().collect::<Vec<_>>());
         let (ratio, label, met) = match row.kind {
             Kind::Faster => {
                 let per_run = paired(&base_runs, &ours_runs, |b, o| b / o);
-                let r = median(per_run.clone());
+                let r = median(&per_run);
                 (r, format!("{r:.1}x faster{}", spread(&per_run, "x")), target_met(row.target, r, true))
             }
             Kind::Added => {
-                let over = median(paired(&ours_runs, &base_runs, |o, b| o - b));
+                let over = median(&paired(&ours_runs, &base_runs, |o, b| o - b));
                 let limit: f64 = row
                     .target
                     .trim_start_matches(['<', '=', ' ', '+'])
@@ -360,13 +356,13 @@ fn criterion_table(root: &Path, workspace: &Path) -> Result<bool, Box<dyn std::e
             }
             Kind::Cost => {
                 let per_run = paired(&ours_runs, &base_runs, |o, b| o / b);
-                let r = median(per_run.clone());
+                let r = median(&per_run);
                 (r, format!("{r:.2}x the cost{}", spread(&per_run, "x")), target_met(row.target, r, false))
             }
             Kind::Overhead(floor) => {
                 let floor_runs = runs(root, row.group, floor);
-                let ours_over = median(paired(&ours_runs, &floor_runs, |o, f| o - f));
-                let base_over = median(paired(&base_runs, &floor_runs, |b, f| b - f));
+                let ours_over = median(&paired(&ours_runs, &floor_runs, |o, f| o - f));
+                let base_over = median(&paired(&base_runs, &floor_runs, |b, f| b - f));
                 // A no-op costs next to nothing in process (within this VM's noise): judged
                 // against at least 1 ns.
                 let r = ours_over / base_over.max(1.0);
@@ -376,7 +372,7 @@ fn criterion_table(root: &Path, workspace: &Path) -> Result<bool, Box<dyn std::e
             Kind::Scaling(..) => {
                 // Two lookups per iteration on two threads: throughput ratio = 2 * one / two.
                 let per_run = paired(&base_runs, &ours_runs, |one, two| 2.0 * one / two);
-                let r = median(per_run.clone());
+                let r = median(&per_run);
                 let label = format!("{r:.2}x one thread's hits/s{}", spread(&per_run, "x"));
                 (r, label, target_met(row.target, r, true))
             }
@@ -424,7 +420,7 @@ fn criterion_table(root: &Path, workspace: &Path) -> Result<bool, Box<dyn std::e
     ] {
         let burst = runs(&root.join("presigned_cold_burst"), "secure-media", name);
         if !burst.is_empty() {
-            let ns = median(burst.values().copied().collect());
+            let ns = median(&burst.values().copied().collect::<Vec<_>>());
             writeln!(
                 generated,
                 "| presigned_cold_burst | {} | in-process presigner | {} | | {label} |",
@@ -477,7 +473,7 @@ fn svg(bars: &[(String, f64, bool)]) -> String {
             out,
             "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"{x0:.1}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"{:.0}\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.0}\">{speedup:.2}x</text>",
             y + 15.0,
-            label.replace('&', "&amp;").replace('<', "&lt;"),
+            escape(label),
             (x1 - x0).max(1.0),
             row_h - 8.0,
             x1.max(x0) + 4.0,

@@ -115,7 +115,8 @@ fn rank(id: &str) -> usize {
 }
 
 /// The median (upper middle for an even count); NaN for none.
-fn median(values: &[f64]) -> f64 {
+/// The middle value (the upper one of an even count), `NaN` for none.
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
@@ -506,20 +507,14 @@ fn targets(report: &Report, cold: &Series<'_>, warm: &Series<'_>, limits: &Limit
 
 /// `YYYY-MM-DD` (UTC) of a unix time.
 fn date(unix: u64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = (unix / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    i64::try_from(unix)
+        .ok()
+        .and_then(|unix| time::OffsetDateTime::from_unix_timestamp(unix).ok())
+        .map_or_else(|| "an unknown date".to_owned(), |at| at.date().to_string())
 }
 
-fn escape(text: &str) -> String {
+/// Text safe inside SVG and Markdown.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('`', "")
 }
 

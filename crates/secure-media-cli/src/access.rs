@@ -67,18 +67,11 @@ fn read_token_file(path: &Path) -> Result<String, Failure> {
         if stdin { "--token-file - (standard input)".to_owned() } else { format!("--token-file {}", path.display()) };
     // A token is a few KiB at most: never read more than this (`/dev/zero`, a file named by mistake).
     const MAX_TOKEN_FILE: u64 = 64 * 1024;
-    let reader: Box<dyn Read> = if stdin {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(path).map_err(|error| Failure::usage(format!("{named}: cannot read it: {error}")))?,
-        )
-    };
+    let unreadable = |error: std::io::Error| Failure::usage(format!("{named}: cannot read it: {error}"));
+    let reader: Box<dyn Read> =
+        if stdin { Box::new(std::io::stdin()) } else { Box::new(std::fs::File::open(path).map_err(unreadable)?) };
     let mut text = String::new();
-    reader
-        .take(MAX_TOKEN_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|error| Failure::usage(format!("{named}: cannot read it: {error}")))?;
+    reader.take(MAX_TOKEN_FILE + 1).read_to_string(&mut text).map_err(unreadable)?;
     if text.len() as u64 > MAX_TOKEN_FILE {
         return Err(Failure::usage(format!("{named}: larger than {MAX_TOKEN_FILE} bytes, not a token")));
     }
@@ -125,12 +118,12 @@ pub(crate) async fn login(
     FileAccessToken::new(fat)
 }
 
-/// `url` as printed: scheme, host, port and path (no userinfo, no query: either may hold a secret).
 /// A network failure of a request to `url`: the URL without its query, and the redacted cause.
 pub(crate) fn network_failure(url: &str, error: reqwest::Error) -> Failure {
     Failure::network(format!("{}: {}", shown_url(url), network_error(error)))
 }
 
+/// `url` as printed: scheme, host, port and path (no userinfo, no query: either may hold a secret).
 pub(crate) fn shown_url(url: &str) -> String {
     url::Url::parse(url).map_or_else(|_| "(not a URL)".to_owned(), |url| secure_media_core::redacted_url(&url))
 }
