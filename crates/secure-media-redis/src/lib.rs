@@ -59,7 +59,7 @@
 //! `RedisPresignCache::new("redis+cluster://h1:7000,h2:7001,h3:7002")` (or
 //! [`RedisPresignCache::cluster`] with `redis://` seed URLs) uses the `redis` crate's cluster
 //! client instead: the seeds are asked for the slot map and every command goes to the master that
-//! owns its key. Every command the cache sends touches one key (GET, DEL, the refusal's script)
+//! owns its key. Every command the cache sends touches one key (GETRANGE, DEL, the refusal's script)
 //! or keys of one principal, which share a hash tag and so a slot (the lease, look, publish and
 //! release scripts): no cross-slot command is ever sent, and a batch's leases are one command on
 //! one node. One principal's entries live on one master, so a fixed scope (a service account)
@@ -81,7 +81,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -145,7 +144,6 @@ struct ClusterState {
     connecting: Mutex<Option<Shared<BoxFuture<'static, ()>>>>,
     /// When the last connection was started, and the pause before the next may start.
     attempts: Mutex<Attempts>,
-    generations: AtomicU64,
 }
 
 /// Connections started while calls fail: the pause between two doubles, from one second up to
@@ -223,8 +221,10 @@ impl ClusterBackend {
         let connect = async move {
             let _ends = Connecting(state.clone());
             if let Ok(Ok(connection)) = tokio::time::timeout(within, client.get_async_connection()).await {
-                let generation = state.generations.fetch_add(1, Ordering::Relaxed) + 1;
-                *locked(&state.current) = Some((generation, connection));
+                let mut current = locked(&state.current);
+                let generation = current.as_ref().map_or(1, |(generation, _)| generation + 1);
+                *current = Some((generation, connection));
+                drop(current);
                 locked(&state.attempts).pause = FIRST_REMAKE_PAUSE;
             }
         };
@@ -536,8 +536,8 @@ impl RedisPresignCache {
     /// A cache on the Redis Cluster reached through `seeds` (`redis://host:port` URLs of some of
     /// its nodes, with the same credentials), with the defaults of [`new`](Self::new). Connects
     /// lazily, on the first call and under its timeout: the cluster may be down now and come up
-    /// later, and `cluster` does no I/O (it needs no runtime). Every command touches one key, so
-    /// keys need no hash tags. See the [crate docs](crate#redis-cluster).
+    /// later, and `cluster` does no I/O (it needs no runtime). Every command touches one key or
+    /// keys of one principal, which share a hash tag. See the [crate docs](crate#redis-cluster).
     ///
     /// # Errors
     ///

@@ -141,9 +141,10 @@ impl Stage {
         self.pod_with(self.cache(), self.vouched(uid))
     }
 
-    /// The slot (and so the master) of `uid`'s entries: the key's hash tag is its scope.
+    /// The slot (and so the master) of `uid`'s entries, from a key as the cache makes it.
     fn slot_of(&self, uid: &str) -> u16 {
-        self.cluster.slot_of(&format!("secure-media:{{s:sub:{uid}}}:x"))
+        let scope: Arc<str> = format!("sub:{uid}").into();
+        self.cluster.slot_of(&self.cache().redis_key(&CacheKey::new(&scope, "https://x")))
     }
 
     fn presign_calls(&self) -> u64 {

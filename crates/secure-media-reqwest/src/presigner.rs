@@ -85,9 +85,7 @@ impl ReqwestPresigner {
 #[async_trait]
 impl Presigner for ReqwestPresigner {
     async fn presign(&self, url: &str, token: &FileAccessToken) -> Result<Presigned, AccessError> {
-        let urls = [Arc::from(url)];
-        let mut answers = self.presign_batch(&urls, token).await;
-        answers.pop().unwrap_or_else(|| Err(endpoint::batch_error(&urls, secure_media_core::PresignFailure::Missing)))
+        endpoint::presign_one(self, url, token).await
     }
 
     async fn presign_batch(&self, urls: &[Arc<str>], token: &FileAccessToken) -> Vec<Result<Presigned, AccessError>> {

@@ -135,6 +135,21 @@ pub fn batch_error(urls: &[Arc<str>], reason: PresignFailure) -> AccessError {
     AccessError::Presign { url: batch_label(urls), reason }
 }
 
+/// [`Presigner::presign`](super::Presigner::presign) for an endpoint that batches: one URL
+/// through its `presign_batch`.
+///
+/// # Errors
+/// The batch's answer for `url`; [`PresignFailure::Missing`] if it gave none.
+pub async fn presign_one<P: super::Presigner + ?Sized>(
+    presigner: &P,
+    url: &str,
+    token: &FileAccessToken,
+) -> Result<Presigned, AccessError> {
+    let urls = [Arc::from(url)];
+    let mut answers = presigner.presign_batch(&urls, token).await;
+    answers.pop().unwrap_or_else(|| Err(batch_error(&urls, PresignFailure::Missing)))
+}
+
 /// The endpoint's own words, made safe to log: at most 120 characters, and only words of letters
 /// (with `-`, `'`, `,`, `:`, `;`, `!`) up to 24 long, so nothing that looks like a token, a
 /// signature or a URL (an endpoint may echo what it was sent; tokens carry digits or dots).
