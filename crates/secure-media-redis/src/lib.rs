@@ -93,7 +93,9 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use secure_media_core::presigned::endpoint::MAX_UNIX_SECS;
-use secure_media_core::presigned::{CacheKey, Lease, MemoryPresignCache, PresignCache, SignedUrl, MAX_URL_LIFETIME};
+use secure_media_core::presigned::{
+    CacheKey, Lease, MemoryPresignCache, PresignCache, SignedUrl, MAX_CLOCK_AHEAD, MAX_URL_LIFETIME,
+};
 use serde::{Deserialize, Serialize};
 
 /// Why the cache could not be set up.
@@ -474,11 +476,6 @@ const MAX_PLAIN_KEY: usize = 256;
 /// The latest time a stored entry may name, in milliseconds: 9999-12-31T23:59:59.999Z, where the
 /// core clamps every expiry. Later is not a time anyone wrote: a miss.
 const MAX_ENTRY_MILLIS: u64 = MAX_UNIX_SECS * 1000 + 999;
-
-/// How far ahead of this process's clock another process's `fetched_at` may be. An entry fetched
-/// further in the future is a miss: the strategy trusts a URL for at most `MAX_URL_LIFETIME`
-/// after it was fetched, which such an entry would push back without limit.
-const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(300);
 
 /// Deletes `KEYS[1]` only while it still holds the URL `ARGV[1]` (or something unreadable): the
 /// check and the delete are one step, so a fresher entry another process wrote is never lost.

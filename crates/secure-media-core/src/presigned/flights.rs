@@ -129,8 +129,7 @@ impl Early<'_> {
         for index in 0..count {
             let outcome = outcomes.next().unwrap_or_else(|| {
                 let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
-                let url = senders.get(index).map(|(key, ..)| key.url.to_string()).unwrap_or_default();
-                Err(AccessError::Presign { url, reason: crate::PresignFailure::Missing })
+                Err(super::missing(senders.get(index).map_or("", |(key, ..)| &*key.url)))
             });
             self.deliver(index, outcome);
         }
@@ -272,6 +271,11 @@ impl Flights {
         }
         queue.retain(|key| flights.get(key).is_some_and(|f| f.sender.is_some()));
         Some(batch)
+    }
+
+    /// The most keys one call takes.
+    pub(crate) fn batch_limit(&self) -> usize {
+        self.batch_limit
     }
 
     /// How many flights are waiting (for a call, or for their call to end).

@@ -18,7 +18,7 @@ use http::StatusCode;
 
 pub use cache::{CacheKey, Lease, MemoryPresignCache, PresignCache};
 pub use expiry::expiry_of;
-pub use presigner::{Presigned, Presigner, SignedUrl, MAX_URL_LIFETIME};
+pub use presigner::{Presigned, Presigner, SignedUrl, MAX_CLOCK_AHEAD, MAX_URL_LIFETIME};
 
 use self::endpoint::saturating_add;
 use self::flights::{Early, FlightKey, Flights, Outcome};
@@ -227,8 +227,22 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         }
         // The app's own vouching (`mark_verified`, for a token from its login answer) counts;
         // an acceptance counts only for the endpoint that accepted it: this strategy's.
-        (token.subject().is_none() || token.is_verified() || self.proven.by_address(token))
-            .then(|| token.principal_shared())
+        (token.claims_trusted() || self.proven.by_address(token)).then(|| token.principal_shared())
+    }
+
+    /// The scope `token` looks up and presigns under, and whether a presign call with it proves
+    /// its claims (their scope is not yet trusted: the token's own until then).
+    fn scope_for<'t>(&'t self, token: &'t Arc<FileAccessToken>) -> (&'t Arc<str>, bool) {
+        match self.proven_scope(token) {
+            Some(scope) => (scope, false),
+            None => (token.own_scope(), true),
+        }
+    }
+
+    /// Does the principal `token` claims hold `clean` here? A hint only, never an answer: the
+    /// claim is unproven.
+    fn claimed_principal_holds(&self, token: &FileAccessToken, clean: &str) -> bool {
+        self.cache.get_ready(&CacheKey::new(token.principal_shared(), clean)).is_some()
     }
 
     /// [`trusted_scope`](Self::trusted_scope), also recognising another copy of an accepted token.
@@ -266,6 +280,10 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
     }
 
     fn freshness(&self, signed: &SignedUrl, now: SystemTime) -> Freshness {
+        // Fetched in the future (any cache may hold anything): its trust window cannot be bounded.
+        if now.checked_add(MAX_CLOCK_AHEAD).is_some_and(|latest| signed.fetched_at() > latest) {
+            return Freshness::Expired;
+        }
         // Whatever a cache holds, trust it for at most MAX_URL_LIFETIME after it was fetched.
         let expires_at = signed.expires_at().min(saturating_add(signed.fetched_at(), MAX_URL_LIFETIME));
         let lifetime = expires_at.duration_since(signed.fetched_at()).unwrap_or_default();
@@ -276,7 +294,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let renew_from = usable_until.checked_sub(renew_window).unwrap_or(usable_until);
         if now >= usable_until {
             Freshness::Expired
-        } else if now >= renew_from && renew_from < usable_until {
+        } else if now >= renew_from {
             Freshness::RenewSoon
         } else {
             Freshness::Fresh
@@ -288,10 +306,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
         let mut waited_for_proof = false;
         loop {
             // Unproven claims: the token's own scope, until a presign call with it succeeds.
-            let (scope, proving) = match self.proven_scope(token) {
-                Some(scope) => (scope, false),
-                None => (token.own_scope(), true),
-            };
+            let (scope, proving) = self.scope_for(token);
             let key = CacheKey::new(scope, clean);
             // The local tier only: a shared cache's remote tier is asked in the batch's call
             // (`presign`), so misses enter their flights at once and batch as they do in memory.
@@ -332,10 +347,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             // answer): once proven, a renewed token finds its principal's URLs instead of every
             // caller presigning again. With nothing to find, it presigns along (batched).
             let _proof = match proving.then(|| self.proven.prove(scope)) {
-                Some(Proof::Follow(done))
-                    if !waited_for_proof
-                        && self.cache.get_ready(&CacheKey::new(token.principal_shared(), clean)).is_some() =>
-                {
+                Some(Proof::Follow(done)) if !waited_for_proof && self.claimed_principal_holds(token, clean) => {
                     let _ = done.await;
                     waited_for_proof = true;
                     continue;
@@ -496,7 +508,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             .iter()
             .map(|key| match answers.next() {
                 Some(answer) => answer.and_then(|a| self.accept(a, &key.url, now)),
-                None => Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing }),
+                None => Err(missing(&key.url)),
             })
             .collect();
         // The endpoint accepted this exact token: its claims now name its scope.
@@ -541,17 +553,14 @@ fn subset<'k>(
     indices.iter().map(|&i| (keys[i].clone(), cache_keys[i])).unzip()
 }
 
+/// No answer was given for `url`.
+pub(crate) fn missing(url: &str) -> AccessError {
+    AccessError::Presign { url: url.to_owned(), reason: crate::PresignFailure::Missing }
+}
+
 /// One outcome per key: `Missing` where none was found.
 fn fill(outcomes: Vec<Option<Outcome>>, keys: &[FlightKey]) -> Vec<Outcome> {
-    outcomes
-        .into_iter()
-        .zip(keys)
-        .map(|(outcome, key)| {
-            outcome.unwrap_or_else(|| {
-                Err(AccessError::Presign { url: key.url.to_string(), reason: crate::PresignFailure::Missing })
-            })
-        })
-        .collect()
+    outcomes.into_iter().zip(keys).map(|(outcome, key)| outcome.unwrap_or_else(|| Err(missing(&key.url)))).collect()
 }
 
 #[async_trait]
@@ -619,7 +628,6 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         if self.config.scope.is_none() && token.subject().is_some() {
             scopes.push(token.own_scope());
         }
-        scopes.dedup();
         let clean = url.clean_key();
         for scope in scopes {
             let key = CacheKey::new(scope, &clean);
@@ -652,10 +660,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         // A sample spread over the list, not its first few (it is sorted).
         let step = cleans.len().div_ceil(8).max(1);
         let claimed_holds = |token: &FileAccessToken| {
-            cleans
-                .iter()
-                .step_by(step)
-                .any(|clean| self.cache.get_ready(&CacheKey::new(token.principal_shared(), clean)).is_some())
+            cleans.iter().step_by(step).any(|clean| self.claimed_principal_holds(token, clean))
         };
         if self.proven_scope(&token).is_none() && claimed_holds(&token) {
             // A token not yet proven whose claimed principal holds some of these URLs (a hint
@@ -668,10 +673,8 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
                 Err(_) => return,
             };
         }
-        let (scope, proving) = match self.proven_scope(&token) {
-            Some(scope) => (scope.clone(), false),
-            None => (token.own_scope().clone(), true),
-        };
+        let (scope, proving) = self.scope_for(&token);
+        let scope = scope.clone();
         // What the cache holds fresh needs nothing (a shared cache is asked a few at a time).
         let now = self.clock.now();
         let mut missing: Vec<&str> = Vec::new();
@@ -682,7 +685,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
         // In rounds that leave a call slot and half the waiting room to the loads under way: each
         // round's URLs enter their flights before any call starts, so each call takes a full batch.
         let calls = self.config.max_concurrent_calls.saturating_sub(1).max(1);
-        let round = self.config.batch_limit.min(self.presigner.max_batch()).max(1) * calls;
+        let round = self.flights.batch_limit() * calls;
         let mut rest = &missing[..];
         while !rest.is_empty() {
             let room = (self.config.max_waiting / 2).saturating_sub(self.flights.waiting());

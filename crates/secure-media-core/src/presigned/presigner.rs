@@ -15,6 +15,11 @@ use crate::{AccessError, FileAccessToken, MediaUrl, PresignFailure, Scheme, Secu
 /// limit. A longer-lived URL is renewed as if it expired then (a clamped lifetime, not an error).
 pub const MAX_URL_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How far ahead of this process's clock a stored URL's fetch time may be (another process's
+/// clock). A URL fetched further in the future is not used: it is trusted for at most
+/// [`MAX_URL_LIFETIME`] after its fetch, which such a time would push back without limit.
+pub const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(300);
+
 /// What a presign endpoint answers for one URL.
 #[derive(Clone)]
 pub struct Presigned {

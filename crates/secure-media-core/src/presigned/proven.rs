@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use crossbeam_utils::sync::ShardedLock;
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
-use sha2::{Digest as _, Sha256};
 
 use crate::FileAccessToken;
 
@@ -18,20 +17,6 @@ use crate::FileAccessToken;
 const RECENT: usize = 16;
 /// Tokens remembered by digest; past it the set starts over (each token then proves itself again).
 const DIGESTS: usize = 4096;
-
-type TokenDigest = [u8; 32];
-
-/// A one-way digest of a token, keyed by its purpose (`domain`) so it matches no other digest of it.
-fn digest(domain: &[u8], token: &FileAccessToken) -> TokenDigest {
-    let mut hasher = Sha256::new();
-    hasher.update(domain);
-    hasher.update(token.expose_secret().as_bytes());
-    hasher.finalize().into()
-}
-
-fn proof_digest(token: &FileAccessToken) -> TokenDigest {
-    digest(b"secure-media/presigned/proven-token/v1\0", token)
-}
 
 // The address path (`last`, `recent`) is hand-written for a user-level figure: a cache hit on
 // two threads (`presigned_hit_2_threads` in BENCHMARKS.md) checks proof with one load and a
@@ -45,8 +30,9 @@ pub(crate) struct ProvenTokens {
     /// By address, with no hashing. Each `Weak` keeps its allocation, so no other token can live
     /// at a listed address.
     recent: ShardedLock<Vec<Weak<FileAccessToken>>>,
-    /// By digest: another `Arc` of the same secret (the app set the same token again).
-    digests: Mutex<HashSet<TokenDigest>>,
+    /// By the token's own scope (a digest of its secret, computed once per token): another `Arc`
+    /// of the same secret (the app set the same token again).
+    digests: Mutex<HashSet<Arc<str>>>,
     /// Proofs under way, by token scope: resolved (or dropped) when the proving call ends.
     proofs: Mutex<HashMap<String, Shared<oneshot::Receiver<()>>>>,
 }
@@ -92,7 +78,7 @@ impl ProvenTokens {
         if self.by_address(token) {
             return true;
         }
-        let known = self.digests.lock().unwrap_or_else(PoisonError::into_inner).contains(&proof_digest(token));
+        let known = self.digests.lock().unwrap_or_else(PoisonError::into_inner).contains(token.own_scope());
         if known {
             self.remember_address(token);
         }
@@ -113,12 +99,15 @@ impl ProvenTokens {
 
     /// The endpoint accepted `token`.
     pub(crate) fn insert(&self, token: &Arc<FileAccessToken>) {
+        if self.by_address(token) {
+            return; // already known: the usual case after the first call
+        }
         {
             let mut digests = self.digests.lock().unwrap_or_else(PoisonError::into_inner);
             if digests.len() >= DIGESTS {
                 digests.clear();
             }
-            digests.insert(proof_digest(token));
+            digests.insert(token.own_scope().clone());
         }
         self.remember_address(token);
     }

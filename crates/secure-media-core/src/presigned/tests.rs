@@ -1295,3 +1295,21 @@ async fn a_stored_url_near_its_expiry_serves_when_its_renewal_is_refused() {
     assert!(answer.ends_with("Signature=remote2"), "{answer}");
     assert_eq!(endpoint.calls(), 1, "it tried to renew");
 }
+
+#[tokio::test]
+async fn a_stored_url_fetched_in_the_future_is_not_used_whatever_cache_holds_it() {
+    let clock = start();
+    let endpoint = FakeEndpoint::new(clock.clone(), DAY);
+    let vouched = token("a");
+    vouched.mark_verified();
+    let tokens = Arc::new(StaticToken::new(vouched));
+    let s = strategy(&clock, &endpoint, tokens.clone(), PresignConfig::default());
+    // Another process's clock an hour ahead (or a planted entry): its trust window is unbounded.
+    let later = clock.now() + Duration::from_secs(3600);
+    let url = url::Url::parse(&format!("{}?Expires=4000000000&Signature=ahead", media(1))).unwrap();
+    let scope = tokens.current().unwrap().principal_shared().clone();
+    s.cache().put(&CacheKey::new(&scope, &media(1)), SignedUrl::new(&media(1), url, later, later + DAY)).await;
+    let answer = resolve(&s, &media(1)).await;
+    assert!(answer.contains("Signature=sig"), "presigned again: {answer}");
+    assert_eq!(endpoint.calls(), 1);
+}

@@ -139,12 +139,18 @@ impl FileAccessToken {
         self.verified.load(Ordering::Relaxed)
     }
 
+    /// Its claims may name a scope without a server's word: it has none (its principal is a
+    /// digest), or the app vouched for it.
+    pub(crate) fn claims_trusted(&self) -> bool {
+        self.subject.is_none() || self.is_verified()
+    }
+
     /// The scope for cache keys: the [`principal`](Self::principal) of a token without claims
     /// (already a digest) or of one a server accepted, else the token's [own
     /// scope](Self::own_scope). So a forged token whose unverified payload says `sub: alice` never
     /// reaches alice's cached media.
     pub fn cache_scope(&self) -> &Arc<str> {
-        if self.subject.is_none() || self.is_verified() {
+        if self.claims_trusted() {
             &self.principal
         } else {
             &self.own_scope
