@@ -130,12 +130,14 @@ impl SecureMediaBuilder {
             presign_config.cdn_hosts.add(&host)?;
         }
         let presigned = self.presigner.map(|presigner| {
-            Arc::new(
-                PresignedStrategy::new(self.hosts.clone(), tokens.clone(), presigner)
-                    .with_cache(Arc::new(MemoryPresignCache::new(self.cache_capacity)))
-                    .with_config(presign_config)
-                    .with_clock(self.clock.clone()),
-            )
+            Arc::new(PresignedStrategy::assemble(
+                self.hosts.clone(),
+                tokens.clone(),
+                presigner,
+                Arc::new(MemoryPresignCache::new(self.cache_capacity)),
+                presign_config,
+                self.clock.clone(),
+            ))
         });
         let strategy: Arc<dyn MediaAccessStrategy> = match self.mode {
             SecureMediaMode::Embedded => {

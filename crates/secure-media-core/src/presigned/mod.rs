@@ -152,7 +152,9 @@ impl<P: Presigner> PresignedStrategy<P, MemoryPresignCache> {
 }
 
 impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
-    fn assemble(
+    /// The strategy from all its parts at once (the builder's path: one cache made, one purger
+    /// subscribed).
+    pub(crate) fn assemble(
         hosts: SecureHosts,
         tokens: Arc<dyn TokenSource>,
         presigner: P,
