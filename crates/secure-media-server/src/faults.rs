@@ -75,7 +75,8 @@ impl Faults {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Delays every request of `route` by `by` (zero to stop).
+    /// Delays every request of `route` by `by` (zero to stop), on a timer precise to about
+    /// 0.2 ms (async-io's timerfd, not tokio's millisecond ticks).
     pub fn delay(&self, route: Route, by: Duration) {
         self.with(|s| s.routes[route.index()].delay = by);
     }

@@ -261,7 +261,13 @@ impl ReferenceServer {
         let app = routes::router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = match tls_config {
-            None => tokio::spawn(serve(listener, app, stopped)),
+            None => {
+                // TCP_NODELAY, as on the TLS listener (see there).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::spawn(serve(listener, app, stopped))
+            }
             Some(tls_config) => {
                 let (listener, accepting) = tls::TlsListener::start(listener, tls_config)
                     .map_err(|source| ServerError::Bind { addr, source })?;

@@ -295,6 +295,9 @@ async fn accept_loop(
         let Some((permit, accepted)) = accepted else { return };
         match accepted {
             Ok((stream, peer)) => {
+                // As nginx and CDNs do: an answer's last TLS record is not held back by Nagle's
+                // algorithm until the client's delayed ACK (up to tens of ms on loopback).
+                let _ = stream.set_nodelay(true);
                 let handshaken = handshaken.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {

@@ -73,11 +73,15 @@ fn rustls_config(ca_pem: &str) -> rustls::ClientConfig {
 
 /// A [`Hyper`] client trusting the PEM certificates in `ca_pem`.
 pub fn hyper_trusting(ca_pem: &str) -> Hyper {
+    // TCP_NODELAY, as reqwest sets it: a request's last segment is not held for an ACK.
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(rustls_config(ca_pem))
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(tcp);
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
