@@ -1,13 +1,15 @@
 //! The gallery scenario: presigned mode as a user feels it, end to end on loopback.
 //!
 //! ```sh
-//! cargo bench --bench gallery          # about 2.5 minutes; writes target/criterion/gallery.json
+//! cargo bench --bench gallery          # about 4 minutes; writes target/criterion/gallery.json
 //! cargo xtask bench-report             # -> BENCHMARKS.md's gallery section and benches/gallery.svg
 //! ```
 //!
-//! The reference server runs in this process over https (the testkit's CA), its presign endpoint
-//! delayed 25 ms a call and its media route 5 ms a request through its fault knobs, serving 200
-//! distinct 64x64 PNG thumbnails from memory (each made before the first measurement).
+//! Two reference servers run in this process over https (the testkit's CA), sharing their keys
+//! as the vendor's two hosts do: the files host serves 200 distinct 64x64 PNG thumbnails from
+//! memory (each made before the first measurement), its media route delayed 5 ms a request; the
+//! chat API (another origin) logs in and presigns, its presign endpoint delayed 25 ms a call. The
+//! delays run on a timer precise to about 0.2 ms (`Faults::delay`).
 //!
 //! - **Cold gallery**, for each concurrency in [1, 16, 64, 200] (loads in flight at once,
 //!   `buffer_unordered`): the wall time to load the 200 thumbnails with a fresh login, client,
@@ -21,7 +23,7 @@
 //!   - a bare reqwest GET with the Bearer set by hand (no library, no presign): what the network
 //!     and the server cost a token mode, connections included.
 //!
-//!   Each is measured 3 times (`--runs N`), interleaved with the others, and reported as the
+//!   Each is measured 5 times (`--runs N`), interleaved with the others, and reported as the
 //!   median. The limits come from the delays alone: asking ahead, one presign round and then
 //!   the media rounds, `25 + ceil(200 / c) * 5` ms; a loader that asks one window of `c` URLs at
 //!   a time, `ceil(200 / c) * (25 + 5)` ms; the token modes, `ceil(200 / c) * 5` ms.
@@ -53,7 +55,7 @@ use reqwest_middleware::ClientWithMiddleware;
 use secure_media::presigned::{PresignConfig, Presigner};
 use secure_media::{AccessError, FileAccessToken, LoginCell, MediaAccessStrategy, SecureMedia, SecureMediaMode};
 use secure_media_reqwest::{network_error, secure_client_from, ReqwestPresigner};
-use secure_media_server::{gallery_image, Route, RunningServer};
+use secure_media_server::{gallery_image, LoginAnswer, ReferenceServer, Route, RunningServer, ServerConfig};
 use secure_media_testkit::Hyper;
 use secure_media_tower::{SecureMediaLayer, SecureMediaService, TowerPresigner};
 use serde_json::json;
@@ -136,6 +138,50 @@ impl Approach {
     /// same cache: the one that asked ahead stands for presigned mode.)
     fn warm_too(self) -> bool {
         !matches!(self, Approach::Windowed(_))
+    }
+}
+
+/// The vendor's two hosts on loopback: the files host (the media) and the chat API (login and the
+/// presign endpoint), two reference servers sharing their keys, the API signing URLs on the files
+/// host's origin. As against the vendor, no client reuses a presign call's connection for a media
+/// GET (on one origin the recipe's 200 presign calls would open the connections its GETs reuse).
+struct Stage {
+    files: RunningServer,
+    api: RunningServer,
+}
+
+impl Stage {
+    async fn start() -> Self {
+        let keys = |config: ServerConfig| ServerConfig {
+            fat_secret: Some(b"gallery-bench-fat-secret".to_vec()),
+            url_secret: Some(b"gallery-bench-url-secret".to_vec()),
+            ..secure_media_testkit::https(config)
+        };
+        let start = |config| async { ReferenceServer::start(config).await.expect("a reference server") };
+        let files = start(keys(ServerConfig::default())).await;
+        let api = start(keys(ServerConfig { public_origins: vec![files.base_url()], ..ServerConfig::default() })).await;
+        files.faults().delay(Route::Media, MEDIA_DELAY);
+        api.faults().delay(Route::Presign, PRESIGN_DELAY);
+        Self { files, api }
+    }
+
+    fn login(&self, uid: &str) -> Result<LoginAnswer, &'static str> {
+        self.api.login(uid)
+    }
+
+    fn reset_stats(&self) {
+        self.files.reset_stats();
+        self.api.reset_stats();
+    }
+
+    fn presign_calls(&self) -> u64 {
+        self.api.stats().presign_calls
+    }
+
+    /// Every FAT issued so far expires, at both hosts.
+    fn expire_fats_now(&self) {
+        self.files.faults().expire_fats_now();
+        self.api.faults().expire_fats_now();
     }
 }
 
@@ -224,7 +270,7 @@ struct Ours {
 }
 
 /// A fresh login, and a login cell that logs in again at the server when a token is refused.
-fn login_cell(server: &Arc<RunningServer>, relogins: &Arc<AtomicUsize>) -> Arc<LoginCell> {
+fn login_cell(server: &Arc<Stage>, relogins: &Arc<AtomicUsize>) -> Arc<LoginCell> {
     let (hook_server, hook_count) = (server.clone(), relogins.clone());
     let cell = LoginCell::new().with_relogin(move || {
         let (server, count) = (hook_server.clone(), hook_count.clone());
@@ -237,15 +283,15 @@ fn login_cell(server: &Arc<RunningServer>, relogins: &Arc<AtomicUsize>) -> Arc<L
     Arc::new(cell)
 }
 
-fn fresh_token(server: &RunningServer) -> Result<FileAccessToken, AccessError> {
+fn fresh_token(server: &Stage) -> Result<FileAccessToken, AccessError> {
     let answer = server.login(USER).map_err(AccessError::MalformedToken)?;
     FileAccessToken::new(answer.fat)
 }
 
-fn ours(server: &Arc<RunningServer>, mode: SecureMediaMode, stack: Stack) -> (Ours, Client) {
+fn ours(server: &Arc<Stage>, mode: SecureMediaMode, stack: Stack) -> (Ours, Client) {
     let relogins = Arc::new(AtomicUsize::new(0));
     let cell = login_cell(server, &relogins);
-    let endpoint = server.presign_url();
+    let endpoint = server.api.presign_url();
     let presigner: Arc<dyn Presigner> = match stack {
         Stack::Reqwest => Arc::new(
             ReqwestPresigner::new(secure_media_testkit::reqwest_client(), endpoint.parse().expect("presign URL"))
@@ -256,8 +302,8 @@ fn ours(server: &Arc<RunningServer>, mode: SecureMediaMode, stack: Stack) -> (Ou
                 .expect("presigner"),
         ),
     };
-    let media = SecureMedia::builder(server.app_id())
-        .secure_host(&server.host())
+    let media = SecureMedia::builder(server.files.app_id())
+        .secure_host(&server.files.host())
         .mode(mode)
         .token_source(cell)
         .presigner(presigner)
@@ -273,7 +319,7 @@ fn ours(server: &Arc<RunningServer>, mode: SecureMediaMode, stack: Stack) -> (Ou
     (Ours { media, relogins }, client)
 }
 
-fn build(server: &Arc<RunningServer>, approach: Approach) -> (Option<Ours>, Client) {
+fn build(server: &Arc<Stage>, approach: Approach) -> (Option<Ours>, Client) {
     let (ours_of, stack) = match approach {
         Approach::Ahead(stack) | Approach::Windowed(stack) => (SecureMediaMode::Presigned, stack),
         Approach::Header(stack) => (SecureMediaMode::HeaderBased, stack),
@@ -282,7 +328,7 @@ fn build(server: &Arc<RunningServer>, approach: Approach) -> (Option<Ours>, Clie
             let recipe = Recipe {
                 client: secure_media_testkit::reqwest_client(),
                 fat: server.login(USER).expect("login").fat,
-                endpoint: server.presign_url(),
+                endpoint: server.api.presign_url(),
                 signed: Mutex::default(),
             };
             return (None, Client::Recipe(recipe));
@@ -348,7 +394,7 @@ struct Sample {
 }
 
 async fn measure(
-    server: &Arc<RunningServer>,
+    server: &Arc<Stage>,
     approach: Approach,
     urls: &[String],
     expected: &[Bytes],
@@ -363,7 +409,7 @@ async fn measure(
     }
     let cold = load(&client, urls, expected, c, None).await;
     let cold_ms = ms(started.elapsed());
-    let cold_calls = server.stats().presign_calls;
+    let cold_calls = server.presign_calls();
     let mut errors = cold.errors;
     let warm = if approach.warm_too() {
         server.reset_stats();
@@ -371,7 +417,7 @@ async fn measure(
         let warm = load(&client, urls, expected, c, None).await;
         let warm_ms = ms(started.elapsed());
         errors.extend(warm.errors);
-        Some((warm_ms, server.stats().presign_calls, warm.failures))
+        Some((warm_ms, server.presign_calls(), warm.failures))
     } else {
         None
     };
@@ -393,7 +439,7 @@ struct Rotation {
 }
 
 async fn rotation(
-    server: &Arc<RunningServer>,
+    server: &Arc<Stage>,
     mode: SecureMediaMode,
     stack: Stack,
     urls: &[String],
@@ -402,11 +448,11 @@ async fn rotation(
 ) -> Rotation {
     let (ours, client) = ours(server, mode, stack);
     server.reset_stats();
-    let expire = || server.faults().expire_fats_now();
+    let expire = || server.expire_fats_now();
     let started = Instant::now();
     let loaded = load(&client, urls, expected, c, Some(&expire)).await;
     let elapsed = ms(started.elapsed());
-    let (stats, strategy) = (server.stats(), ours.media.strategy().stats());
+    let (files, api, strategy) = (server.files.stats(), server.api.stats(), ours.media.strategy().stats());
     Rotation {
         mode: mode_name(mode),
         stack,
@@ -415,8 +461,8 @@ async fn rotation(
         relogins: ours.relogins.load(Ordering::SeqCst),
         token_refreshes: strategy.token_refreshes,
         retries: strategy.retries,
-        presign_calls: stats.presign_calls,
-        expired_fat_refusals: stats.refusals.expired_fat,
+        presign_calls: api.presign_calls,
+        expired_fat_refusals: files.refusals.expired_fat + api.refusals.expired_fat,
         errors: loaded.errors,
     }
 }
@@ -510,7 +556,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let plan = if bench {
-        Plan { images: 200, concurrency: vec![1, 16, 64, 200], runs: runs.unwrap_or(3), warm_up: true, write: true }
+        Plan { images: 200, concurrency: vec![1, 16, 64, 200], runs: runs.unwrap_or(5), warm_up: true, write: true }
     } else {
         // `cargo test --benches`: one small pass, as a check that everything loads.
         Plan { images: 20, concurrency: vec![16], runs: runs.unwrap_or(1), warm_up: false, write: false }
@@ -526,17 +572,16 @@ fn main() -> ExitCode {
 /// Everything; answers whether every image loaded.
 async fn run(plan: &Plan) -> bool {
     let load_before = load_average();
-    let server = Arc::new(secure_media_testkit::https_server().await);
-    server.faults().delay(Route::Presign, PRESIGN_DELAY);
-    server.faults().delay(Route::Media, MEDIA_DELAY);
+    let server = Arc::new(Stage::start().await);
     let images = plan.images;
-    let urls: Vec<String> = (0..images).map(|i| server.gallery_url(i)).collect();
+    let urls: Vec<String> = (0..images).map(|i| server.files.gallery_url(i)).collect();
     // The server makes each thumbnail on its first request: made now, it serves from memory.
     let expected: Vec<Bytes> = (0..images).map(|i| gallery_image(i).expect("a gallery thumbnail")).collect();
     assert!(expected.iter().all(|png| png.starts_with(b"\x89PNG")), "the thumbnails are PNGs");
     eprintln!(
-        "gallery: {images} thumbnails from {}, presign +{} ms, media +{} ms, concurrency {:?}, {} runs each",
-        server.base_url(),
+        "gallery: {images} thumbnails from {} (presign at {}), presign +{} ms, media +{} ms, concurrency {:?}, {} runs each",
+        server.files.base_url(),
+        server.api.base_url(),
         PRESIGN_DELAY.as_millis(),
         MEDIA_DELAY.as_millis(),
         plan.concurrency,
