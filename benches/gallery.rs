@@ -393,13 +393,7 @@ struct Sample {
     errors: Vec<String>,
 }
 
-async fn measure(
-    server: &Arc<Stage>,
-    approach: Approach,
-    urls: &[String],
-    expected: &[Bytes],
-    c: usize,
-) -> Sample {
+async fn measure(server: &Arc<Stage>, approach: Approach, urls: &[String], expected: &[Bytes], c: usize) -> Sample {
     let (ours, client) = build(server, approach);
     let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
     server.reset_stats();

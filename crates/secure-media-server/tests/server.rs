@@ -212,7 +212,12 @@ async fn fault_knobs_delay_fail_drop_and_garble() {
     let started = Instant::now();
     assert_eq!(client().get(&url).send().await.unwrap().status(), StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(150));
+    // A delay past the end of time never ends, and breaks nothing (no overflow, no panic).
+    server.faults().delay(Route::Media, Duration::from_millis(u64::MAX));
+    let waited = client().get(&url).timeout(Duration::from_millis(200)).send().await;
+    assert!(waited.is_err_and(|e| e.is_timeout()));
     server.faults().delay(Route::Media, Duration::ZERO);
+    assert_eq!(client().get(&url).send().await.unwrap().status(), StatusCode::OK);
 
     server.faults().fail_next(Route::Media, 2, StatusCode::SERVICE_UNAVAILABLE);
     for _ in 0..2 {
