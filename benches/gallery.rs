@@ -31,10 +31,10 @@
 //!   cached), presigned (the client that asked ahead), header, embedded, the recipe and the bare
 //!   GET.
 //! - **Token rotation**: presigned, header and embedded mode on both stacks, a login cell whose
-//!   relogin hook logs in again at the server; a cold scroll of the 200 at concurrency 16 (no
-//!   asking ahead), and when the 100th image is in, every FAT issued so far expires
-//!   (`Faults::expire_fats_now`). Failed images, relogins, the strategy's renewals and the
-//!   server's presign calls.
+//!   relogin hook logs in again at the chat API; a cold scroll of the 200 at concurrency 16 (no
+//!   asking ahead), and when the 100th image is in, every FAT issued so far expires at both
+//!   hosts (`Faults::expire_fats_now`). Failed images, relogins, the strategy's renewals and the
+//!   chat API's presign calls.
 //!
 //! Every body is compared with the server's bytes; failures are counted. The results go to
 //! `gallery.json` in criterion's directory (`$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`,
@@ -269,7 +269,7 @@ struct Ours {
     relogins: Arc<AtomicUsize>,
 }
 
-/// A fresh login, and a login cell that logs in again at the server when a token is refused.
+/// A fresh login, and a login cell that logs in again at the chat API when a token is refused.
 fn login_cell(server: &Arc<Stage>, relogins: &Arc<AtomicUsize>) -> Arc<LoginCell> {
     let (hook_server, hook_count) = (server.clone(), relogins.clone());
     let cell = LoginCell::new().with_relogin(move || {

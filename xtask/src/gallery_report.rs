@@ -283,7 +283,7 @@ fn markdown(report: &Report) -> Result<String, Box<dyn Error>> {
     writeln!(
         out,
         "\n**Token rotation**: a cold scroll without asking ahead, every FAT expired once half the \
-         images are in; the login cell's relogin hook logs in again at the server.\n"
+         images are in; the login cell's relogin hook logs in again at the chat API.\n"
     )?;
     writeln!(
         out,
