@@ -82,7 +82,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -91,7 +91,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Script, ScriptInvocation, Value};
 use secure_media_core::presigned::endpoint::MAX_UNIX_SECS;
 use secure_media_core::presigned::{
     CacheKey, Lease, MemoryPresignCache, PresignCache, SignedUrl, MAX_CLOCK_AHEAD, MAX_URL_LIFETIME,
@@ -487,6 +487,41 @@ if ok and type(entry) == 'table' and type(entry.url) == 'string' and entry.url ~
 return redis.call('DEL', KEYS[1])
 ";
 
+/// The scripts, sent by their SHA-1 (`EVALSHA`), not their text, on every call: the `redis`
+/// crate loads one where it is missing (`NOSCRIPT`: a restarted node; on a cluster, every master).
+static LEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE));
+static LOOK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LOOK));
+static PUBLISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+static DELETE_IF_SAME_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_IF_SAME));
+
+/// One command for [`RedisPresignCache::call`]: a plain one, or a script.
+enum Command {
+    Plain(Cmd),
+    Script(ScriptInvocation<'static>),
+}
+
+impl From<Cmd> for Command {
+    fn from(command: Cmd) -> Self {
+        Self::Plain(command)
+    }
+}
+
+impl From<ScriptInvocation<'static>> for Command {
+    fn from(invocation: ScriptInvocation<'static>) -> Self {
+        Self::Script(invocation)
+    }
+}
+
+impl Command {
+    async fn run<T: redis::FromRedisValue>(&self, connection: &mut Connection) -> redis::RedisResult<T> {
+        match self {
+            Self::Plain(command) => command.query_async(connection).await,
+            Self::Script(invocation) => invocation.invoke_async(connection).await,
+        }
+    }
+}
+
 /// A presign cache on Redis with an optional in-memory L1. See the [crate docs](crate).
 pub struct RedisPresignCache {
     redis: Backend,
@@ -662,11 +697,11 @@ impl RedisPresignCache {
         groups.into_iter().map(|(_, indices, pairs)| (indices, pairs)).collect()
     }
 
-    /// `EVAL script` over `keys` (all of one principal: one slot); the caller adds `ARGV`.
-    fn script(&self, script: &str, keys: &[String]) -> Cmd {
-        let mut command = redis::cmd("EVAL");
-        command.arg(script).arg(keys.len()).arg(keys);
-        command
+    /// `script` over `keys` (all of one principal: one slot); the caller adds `ARGV`.
+    fn script(script: &'static Script, keys: &[String]) -> ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(keys);
+        invocation
     }
 
     fn lease_ms(&self) -> u64 {
@@ -677,7 +712,7 @@ impl RedisPresignCache {
     async fn look(&self, keys: &[CacheKey<'_>]) -> Option<Vec<Look>> {
         let groups = self.by_scope(keys);
         let answers = futures::future::join_all(groups.iter().map(|(_, pairs)| {
-            let mut look = self.script(LOOK, pairs);
+            let mut look = Self::script(&LOOK_SCRIPT, pairs);
             look.arg(MAX_ENTRY_BYTES);
             self.call::<Vec<Value>>("LOOK", look)
         }))
@@ -703,7 +738,8 @@ impl RedisPresignCache {
 
     /// Runs one Redis command under the timeout; a failure is logged once per outage and read as
     /// `None`. A connection that lost a node is made again (on a cluster).
-    async fn call<T: redis::FromRedisValue>(&self, what: &str, command: Cmd) -> Option<T> {
+    async fn call<T: redis::FromRedisValue>(&self, what: &str, command: impl Into<Command>) -> Option<T> {
+        let command = command.into();
         // The timeout is clamped (`with_timeout`): no overflow.
         let deadline = tokio::time::Instant::now() + self.timeout;
         let (generation, mut connection) = match tokio::time::timeout_at(deadline, self.redis.connection()).await {
@@ -711,7 +747,7 @@ impl RedisPresignCache {
             Ok(Err(error)) => return self.went_down(what, &error.to_string()),
             Err(_) => return self.went_down(what, "timed out connecting"),
         };
-        match tokio::time::timeout_at(deadline, command.query_async::<T>(&mut connection)).await {
+        match tokio::time::timeout_at(deadline, command.run::<T>(&mut connection)).await {
             Ok(Ok(value)) => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!("redis presign cache is back");
@@ -874,7 +910,7 @@ impl PresignCache for RedisPresignCache {
         let ttl_ms = u64::try_from(left.min(MAX_URL_LIFETIME).as_millis()).unwrap_or(u64::MAX).max(1);
         let redis_key = self.redis_key(key);
         let lease_key = Self::lease_key(&redis_key);
-        let mut publish = self.script(PUBLISH, &[redis_key, lease_key]);
+        let mut publish = Self::script(&PUBLISH_SCRIPT, &[redis_key, lease_key]);
         publish.arg(encode(key, &url)).arg(ttl_ms).arg(&self.holder);
         let _: Option<i64> = self.call("SET", publish).await;
     }
@@ -893,9 +929,9 @@ impl PresignCache for RedisPresignCache {
             l1.remove_refused(key, refused).await;
         }
         // One key in KEYS: the cluster client routes the script to the master that owns it.
-        let mut delete = self.script(DELETE_IF_SAME, &[self.redis_key(key)]);
+        let mut delete = Self::script(&DELETE_IF_SAME_SCRIPT, &[self.redis_key(key)]);
         delete.arg(refused.as_str());
-        let _: Option<i64> = self.call("EVAL", delete).await;
+        let _: Option<i64> = self.call("DELETE_IF_SAME", delete).await;
     }
 
     async fn lease(&self, keys: &[CacheKey<'_>]) -> Vec<Lease> {
@@ -905,7 +941,7 @@ impl PresignCache for RedisPresignCache {
         }
         let groups = self.by_scope(keys);
         let answers = futures::future::join_all(groups.iter().map(|(_, pairs)| {
-            let mut lease = self.script(LEASE, pairs);
+            let mut lease = Self::script(&LEASE_SCRIPT, pairs);
             lease.arg(&self.holder).arg(self.lease_ms());
             self.call::<Vec<i64>>("LEASE", lease)
         }))
@@ -963,7 +999,7 @@ impl PresignCache for RedisPresignCache {
         let groups = self.by_scope(keys);
         futures::future::join_all(groups.iter().map(|(_, pairs)| {
             let leases: Vec<String> = pairs.iter().skip(1).step_by(2).cloned().collect();
-            let mut release = self.script(RELEASE, &leases);
+            let mut release = Self::script(&RELEASE_SCRIPT, &leases);
             release.arg(&self.holder);
             self.call::<i64>("RELEASE", release)
         }))

@@ -21,7 +21,7 @@ pub use expiry::expiry_of;
 pub use presigner::{Presigned, Presigner, SignedUrl, MAX_CLOCK_AHEAD, MAX_URL_LIFETIME};
 
 use self::endpoint::saturating_add;
-use self::flights::{Early, FlightKey, Flights, Outcome};
+use self::flights::{Early, FlightKey, Flights, Outcome, Ticket};
 use self::presigner::Destinations;
 use self::proven::{Proof, ProvenTokens};
 use crate::counters::{bump, Counters};
@@ -329,11 +329,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                             }
                         };
                         tracing::debug!(url = clean, "presigned URL near expiry: renewing ahead");
-                        return match self
-                            .flights
-                            .wait(ticket, |token, keys, early| self.presign(token, keys, early))
-                            .await
-                        {
+                        return match self.await_flight(ticket).await {
                             Ok(fresh) => Ok(fresh),
                             Err(error) => {
                                 tracing::debug!(url = clean, %error, "renewing ahead failed: the current URL serves");
@@ -362,7 +358,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             bump(&self.counters.misses, 1);
             tracing::debug!(url = clean, "presign cache miss");
             let ticket = self.flights.enter(scope, clean, proving, token)?;
-            return self.flights.wait(ticket, |token, keys, early| self.presign(token, keys, early)).await;
+            return self.await_flight(ticket).await;
         }
     }
 
@@ -373,6 +369,17 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
             .unwrap_or(Err(crate::PresignFailure::NotHttp))
             .map_err(|reason| AccessError::Presign { url: clean.to_owned(), reason })?;
         Ok(signed)
+    }
+
+    /// Waits for `ticket`'s URL; given a free call slot, this caller presigns its batch.
+    async fn await_flight(&self, ticket: Ticket<'_>) -> Outcome {
+        self.flights.wait(ticket, |token, keys, early| self.presign(token, keys, early)).await
+    }
+
+    /// Removes stored URLs that may not serve, all at once: a slow shared cache costs one round
+    /// trip, not one per URL.
+    async fn drop_stored(&self, stored: &[(CacheKey<'_>, SignedUrl)]) {
+        futures::future::join_all(stored.iter().map(|(key, url)| self.cache.remove_refused(key, url))).await;
     }
 
     /// A batch's URLs: what the cache holds (its remote tier, asked for the whole batch at
@@ -401,8 +408,7 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                 Some(Freshness::Expired) | None => dropped.push((cache_keys[i], hit)),
             }
         }
-        // All at once: a slow shared cache costs one round trip, not one per URL.
-        futures::future::join_all(dropped.iter().map(|(key, hit)| self.cache.remove_refused(key, hit))).await;
+        self.drop_stored(&dropped).await;
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| outcomes[i].is_none()).collect();
         let (missing_keys, missing_cache_keys) = subset(&keys, &cache_keys, &missing);
         let presigned = self.share_or_presign(&token, &missing_keys, &missing_cache_keys).await;
@@ -459,13 +465,12 @@ impl<P: Presigner, C: PresignCache> PresignedStrategy<P, C> {
                 Some(Freshness::Fresh) => outcomes[i] = Some(Ok(url)),
                 Some(_) => fallback.push(i),
                 None => {
-                    unusable.push((cache_key, url));
+                    unusable.push((*cache_key, url));
                     fallback.push(i);
                 }
             }
         }
-        // All at once: a slow shared cache costs one round trip, not one per URL.
-        futures::future::join_all(unusable.iter().map(|(key, url)| self.cache.remove_refused(key, url))).await;
+        self.drop_stored(&unusable).await;
         bump(&self.counters.urls_from_fleet, (theirs.len() - fallback.len()) as u64);
         if !fallback.is_empty() {
             tracing::debug!(urls = fallback.len(), "lease holder gave up or went away: presigning here");
@@ -702,12 +707,7 @@ impl<P: Presigner, C: PresignCache> MediaAccessStrategy for PresignedStrategy<P,
             rest = rest.get(tickets.len()..).unwrap_or_default();
             bump(&self.counters.misses, tickets.len() as u64);
             tracing::debug!(urls = tickets.len(), "presigning ahead");
-            let outcomes = futures::future::join_all(
-                tickets
-                    .into_iter()
-                    .map(|ticket| self.flights.wait(ticket, |token, keys, early| self.presign(token, keys, early))),
-            )
-            .await;
+            let outcomes = futures::future::join_all(tickets.into_iter().map(|ticket| self.await_flight(ticket))).await;
             // A refused token: the rest would be refused too; the loads renew it.
             if outcomes.iter().any(|outcome| matches!(outcome, Err(AccessError::PresignUnauthorized { .. }))) {
                 return;
